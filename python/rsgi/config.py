@@ -1,0 +1,708 @@
+"""Every rsgi setting, declared once.
+
+Each field of :class:`Config` carries an :class:`Option` in its metadata. The
+command line (:func:`build_parser`), the ``RSGI_*`` environment variables
+(:func:`env_values`), ``rsgi.run(**kwargs)`` and the README's options table are
+all generated from those fields, so a setting added here shows up everywhere.
+
+The Rust core reads the settings by attribute name: keep the names stable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import importlib
+import logging
+import math
+import os
+import platform
+import re
+import sys
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Any
+
+ENV_PREFIX = "RSGI_"
+C_INT_MAX = 2**31 - 1  # fd and backlog are C ints in the Rust core
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
+LOOPS = ("auto", "asyncio", "uvloop")
+LIFESPANS = ("auto", "on", "off")
+
+# RFC 9110 token characters: anything else in a header name would let a value
+# smuggle a second header or break the response head.
+_HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+
+
+class ConfigError(ValueError):
+    """A setting has a bad value. The message is one line, fit for a CLI error."""
+
+
+class AppLoadError(ConfigError):
+    """The ASGI application could not be imported or built."""
+
+
+# -- parsers: text (from the CLI or the environment) to a value -------------
+
+
+def parse_bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"expected true or false, got {text!r}")
+
+
+def parse_int(text: str) -> int:
+    try:
+        return int(text.strip())
+    except ValueError:
+        raise ValueError(f"expected an integer, got {text!r}") from None
+
+
+def parse_float(text: str) -> float:
+    try:
+        return float(text.strip())
+    except ValueError:
+        raise ValueError(f"expected a number, got {text!r}") from None
+
+
+def parse_str(text: str) -> str:
+    return text
+
+
+def parse_header(text: str) -> tuple[str, str]:
+    name, colon, value = text.partition(":")
+    if not colon:
+        raise ValueError(f'header {text!r} must be in the form "NAME:VALUE"')
+    return name.strip(), value.strip()
+
+
+def parse_header_lines(text: str) -> list[tuple[str, str]]:
+    """Parse RSGI_HEADER: one NAME:VALUE per line.
+
+    Lines rather than ";" because the headers people set server-wide
+    (Strict-Transport-Security, Content-Security-Policy) have ";" in them.
+    """
+    return [parse_header(line) for line in text.splitlines() if line.strip()]
+
+
+# -- the option table ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Option:
+    """How one Config field appears on the CLI, in the environment and in docs."""
+
+    help: str
+    group: str
+    parse: Callable[[str], Any] = parse_str
+    flags: tuple[str, ...] = ()  # default: ("--<field-name>",)
+    positional: bool = False
+    choices: tuple[str, ...] | None = None
+    metavar: str | None = None
+    optional: bool = False  # None is a valid value
+    minimum: float | None = None
+    maximum: float | None = None
+    positive: bool = False  # strictly greater than zero
+    repeat: bool = False  # the flag may be given several times; values form a list
+    env_aliases: tuple[str, ...] = ()  # read after RSGI_<NAME>, e.g. WEB_CONCURRENCY
+
+
+def option(default: Any = dataclasses.MISSING, **meta: Any) -> Any:
+    if isinstance(default, list):
+        # Dataclasses refuse mutable defaults; give every Config its own list.
+        items = list(default)
+        return field(default_factory=lambda: list(items), metadata={"option": Option(**meta)})
+    return field(default=default, metadata={"option": Option(**meta)})
+
+
+APPLICATION = "Application"
+BINDING = "Socket binding"
+HTTP = "HTTP"
+LOGGING = "Logging"
+PROCESSES = "Processes and timeouts"
+
+
+@dataclass
+class Config:
+    """Settings for one rsgi server. Construct with keyword arguments."""
+
+    app: Any = option(
+        help='The ASGI application, as "<module>:<attribute>" (e.g. "main:app"). '
+        "From Python it may also be the application object itself.",
+        group=APPLICATION,
+        positional=True,
+        metavar="APP",
+    )
+    factory: bool = option(
+        False,
+        help="Treat APP as a factory: call it with no arguments to get the application.",
+        group=APPLICATION,
+        parse=parse_bool,
+    )
+    app_dir: str = option(
+        ".",
+        help="Directory put first on sys.path before importing APP.",
+        group=APPLICATION,
+        metavar="DIR",
+    )
+    env_file: str | None = option(
+        None,
+        help="File of KEY=VALUE lines loaded into the environment before the app is "
+        "imported. Variables already set are kept.",
+        group=APPLICATION,
+        optional=True,
+        metavar="PATH",
+    )
+    lifespan: str = option(
+        "auto",
+        help='ASGI lifespan protocol: "auto" runs it if the app supports it, "on" '
+        'requires it, "off" skips it.',
+        group=APPLICATION,
+        choices=LIFESPANS,
+    )
+    loop: str = option(
+        "auto",
+        help='Event loop: "auto" uses uvloop when it is installed, else asyncio.',
+        group=APPLICATION,
+        choices=LOOPS,
+    )
+    root_path: str = option(
+        "",
+        help='ASGI "root_path": the path prefix under which a proxy mounts the app.',
+        group=APPLICATION,
+        metavar="PATH",
+    )
+    host: str = option(
+        "127.0.0.1",
+        help='Address to bind. Use "0.0.0.0" for all IPv4 interfaces, "::" for IPv6.',
+        group=BINDING,
+    )
+    port: int = option(
+        8000,
+        help="TCP port to bind; 0 picks a free port.",
+        group=BINDING,
+        parse=parse_int,
+        minimum=0,
+        maximum=65535,
+    )
+    uds: str | None = option(
+        None,
+        help="Bind a Unix domain socket at this path instead of host/port.",
+        group=BINDING,
+        optional=True,
+        metavar="PATH",
+    )
+    fd: int | None = option(
+        None,
+        help="Serve on an already-listening socket inherited as this file descriptor.",
+        group=BINDING,
+        parse=parse_int,
+        optional=True,
+        minimum=0,
+        maximum=C_INT_MAX,
+    )
+    backlog: int = option(
+        2048,
+        help="Maximum number of connections waiting to be accepted.",
+        group=BINDING,
+        parse=parse_int,
+        minimum=1,
+        maximum=C_INT_MAX,
+    )
+    headers: list[tuple[str, str]] = option(
+        [],
+        help="Extra response header, as NAME:VALUE. Repeat for several. "
+        "In RSGI_HEADER put one NAME:VALUE per line.",
+        group=HTTP,
+        parse=parse_header,
+        flags=("--header",),
+        repeat=True,
+        metavar="NAME:VALUE",
+    )
+    server_header: bool = option(
+        True,
+        help='Send "Server: rsgi" in responses.',
+        group=HTTP,
+        parse=parse_bool,
+    )
+    date_header: bool = option(
+        True,
+        help='Send a "Date" header in responses.',
+        group=HTTP,
+        parse=parse_bool,
+    )
+    log_level: str = option(
+        "info",
+        help="Level of the rsgi.error and rsgi.access loggers.",
+        group=LOGGING,
+        choices=LOG_LEVELS,
+    )
+    access_log: bool = option(
+        True,
+        help="Log one line per request to stdout (logger rsgi.access).",
+        group=LOGGING,
+        parse=parse_bool,
+    )
+    log_config: str | None = option(
+        None,
+        help="Logging configuration file: .json or .yaml/.yml for logging.config.dictConfig "
+        "(YAML needs PyYAML), anything else for logging.config.fileConfig. "
+        "Levels it sets on rsgi loggers win over --log-level.",
+        group=LOGGING,
+        optional=True,
+        metavar="PATH",
+    )
+    workers: int = option(
+        1,
+        help="Number of worker processes.",
+        group=PROCESSES,
+        parse=parse_int,
+        flags=("-w", "--workers"),
+        minimum=1,
+        env_aliases=("WEB_CONCURRENCY",),
+    )
+    threads: int = option(
+        1,
+        help="Rust I/O threads per worker process.",
+        group=PROCESSES,
+        parse=parse_int,
+        minimum=1,
+    )
+    timeout_keep_alive: float = option(
+        5.0,
+        help="Seconds an idle keep-alive connection stays open.",
+        group=PROCESSES,
+        parse=parse_float,
+        positive=True,
+        metavar="SECONDS",
+    )
+    timeout_graceful_shutdown: float = option(
+        30.0,
+        help="Seconds to let in-flight requests finish on shutdown before closing them; "
+        "0 closes at once.",
+        group=PROCESSES,
+        parse=parse_float,
+        minimum=0,
+        metavar="SECONDS",
+    )
+
+    def __post_init__(self) -> None:
+        for setting in settings():
+            value = getattr(self, setting.name)
+            setattr(self, setting.name, check_value(setting, value))
+        if self.uds is not None and self.fd is not None:
+            raise ConfigError("uds and fd cannot both be set")
+
+    # -- construction -------------------------------------------------------
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Config:
+        """Build from RSGI_* variables; keyword arguments take precedence."""
+        values = env_values(os.environ if environ is None else environ)
+        values.update(overrides)
+        return cls(**values)
+
+    @classmethod
+    def from_argv(
+        cls, argv: list[str] | None = None, environ: Mapping[str, str] | None = None
+    ) -> Config:
+        """Build from command-line arguments, falling back to RSGI_* variables.
+
+        Bad values end the process with argparse's usage error (exit code 2).
+        """
+        parser = build_parser()
+        given = vars(parser.parse_args(argv))
+        try:
+            values = env_values(os.environ if environ is None else environ)
+            values.update(given)
+            if "app" not in values:
+                parser.error("the following arguments are required: APP")
+            return cls(**values)
+        except ConfigError as exc:
+            parser.error(str(exc))
+
+    # -- actions ------------------------------------------------------------
+
+    def load_app(self) -> Callable[..., Any]:
+        """Return the ASGI callable, importing and building it if needed."""
+        target = self.app
+        if isinstance(target, str):
+            insert_path(self.app_dir)
+            target = import_from_string(target)
+        if self.factory:
+            if not callable(target):
+                raise AppLoadError(f"Error loading ASGI app factory: {target!r} is not callable.")
+            target = target()
+        if not callable(target):
+            raise AppLoadError(f"Error loading ASGI app. {describe(self.app)} is not callable.")
+        return target
+
+    def load_env_file(self) -> None:
+        """Load env_file into os.environ without overriding variables already set."""
+        if self.env_file is None:
+            return
+        path = self.env_file
+        if not os.path.isfile(path):
+            raise ConfigError(f'Environment file "{path}" not found.')
+        logging.getLogger("rsgi.error").info("Loading environment from '%s'", path)
+        for key, value in read_env_file(path).items():
+            if value is not None:
+                os.environ.setdefault(key, value)
+
+    def setup_logging(self) -> None:
+        from rsgi import logs
+
+        logs.configure(self)
+
+
+# -- the table, resolved --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One Config field with its Option and the names derived from it."""
+
+    name: str
+    option: Option
+    default: Any
+
+    @property
+    def flags(self) -> tuple[str, ...]:
+        if self.option.positional:
+            return ()
+        return self.option.flags or ("--" + self.name.replace("_", "-"),)
+
+    @property
+    def is_bool(self) -> bool:
+        return self.option.parse is parse_bool
+
+    @property
+    def cli_spelling(self) -> str:
+        """The flag as help and docs show it, e.g. "--access-log / --no-access-log"."""
+        if self.option.positional:
+            return self.option.metavar or self.name.upper()
+        long_flag = self.flags[-1]
+        if self.is_bool:
+            return f"{long_flag} / --no-{long_flag[2:]}"
+        return ", ".join(self.flags)
+
+    @property
+    def env_names(self) -> tuple[str, ...]:
+        # Named after the flag, not the field, so --header reads RSGI_HEADER.
+        base = self.flags[-1][2:] if self.flags else self.name
+        return (ENV_PREFIX + base.upper().replace("-", "_"), *self.option.env_aliases)
+
+
+@cache
+def settings() -> tuple[Setting, ...]:
+    found = []
+    for f in dataclasses.fields(Config):
+        default = None if f.default is dataclasses.MISSING else f.default
+        if f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        found.append(Setting(f.name, f.metadata["option"], default))
+    return tuple(found)
+
+
+def check_value(setting: Setting, value: Any) -> Any:
+    """Validate one value given from Python; return it normalised."""
+    opt, name = setting.option, setting.name
+    if value is None and opt.optional:
+        return None
+    if name == "app":
+        return check_app(value)
+    if name == "headers":
+        return check_headers(value)
+    if name == "log_config" and isinstance(value, dict):
+        return value  # from Python, a dictConfig mapping is accepted as is
+    if opt.parse is parse_bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{name} must be True or False, got {value!r}")
+        return value
+    if opt.parse is parse_int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{name} must be an integer, got {value!r}")
+    elif opt.parse is parse_float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{name} must be a number, got {value!r}")
+        if not math.isfinite(value):
+            raise ConfigError(f"{name} must be a finite number, got {value!r}")
+        value = float(value)
+    else:
+        if isinstance(value, os.PathLike):
+            value = os.fspath(value)
+        if not isinstance(value, str):
+            raise ConfigError(f"{name} must be a string, got {value!r}")
+    check_range(setting, value)
+    if opt.choices is not None:
+        value = value.lower()
+        if value not in opt.choices:
+            choices = ", ".join(opt.choices)
+            raise ConfigError(f"{name} must be one of {choices}; got {value!r}")
+    return value
+
+
+def check_range(setting: Setting, value: Any) -> None:
+    opt, name = setting.option, setting.name
+    if opt.positive and value <= 0:
+        raise ConfigError(f"{name} must be greater than 0, got {value!r}")
+    low, high = opt.minimum, opt.maximum
+    if (low is not None and value < low) or (high is not None and value > high):
+        if high is None:
+            raise ConfigError(f"{name} must be at least {low}, got {value!r}")
+        raise ConfigError(f"{name} must be between {low} and {high}, got {value!r}")
+
+
+def check_app(value: Any) -> Any:
+    if isinstance(value, str):
+        if not value.strip():
+            raise ConfigError('app must be "<module>:<attribute>" or an ASGI callable')
+        return value.strip()
+    if not callable(value):
+        raise ConfigError(f'app must be "<module>:<attribute>" or an ASGI callable, got {value!r}')
+    return value
+
+
+def check_headers(value: Any) -> list[tuple[str, str]]:
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        raise ConfigError("headers must be a list of (name, value) pairs or NAME:VALUE strings")
+    result = []
+    for item in value:
+        if isinstance(item, str):
+            try:
+                item = parse_header(item)
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
+        if not (isinstance(item, (tuple, list)) and len(item) == 2):
+            raise ConfigError(f"header {item!r} must be a (name, value) pair")
+        name, text = item
+        if not isinstance(name, str) or not _HEADER_NAME.match(name):
+            raise ConfigError(f"header name {name!r} is not a valid HTTP token")
+        if not isinstance(text, str) or any(c in text for c in "\r\n\0"):
+            raise ConfigError(f"header {name} has a value with a line break or NUL")
+        result.append((name, text))
+    return result
+
+
+# -- environment and command line ----------------------------------------------
+
+
+def env_values(environ: Mapping[str, str]) -> dict[str, Any]:
+    """Config keyword arguments from RSGI_* variables that are set and non-empty."""
+    values: dict[str, Any] = {}
+    for setting in settings():
+        for env_name in setting.env_names:
+            text = environ.get(env_name, "")
+            if not text.strip():
+                continue
+            parse = parse_header_lines if setting.option.repeat else setting.option.parse
+            try:
+                values[setting.name] = parse(text)
+            except ValueError as exc:
+                raise ConfigError(f"{env_name}: {exc}") from None
+            break
+    return values
+
+
+def version_line() -> str:
+    from rsgi import __version__
+
+    python = f"{platform.python_implementation()} {platform.python_version()}"
+    return f"rsgi {__version__} (Rust core, {python} on {platform.system()})"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The rsgi command line. Only options actually given appear in the result."""
+    parser = argparse.ArgumentParser(
+        prog="rsgi",
+        description="Serve an ASGI application with rsgi.",
+        epilog="Every option can also be set with the environment variable shown; "
+        "a command-line flag wins over the environment.",
+        argument_default=argparse.SUPPRESS,
+    )
+    parser.add_argument("--version", action="version", version=version_line())
+    groups: dict[str, Any] = {}
+    for setting in settings():
+        if setting.option.group not in groups:
+            groups[setting.option.group] = parser.add_argument_group(setting.option.group)
+        add_argument(groups[setting.option.group], setting)
+    return parser
+
+
+def add_argument(group: Any, setting: Setting) -> None:
+    opt = setting.option
+    kwargs: dict[str, Any] = {"help": help_text(setting), "default": argparse.SUPPRESS}
+    if opt.choices is not None:
+        kwargs["choices"] = opt.choices
+        kwargs["type"] = str.lower
+    elif not setting.is_bool:
+        kwargs["type"] = cli_type(opt.parse)
+    if opt.metavar and not opt.positional:
+        kwargs["metavar"] = opt.metavar
+    if setting.is_bool:
+        kwargs["action"] = argparse.BooleanOptionalAction
+    elif opt.repeat:
+        kwargs["action"] = "append"
+    if opt.positional:
+        group.add_argument(setting.name, nargs="?", metavar=opt.metavar, **kwargs)
+    else:
+        group.add_argument(*setting.flags, dest=setting.name, **kwargs)
+
+
+def cli_type(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    def convert(text: str) -> Any:
+        try:
+            return parse(text)
+        except ValueError as exc:
+            # ArgumentTypeError keeps our message instead of "invalid convert value".
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return convert
+
+
+def help_text(setting: Setting) -> str:
+    notes = []
+    if setting.default not in (None, [], ""):
+        notes.append(f"default: {format_default(setting.default)}")
+    notes.append("env: " + " or ".join(setting.env_names))
+    text = f"{setting.option.help} [{'; '.join(notes)}]"
+    return text.replace("%", "%%")  # argparse %-formats help strings
+
+
+def format_default(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+# -- loading the app --------------------------------------------------------------
+
+
+def insert_path(directory: str) -> None:
+    path = os.path.abspath(directory)
+    if not sys.path or sys.path[0] != path:
+        sys.path.insert(0, path)
+
+
+def import_from_string(text: str) -> Any:
+    """Import "<module>:<attribute>", where attribute may be dotted."""
+    module_name, _, attrs = text.partition(":")
+    if not module_name or not attrs:
+        raise AppLoadError(
+            f'Error loading ASGI app. Import string "{text}" '
+            'must be in format "<module>:<attribute>".'
+        )
+    try:
+        target = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        # Only the module named on the command line being absent is a usage
+        # error; a missing dependency of the app must keep its traceback.
+        if not is_same_or_parent(exc.name, module_name):
+            raise
+        raise AppLoadError(
+            f'Error loading ASGI app. Could not import module "{module_name}".'
+        ) from None
+    for attr in attrs.split("."):
+        try:
+            target = getattr(target, attr)
+        except AttributeError:
+            raise AppLoadError(
+                f'Error loading ASGI app. Attribute "{attrs}" not found in module "{module_name}".'
+            ) from None
+    return target
+
+
+def is_same_or_parent(missing: str | None, module_name: str) -> bool:
+    if not missing:
+        return False
+    return module_name == missing or module_name.startswith(missing + ".")
+
+
+def describe(app: Any) -> str:
+    if isinstance(app, str):
+        return f'"{app}"'
+    return repr(app)
+
+
+# -- env files ---------------------------------------------------------------------
+
+
+def read_env_file(path: str) -> dict[str, str | None]:
+    try:
+        from dotenv import dotenv_values
+    except ImportError:
+        with open(path, encoding="utf-8") as file:
+            return dict(parse_env_text(file.read()))
+    return dict(dotenv_values(path))
+
+
+_ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
+_ESCAPES = {"n": "\n", "r": "\r", "t": "\t", '"': '"', "\\": "\\", "$": "$"}
+
+
+def parse_env_text(text: str) -> Iterable[tuple[str, str]]:
+    """Yield KEY, VALUE pairs from .env text.
+
+    Understands comments, an "export " prefix, single quotes (literal), double
+    quotes (with backslash escapes) and quoted values spanning lines. Unlike
+    python-dotenv it does not expand ${VARIABLES}.
+    """
+    lines = text.splitlines()
+    index = 0
+    while index < len(lines):
+        number = index + 1
+        line = lines[index].strip()
+        index += 1
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("export "):
+            line = line[len("export ") :].lstrip()
+        key, equals, rest = line.partition("=")
+        key = key.strip()
+        if not equals or not _ENV_KEY.match(key):
+            logging.getLogger("rsgi.error").warning(
+                "Environment file: could not parse line %d", number
+            )
+            continue
+        rest = rest.lstrip()
+        quote = rest[:1]
+        if quote not in ("'", '"'):
+            yield key, strip_comment(rest)
+            continue
+        body = rest[1:]
+        # A quoted value may continue on the following lines until its quote closes.
+        while closing_quote(body, quote) < 0 and index < len(lines):
+            body += "\n" + lines[index]
+            index += 1
+        end = closing_quote(body, quote)
+        value = body if end < 0 else body[:end]
+        yield key, unescape(value) if quote == '"' else value
+
+
+def closing_quote(body: str, quote: str) -> int:
+    position = 0
+    while position < len(body):
+        char = body[position]
+        if char == "\\" and quote == '"':
+            position += 2
+            continue
+        if char == quote:
+            return position
+        position += 1
+    return -1
+
+
+def unescape(value: str) -> str:
+    return re.sub(r"\\(.)", lambda m: _ESCAPES.get(m.group(1), m.group(0)), value, flags=re.S)
+
+
+def strip_comment(value: str) -> str:
+    # "#" starts a comment only after whitespace, so URL fragments survive.
+    match = re.search(r"\s#", value)
+    if match:
+        value = value[: match.start()]
+    return value.strip()

@@ -1,0 +1,169 @@
+"""Logging setup for the two rsgi loggers.
+
+- ``rsgi.error``: server messages and tracebacks, to stderr.
+- ``rsgi.access``: one already-formatted line per request, to stdout.
+
+Both are children of ``rsgi``, which also catches any other ``rsgi.*`` logger.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import logging.config
+import os
+import sys
+from typing import IO, Any
+
+TRACE_LEVEL = 5
+logging.addLevelName(TRACE_LEVEL, "TRACE")
+
+LEVELS = {
+    "critical": logging.CRITICAL,
+    "error": logging.ERROR,
+    "warning": logging.WARNING,
+    "info": logging.INFO,
+    "debug": logging.DEBUG,
+    "trace": TRACE_LEVEL,
+}
+
+# ANSI SGR colour codes per level.
+COLOURS = {
+    TRACE_LEVEL: "34",
+    logging.DEBUG: "36",
+    logging.INFO: "32",
+    logging.WARNING: "33",
+    logging.ERROR: "31",
+    logging.CRITICAL: "91",
+}
+
+DEFAULT_FORMAT = "%(levelprefix)s %(message)s"
+SERVER_LOGGERS = ("rsgi", "rsgi.error", "rsgi.access")
+
+
+def wants_colour(stream: IO[str] | None) -> bool:
+    """Colour only for a terminal, and never when NO_COLOR is set (no-color.org)."""
+    if os.environ.get("NO_COLOR"):
+        return False
+    isatty = getattr(stream, "isatty", None)
+    try:
+        return bool(isatty and isatty())
+    except ValueError:  # a closed stream
+        return False
+
+
+class LevelFormatter(logging.Formatter):
+    """A Formatter that also provides ``%(levelprefix)s``, e.g. ``"INFO:    "``.
+
+    The level name and colon are padded to line messages up in one column.
+    ``use_colors=None`` colours when stderr is a terminal.
+    """
+
+    def __init__(
+        self,
+        fmt: str | None = DEFAULT_FORMAT,
+        datefmt: str | None = None,
+        style: str = "%",
+        use_colors: bool | None = None,
+    ) -> None:
+        super().__init__(fmt, datefmt, style)  # type: ignore[arg-type]
+        self.use_colors = wants_colour(sys.stderr) if use_colors is None else use_colors
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        name = record.levelname
+        padding = " " * max(0, 8 - len(name))
+        if self.use_colors and record.levelno in COLOURS:
+            name = f"\x1b[{COLOURS[record.levelno]}m{name}\x1b[0m"
+        record.levelprefix = f"{name}:{padding}"
+        return super().formatMessage(record)
+
+
+def default_config() -> dict[str, Any]:
+    """The dictConfig used when no --log-config is given."""
+
+    def formatter(stream: IO[str]) -> dict[str, Any]:
+        return {"()": LevelFormatter, "fmt": DEFAULT_FORMAT, "use_colors": wants_colour(stream)}
+
+    def handler(formatter_name: str, stream: str) -> dict[str, Any]:
+        return {"class": "logging.StreamHandler", "formatter": formatter_name, "stream": stream}
+
+    return {
+        "version": 1,
+        # The app may have created its loggers already; leave them working.
+        "disable_existing_loggers": False,
+        "formatters": {"default": formatter(sys.stderr), "access": formatter(sys.stdout)},
+        "handlers": {
+            "default": handler("default", "ext://sys.stderr"),
+            "access": handler("access", "ext://sys.stdout"),
+        },
+        "loggers": {
+            "rsgi": {"handlers": ["default"], "level": "INFO", "propagate": False},
+            "rsgi.error": {"level": "INFO", "propagate": True},
+            "rsgi.access": {"handlers": ["access"], "level": "INFO", "propagate": False},
+        },
+    }
+
+
+def configure(config: Any) -> None:
+    """Set up logging from a Config: log_config, log_level and access_log."""
+    from rsgi.config import ConfigError
+
+    log_config = config.log_config
+    if log_config is None:
+        logging.config.dictConfig(default_config())
+    else:
+        try:
+            apply_log_config(log_config)
+        except ConfigError:
+            raise
+        except Exception as exc:
+            raise ConfigError(f"Unable to configure logging from {log_config!r}: {exc}") from exc
+    apply_level(LEVELS[config.log_level], respect_existing=log_config is not None)
+    set_access_log(config.access_log)
+
+
+def apply_log_config(log_config: str | dict[str, Any]) -> None:
+    from rsgi.config import ConfigError
+
+    if isinstance(log_config, dict):
+        logging.config.dictConfig(log_config)
+        return
+    if not os.path.isfile(log_config):
+        raise ConfigError(f'Log config file "{log_config}" not found.')
+    extension = os.path.splitext(log_config)[1].lower()
+    if extension == ".json":
+        with open(log_config, encoding="utf-8") as file:
+            logging.config.dictConfig(json.load(file))
+    elif extension in (".yaml", ".yml"):
+        try:
+            import yaml
+        except ImportError:
+            raise ConfigError(
+                f'Log config "{log_config}" is YAML, which needs PyYAML (pip install pyyaml).'
+            ) from None
+        with open(log_config, encoding="utf-8") as file:
+            logging.config.dictConfig(yaml.safe_load(file))
+    else:
+        logging.config.fileConfig(log_config, disable_existing_loggers=False)
+
+
+def apply_level(level: int, respect_existing: bool) -> None:
+    for name in SERVER_LOGGERS:
+        logger = logging.getLogger(name)
+        # A level the user's log config chose explicitly is more specific than --log-level.
+        if respect_existing and logger.level != logging.NOTSET:
+            continue
+        logger.setLevel(level)
+
+
+def set_access_log(enabled: bool) -> None:
+    access = logging.getLogger("rsgi.access")
+    if enabled:
+        access.disabled = False
+        return
+    # Drop the handlers and stop propagation too, so no handler on "rsgi" or the
+    # root logger prints access lines; the server can skip formatting them.
+    access.handlers.clear()
+    access.propagate = False
+    access.setLevel(logging.CRITICAL + 1)
+    access.disabled = True

@@ -1,0 +1,152 @@
+"""One worker process: the event loop, the lifespan, the Rust core, signals and shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+from typing import Any
+
+from rsgi import _rsgi
+from rsgi.config import Config, ConfigError
+from rsgi.lifespan import Lifespan, LifespanFailure
+
+logger = logging.getLogger("rsgi.error")
+access_logger = logging.getLogger("rsgi.access")
+
+STARTUP_FAILURE = 3
+
+
+def new_event_loop(kind: str) -> asyncio.AbstractEventLoop:
+    """uvloop when asked for, or when installed and `auto`; asyncio's loop otherwise."""
+    if kind in ("auto", "uvloop"):
+        try:
+            import uvloop
+        except ImportError:
+            if kind == "uvloop":
+                raise ConfigError("--loop uvloop: uvloop is not installed") from None
+        else:
+            return uvloop.new_event_loop()
+    return asyncio.new_event_loop()
+
+
+def make_handler(app: Any, loop: asyncio.AbstractEventLoop) -> Any:
+    """The callable the core calls for each request: it starts the app in a task."""
+    create_task = loop.create_task
+
+    async def run(scope: dict, cycle: _rsgi.HttpCycle) -> None:
+        try:
+            await app(scope, cycle.receive, cycle.send)
+        except asyncio.CancelledError:
+            cycle.finish(True)
+            raise
+        except Exception as exc:
+            cycle.finish(True)
+            logger.error("Exception in ASGI application\n", exc_info=exc)
+        else:
+            complaint = cycle.finish(False)
+            if complaint:
+                logger.error(complaint)
+
+    def handle(scope: dict, cycle: _rsgi.HttpCycle) -> None:
+        create_task(run(scope, cycle))
+
+    handle.code = run.__code__  # type: ignore[attr-defined]
+    return handle
+
+
+def serve(config: Config, fds: list[int] | None = None) -> int:
+    """Serve until a signal stops the server; returns the process exit code."""
+    app = config.load_app()
+    loop = new_event_loop(config.loop)
+    asyncio.set_event_loop(loop)
+    try:
+        return loop.run_until_complete(Server(config, app, fds).run())
+    finally:
+        loop.close()
+
+
+class Server:
+    """Runs the app on this process's loop with the Rust core doing the I/O."""
+
+    def __init__(self, config: Config, app: Any, fds: list[int] | None = None) -> None:
+        self.config = config
+        self.app = app
+        self.fds = fds
+        self.stop = asyncio.Event()
+        self.force = False
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        logger.info("Started server process [%d]", os.getpid())
+        lifespan = Lifespan(self.app, self.config.lifespan, logger)
+        try:
+            await lifespan.startup()
+        except LifespanFailure:
+            return STARTUP_FAILURE
+        try:
+            core = _rsgi.Core(self.config, self.fds)
+        except OSError as exc:
+            logger.error("%s", exc)
+            await lifespan.shutdown()
+            return 1
+        self.install_signals(loop)
+        access = access_logger.info if self.access_log_enabled() else None
+        self.handler = make_handler(self.app, loop)
+        fd = core.start(loop, self.handler, logger, access, lifespan.state)
+        loop.add_reader(fd, core.drain)
+        for address in core.addresses:
+            logger.info("rsgi running on %s (Press CTRL+C to quit)", address)
+        await self.stop.wait()
+        logger.info("Shutting down")
+        await self.drain(core)
+        loop.remove_reader(fd)
+        core.close()
+        await self.finish_tasks()
+        await lifespan.shutdown()
+        logger.info("Finished server process [%d]", os.getpid())
+        return 0
+
+    def access_log_enabled(self) -> bool:
+        return self.config.access_log and access_logger.isEnabledFor(logging.INFO)
+
+    def install_signals(self, loop: asyncio.AbstractEventLoop) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.on_signal)
+
+    def on_signal(self) -> None:
+        # A second signal skips the wait for in-flight requests.
+        if self.stop.is_set():
+            self.force = True
+        self.stop.set()
+
+    async def drain(self, core: _rsgi.Core) -> None:
+        """Stops accepting, then waits for in-flight requests within the graceful timeout."""
+        core.shutdown()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.timeout_graceful_shutdown
+        while (core.connections() or core.running()) and not self.force:
+            if loop.time() >= deadline:
+                logger.warning(
+                    "Timeout graceful shutdown exceeded: closing %d connection(s)",
+                    core.connections(),
+                )
+                break
+            await asyncio.sleep(0.02)
+
+    async def finish_tasks(self) -> None:
+        """Gives apps woken by the close a moment to end, then cancels what is left."""
+        code = self.handler.code
+        for _ in range(10):
+            tasks = [
+                t
+                for t in asyncio.all_tasks()
+                if not t.done() and getattr(t.get_coro(), "cr_code", None) is code
+            ]
+            if not tasks:
+                return
+            await asyncio.sleep(0.01)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

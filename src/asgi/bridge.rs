@@ -1,0 +1,181 @@
+//! The two batched queues between the I/O thread and the event-loop thread.
+//!
+//! I/O -> loop: events are pushed into `inbox`; only the push that finds it empty writes the
+//! eventfd, so one wake-up of the loop carries every event queued until it drains.
+//!
+//! loop -> I/O: exchanges whose response side changed are pushed into `outbox`; the loop thread
+//! then wakes the I/O thread's dispatcher once per batch (see `Core::flush`), which wakes each
+//! exchange's task locally.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+
+use super::exchange::Exchange;
+use crate::http::RequestHead;
+
+/// What the I/O thread tells the loop thread.
+pub enum Event {
+    /// A request head arrived: start the app.
+    Request(Arc<Exchange>, Box<RequestHead>),
+    /// The exchange changed in a way a pending `receive()` or `send()` may care about.
+    Wake(Arc<Exchange>),
+    /// A log record from the Rust side, written through Python's `logging` by the loop thread.
+    Log(LogLevel, String),
+}
+
+#[derive(Clone, Copy, Debug)]
+pub enum LogLevel {
+    Debug = 10,
+    Info = 20,
+    Warning = 30,
+    Error = 40,
+}
+
+pub struct Bridge {
+    inbox: Mutex<Vec<Event>>,
+    wakeup: Wakeup,
+    outbox: Mutex<Vec<Arc<Exchange>>>,
+    io_notify: Notify,
+}
+
+impl Bridge {
+    pub fn new() -> io::Result<Self> {
+        Ok(Bridge {
+            inbox: Mutex::new(Vec::with_capacity(256)),
+            wakeup: Wakeup::new()?,
+            outbox: Mutex::new(Vec::with_capacity(256)),
+            io_notify: Notify::new(),
+        })
+    }
+
+    /// The file descriptor the event loop watches with `add_reader`.
+    pub fn loop_fd(&self) -> RawFd {
+        self.wakeup.read_fd()
+    }
+
+    /// Queues an event for the loop thread (I/O thread side).
+    pub fn push(&self, event: Event) {
+        let was_empty = {
+            let mut q = self.inbox.lock();
+            let was_empty = q.is_empty();
+            q.push(event);
+            was_empty
+        };
+        if was_empty {
+            self.wakeup.notify();
+        }
+    }
+
+    pub fn log(&self, level: LogLevel, msg: String) {
+        self.push(Event::Log(level, msg));
+    }
+
+    /// Takes every queued event (loop thread side). `spare` is an empty vector whose
+    /// allocation is reused for the next batch.
+    pub fn take_events(&self, spare: &mut Vec<Event>) {
+        self.wakeup.clear();
+        std::mem::swap(&mut *self.inbox.lock(), spare);
+    }
+
+    /// Queues an exchange for the I/O side. Returns true when the caller must arrange a
+    /// `flush` (the first exchange of a batch).
+    pub fn queue_io(&self, ex: &Arc<Exchange>) -> bool {
+        let mut q = self.outbox.lock();
+        let was_empty = q.is_empty();
+        q.push(ex.clone());
+        was_empty
+    }
+
+    /// Wakes the I/O dispatcher once for everything queued so far (loop thread side).
+    pub fn flush(&self) {
+        self.io_notify.notify_one();
+    }
+
+    /// The I/O thread's dispatcher: wakes each queued exchange's tasks, batch by batch.
+    pub async fn dispatch(self: Arc<Self>) {
+        let mut batch = Vec::with_capacity(256);
+        loop {
+            self.io_notify.notified().await;
+            std::mem::swap(&mut *self.outbox.lock(), &mut batch);
+            for ex in batch.drain(..) {
+                ex.wake_io();
+            }
+        }
+    }
+}
+
+/// A level-triggered wake-up the event loop can watch: an eventfd on Linux, a pipe elsewhere.
+struct Wakeup {
+    read: OwnedFd,
+    #[cfg(not(target_os = "linux"))]
+    write: OwnedFd,
+}
+
+impl Wakeup {
+    #[cfg(target_os = "linux")]
+    fn new() -> io::Result<Self> {
+        // SAFETY: eventfd has no memory-safety preconditions; the result is checked.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is a fresh descriptor that nothing else owns.
+        Ok(Wakeup {
+            read: unsafe { OwnedFd::from_raw_fd(fd) },
+        })
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn new() -> io::Result<Self> {
+        let mut fds = [0; 2];
+        // SAFETY: `fds` is a valid two-element array for pipe() to fill.
+        if unsafe { libc::pipe(fds.as_mut_ptr()) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        for fd in fds {
+            // SAFETY: both descriptors were just created by pipe().
+            unsafe {
+                libc::fcntl(fd, libc::F_SETFL, libc::O_NONBLOCK);
+                libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+            }
+        }
+        // SAFETY: fresh descriptors owned by nothing else.
+        Ok(Wakeup {
+            read: unsafe { OwnedFd::from_raw_fd(fds[0]) },
+            write: unsafe { OwnedFd::from_raw_fd(fds[1]) },
+        })
+    }
+
+    fn read_fd(&self) -> RawFd {
+        self.read.as_raw_fd()
+    }
+
+    fn write_fd(&self) -> RawFd {
+        #[cfg(target_os = "linux")]
+        return self.read.as_raw_fd();
+        #[cfg(not(target_os = "linux"))]
+        return self.write.as_raw_fd();
+    }
+
+    fn notify(&self) {
+        let one: u64 = 1;
+        // SAFETY: writes 8 bytes from a live u64 to a descriptor we own. A full eventfd counter
+        // or pipe (EAGAIN) still leaves the reader woken, so the result needs no handling.
+        unsafe {
+            libc::write(self.write_fd(), (&one as *const u64).cast(), 8);
+        }
+    }
+
+    fn clear(&self) {
+        let mut buf = [0u8; 64];
+        // SAFETY: reads into a live local buffer of the given length from a descriptor we own;
+        // EAGAIN (nothing to read) is expected and harmless.
+        unsafe {
+            libc::read(self.read_fd(), buf.as_mut_ptr().cast(), buf.len());
+        }
+    }
+}

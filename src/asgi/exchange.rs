@@ -1,0 +1,131 @@
+//! The state one HTTP request shares between the I/O thread and the event-loop thread.
+//!
+//! Invariants:
+//! - Only plain Rust data lives here: no Python object is ever stored, so either thread may drop
+//!   the last `Arc<Exchange>` without holding the GIL.
+//! - The loop thread writes the response side and reads the request side; the I/O thread does
+//!   the opposite. Both sides lock the same mutex, which is uncontended in the common case.
+//! - Buffered bytes are bounded in both directions: the request pump stops reading at
+//!   [`REQUEST_READ_AHEAD`] bytes not yet taken by the app, and `send()` suspends the app once
+//!   [`RESPONSE_HIGH_WATER`] bytes wait for the socket.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::Waker;
+
+use bytes::Bytes;
+use http::HeaderMap;
+use parking_lot::{Mutex, MutexGuard};
+
+/// Request body bytes the I/O thread reads ahead of the app.
+pub const REQUEST_READ_AHEAD: usize = 256 * 1024;
+/// Response body bytes queued for the socket before `send()` suspends the app.
+pub const RESPONSE_HIGH_WATER: usize = 512 * 1024;
+/// A suspended `send()` resumes once the queue has drained below this.
+pub const RESPONSE_LOW_WATER: usize = 64 * 1024;
+
+/// Slot value of an exchange whose app task has finished.
+pub const NO_SLOT: usize = usize::MAX;
+
+/// The response head, as the app sent it in `http.response.start`.
+pub struct ResponseHead {
+    pub status: u16,
+    pub headers: HeaderMap,
+}
+
+/// How the request ended from the server's point of view.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Outcome {
+    /// Still running.
+    Open,
+    /// The response was handed to hyper in full.
+    Complete,
+    /// The client went away or the connection failed.
+    Gone,
+}
+
+#[derive(Default)]
+pub struct Inner {
+    // Request body: written by the I/O thread, taken by the app.
+    pub req_chunks: VecDeque<Bytes>,
+    pub req_buffered: usize,
+    pub req_done: bool,
+    /// The app asked for the body (drives `100 Continue` and the read-ahead).
+    pub req_wanted: bool,
+
+    // Response: written by the app, taken by the I/O thread.
+    pub head: Option<ResponseHead>,
+    pub resp_chunks: VecDeque<Bytes>,
+    pub resp_buffered: usize,
+    pub resp_done: bool,
+    /// The app failed after the response started: the connection must close without a clean end.
+    pub abort: bool,
+
+    pub gone: bool,
+    /// The loop thread has a pending future that an I/O-side change may resolve.
+    pub loop_waiting: bool,
+    /// Already queued for a wake-up of the I/O side.
+    pub io_queued: bool,
+    /// The service future or the response body waiting for the app.
+    pub io_waker: Option<Waker>,
+    /// The request body pump waiting for the app to want more.
+    pub pump_waker: Option<Waker>,
+}
+
+pub struct Exchange {
+    inner: Mutex<Inner>,
+    /// Index of the app's cycle object on the loop thread; written and read there only.
+    slot: AtomicUsize,
+}
+
+impl Exchange {
+    pub fn new(req_done: bool) -> Self {
+        let inner = Inner {
+            req_done,
+            ..Inner::default()
+        };
+        Exchange {
+            inner: Mutex::new(inner),
+            slot: AtomicUsize::new(NO_SLOT),
+        }
+    }
+
+    pub fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock()
+    }
+
+    pub fn slot(&self) -> usize {
+        self.slot.load(Ordering::Relaxed)
+    }
+
+    pub fn set_slot(&self, slot: usize) {
+        self.slot.store(slot, Ordering::Relaxed)
+    }
+
+    /// Wakes the I/O-side tasks of this exchange. Called on the I/O thread by the dispatcher.
+    pub fn wake_io(&self) {
+        let (a, b) = {
+            let mut st = self.lock();
+            st.io_queued = false;
+            (st.io_waker.take(), st.pump_waker.take())
+        };
+        if let Some(w) = a {
+            w.wake();
+        }
+        if let Some(w) = b {
+            w.wake();
+        }
+    }
+}
+
+impl Inner {
+    pub fn outcome(&self) -> Outcome {
+        if self.gone {
+            Outcome::Gone
+        } else if self.resp_done && self.resp_chunks.is_empty() {
+            Outcome::Complete
+        } else {
+            Outcome::Open
+        }
+    }
+}

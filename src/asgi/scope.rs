@@ -1,0 +1,111 @@
+//! Builds the ASGI HTTP scope from a request head, on the loop thread.
+
+use http::{Method, Version};
+use percent_encoding::percent_decode;
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
+
+use crate::http::{Endpoint, RequestHead};
+
+/// Per-server values every scope shares.
+pub struct ScopeTemplate {
+    pub root_path: String,
+    /// The lifespan state; each scope gets a shallow copy.
+    pub state: Option<Py<PyDict>>,
+}
+
+pub fn build<'py>(
+    py: Python<'py>,
+    head: &RequestHead,
+    tpl: &ScopeTemplate,
+) -> PyResult<Bound<'py, PyDict>> {
+    let scope = PyDict::new(py);
+    scope.set_item(intern!(py, "type"), intern!(py, "http"))?;
+    scope.set_item(intern!(py, "asgi"), asgi_version(py)?)?;
+    scope.set_item(intern!(py, "http_version"), http_version(py, head.version))?;
+    scope.set_item(intern!(py, "method"), method(py, &head.method))?;
+    scope.set_item(intern!(py, "scheme"), intern!(py, "http"))?;
+
+    let raw_path = head.uri.path().as_bytes();
+    let decoded = percent_decode(raw_path).decode_utf8_lossy();
+    if tpl.root_path.is_empty() {
+        scope.set_item(intern!(py, "path"), PyString::new(py, &decoded))?;
+        scope.set_item(intern!(py, "raw_path"), PyBytes::new(py, raw_path))?;
+        scope.set_item(intern!(py, "root_path"), intern!(py, ""))?;
+    } else {
+        // As uvicorn does: `path` and `raw_path` include the root path, which frameworks strip.
+        let root = &tpl.root_path;
+        scope.set_item(
+            intern!(py, "path"),
+            PyString::new(py, &format!("{root}{decoded}")),
+        )?;
+        let mut raw = Vec::with_capacity(root.len() + raw_path.len());
+        raw.extend_from_slice(root.as_bytes());
+        raw.extend_from_slice(raw_path);
+        scope.set_item(intern!(py, "raw_path"), PyBytes::new(py, &raw))?;
+        scope.set_item(intern!(py, "root_path"), PyString::new(py, root))?;
+    }
+    let query = head.uri.query().unwrap_or("").as_bytes();
+    scope.set_item(intern!(py, "query_string"), PyBytes::new(py, query))?;
+    scope.set_item(intern!(py, "headers"), headers(py, head)?)?;
+    scope.set_item(intern!(py, "client"), endpoint(py, &head.conn.client)?)?;
+    scope.set_item(intern!(py, "server"), endpoint(py, &head.conn.server)?)?;
+    if let Some(state) = &tpl.state {
+        scope.set_item(intern!(py, "state"), state.bind(py).copy()?)?;
+    }
+    Ok(scope)
+}
+
+fn asgi_version(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item(intern!(py, "version"), intern!(py, "3.0"))?;
+    d.set_item(intern!(py, "spec_version"), intern!(py, "2.5"))?;
+    Ok(d)
+}
+
+fn http_version(py: Python<'_>, v: Version) -> &Bound<'_, PyString> {
+    if v == Version::HTTP_10 {
+        intern!(py, "1.0")
+    } else {
+        intern!(py, "1.1")
+    }
+}
+
+fn method<'py>(py: Python<'py>, m: &Method) -> Bound<'py, PyString> {
+    match *m {
+        Method::GET => intern!(py, "GET").clone(),
+        Method::POST => intern!(py, "POST").clone(),
+        Method::PUT => intern!(py, "PUT").clone(),
+        Method::DELETE => intern!(py, "DELETE").clone(),
+        Method::HEAD => intern!(py, "HEAD").clone(),
+        Method::PATCH => intern!(py, "PATCH").clone(),
+        Method::OPTIONS => intern!(py, "OPTIONS").clone(),
+        _ => PyString::new(py, m.as_str()),
+    }
+}
+
+fn headers<'py>(py: Python<'py>, head: &RequestHead) -> PyResult<Bound<'py, PyList>> {
+    let list = PyList::empty(py);
+    for (name, value) in &head.headers {
+        let pair = PyTuple::new(
+            py,
+            [
+                PyBytes::new(py, name.as_str().as_bytes()),
+                PyBytes::new(py, value.as_bytes()),
+            ],
+        )?;
+        list.append(pair)?;
+    }
+    Ok(list)
+}
+
+fn endpoint<'py>(py: Python<'py>, e: &Endpoint) -> PyResult<Bound<'py, PyAny>> {
+    Ok(match e {
+        Endpoint::Tcp(addr) => (addr.ip().to_string(), addr.port())
+            .into_pyobject(py)?
+            .into_any(),
+        Endpoint::Unix(path) => (path.as_str(), py.None()).into_pyobject(py)?.into_any(),
+        Endpoint::Unknown => py.None().into_bound(py),
+    })
+}

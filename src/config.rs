@@ -1,0 +1,31 @@
+//! The part of `rsgi.config.Config` that the Rust core reads.
+//!
+//! `Config` (python/rsgi/config.py) is the one definition of every setting; this struct only
+//! names the attributes the core needs, so the two cannot drift apart silently: a missing
+//! attribute fails loudly when the core starts.
+
+use std::time::Duration;
+
+use pyo3::prelude::*;
+
+#[derive(FromPyObject, Clone, Debug)]
+pub struct CoreConfig {
+    pub host: String,
+    pub port: u16,
+    pub uds: Option<String>,
+    pub fd: Option<i32>,
+    pub backlog: i32,
+    pub root_path: String,
+    pub server_header: bool,
+    pub date_header: bool,
+    pub headers: Vec<(String, String)>,
+    pub timeout_keep_alive: f64,
+    pub threads: usize,
+    pub access_log: bool,
+}
+
+impl CoreConfig {
+    pub fn keep_alive(&self) -> Duration {
+        Duration::from_secs_f64(self.timeout_keep_alive.max(0.0))
+    }
+}

@@ -1,0 +1,39 @@
+//! HTTP/1.1 on hyper: one connection driver, one service per connection, and the response body
+//! that streams what the app sends.
+
+mod body;
+mod conn;
+mod service;
+mod validate;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http::{HeaderMap, Method, Uri, Version};
+
+pub use conn::serve_connection;
+pub use service::HttpContext;
+
+/// One side of a connection, as the ASGI scope reports it.
+#[derive(Clone, Debug)]
+pub enum Endpoint {
+    Tcp(SocketAddr),
+    Unix(String),
+    Unknown,
+}
+
+/// Facts about a connection that every request on it shares.
+#[derive(Debug)]
+pub struct ConnInfo {
+    pub client: Endpoint,
+    pub server: Endpoint,
+}
+
+/// A request head handed to the loop thread: plain data, moved out of hyper's request.
+pub struct RequestHead {
+    pub method: Method,
+    pub uri: Uri,
+    pub version: Version,
+    pub headers: HeaderMap,
+    pub conn: Arc<ConnInfo>,
+}

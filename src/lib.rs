@@ -1,0 +1,23 @@
+//! rsgi's Rust core: an HTTP/1.1 server on tokio and hyper, bridged to an asyncio event loop.
+//! This file only wires the Python module together.
+
+mod asgi;
+mod config;
+mod http;
+mod net;
+mod server;
+
+use pyo3::prelude::*;
+
+#[pymodule]
+fn _rsgi(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("__version__", env!("CARGO_PKG_VERSION"))?;
+    m.add_class::<server::Core>()?;
+    m.add_class::<asgi::cycle::HttpCycle>()?;
+    m.add_class::<asgi::awaitable::Ready>()?;
+    m.add(
+        "ClientDisconnected",
+        m.py().get_type::<asgi::cycle::ClientDisconnected>(),
+    )?;
+    Ok(())
+}

@@ -1,0 +1,378 @@
+//! `Core`: one worker's server, as Python drives it. It owns the listening sockets, the I/O
+//! thread, and the loop-thread side of the bridge.
+
+mod runtime;
+
+use std::cell::{Cell, OnceCell, RefCell};
+use std::rc::Rc;
+use std::sync::Arc;
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+use crate::asgi::awaitable::Ready;
+use crate::asgi::bridge::{Bridge, Event, LogLevel};
+use crate::asgi::cycle::{AccessInfo, HttpCycle};
+use crate::asgi::exchange::Exchange;
+use crate::asgi::scope::{self, ScopeTemplate};
+use crate::config::CoreConfig;
+use crate::http::{Endpoint, HttpContext, RequestHead};
+use crate::net::Listener;
+use runtime::IoThread;
+
+/// Loop-thread state shared by the `Core` and every `HttpCycle`.
+pub struct LoopContext {
+    bridge: Arc<Bridge>,
+    event_loop: Py<PyAny>,
+    call_soon: Py<PyAny>,
+    flush: Py<PyAny>,
+    flush_pending: Cell<bool>,
+    ready: Py<Ready>,
+    handler: Py<PyAny>,
+    error_log: Py<PyAny>,
+    access_log: Option<Py<PyAny>>,
+    template: ScopeTemplate,
+    /// The cycles whose app is running, indexed by `Exchange::slot`.
+    slots: RefCell<Slab>,
+}
+
+impl LoopContext {
+    /// Queues an exchange for the I/O side and arranges one flush per loop turn.
+    pub fn queue_io(&self, ex: &Arc<Exchange>) {
+        if self.bridge.queue_io(ex) && !self.flush_pending.replace(true) {
+            Python::attach(|py| {
+                if let Err(e) = self.call_soon.call1(py, (self.flush.clone_ref(py),)) {
+                    // Without the flush the I/O side would never hear of this response.
+                    e.print(py);
+                    self.flush_pending.set(false);
+                    self.bridge.flush();
+                }
+            });
+        }
+    }
+
+    pub fn ready(&self, py: Python<'_>) -> Py<PyAny> {
+        self.ready.clone_ref(py).into_any()
+    }
+
+    pub fn ready_with(&self, py: Python<'_>, value: Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        Ok(Py::new(py, Ready::new(Some(value.unbind())))?.into_any())
+    }
+
+    pub fn create_future(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        Ok(self
+            .event_loop
+            .call_method0(py, intern!(py, "create_future"))?)
+    }
+
+    pub fn log_access(&self, line: &str) {
+        if let Some(log) = &self.access_log {
+            Python::attach(|py| {
+                if let Err(e) = log.call1(py, (line,)) {
+                    e.print(py);
+                }
+            });
+        }
+    }
+
+    pub fn release(&self, slot: usize) {
+        self.slots.borrow_mut().remove(slot);
+    }
+
+    fn log(&self, py: Python<'_>, level: LogLevel, msg: &str) {
+        if let Err(e) = self
+            .error_log
+            .call_method1(py, intern!(py, "log"), (level as i32, msg))
+        {
+            e.print(py);
+        }
+    }
+}
+
+/// A free-list slab: O(1) insert and remove, indices stay stable.
+#[derive(Default)]
+struct Slab {
+    entries: Vec<Option<Py<HttpCycle>>>,
+    free: Vec<usize>,
+}
+
+impl Slab {
+    fn insert(&mut self, v: Py<HttpCycle>) -> usize {
+        match self.free.pop() {
+            Some(i) => {
+                self.entries[i] = Some(v);
+                i
+            }
+            None => {
+                self.entries.push(Some(v));
+                self.entries.len() - 1
+            }
+        }
+    }
+
+    fn get(&self, py: Python<'_>, i: usize) -> Option<Py<HttpCycle>> {
+        self.entries.get(i)?.as_ref().map(|c| c.clone_ref(py))
+    }
+
+    fn remove(&mut self, i: usize) {
+        if let Some(e) = self.entries.get_mut(i) {
+            if e.take().is_some() {
+                self.free.push(i);
+            }
+        }
+    }
+
+    fn drain(&mut self) -> Vec<Py<HttpCycle>> {
+        self.free.clear();
+        self.entries.drain(..).flatten().collect()
+    }
+}
+
+#[pyclass(module = "rsgi._rsgi", unsendable)]
+pub struct Core {
+    config: CoreConfig,
+    bridge: Arc<Bridge>,
+    listeners: RefCell<Vec<Listener>>,
+    addresses: Vec<String>,
+    io: RefCell<Option<IoThread>>,
+    ctx: OnceCell<Rc<LoopContext>>,
+    spare: RefCell<Vec<Event>>,
+}
+
+#[pymethods]
+impl Core {
+    /// Binds the sockets the config names, or adopts `fds` (already listening) instead.
+    #[new]
+    #[pyo3(signature = (config, fds=None))]
+    fn new(config: CoreConfig, fds: Option<Vec<i32>>) -> PyResult<Self> {
+        let listeners = match fds {
+            Some(fds) => fds
+                .into_iter()
+                .map(Listener::from_fd)
+                .collect::<Result<Vec<_>, _>>(),
+            None => bind(&config).map(|l| vec![l]),
+        }
+        .map_err(|e| PyOSError::new_err(e.to_string()))?;
+        let addresses = listeners.iter().map(Listener::describe).collect();
+        Ok(Core {
+            config,
+            bridge: Arc::new(Bridge::new()?),
+            listeners: RefCell::new(listeners),
+            addresses,
+            io: RefCell::new(None),
+            ctx: OnceCell::new(),
+            spare: RefCell::new(Vec::with_capacity(256)),
+        })
+    }
+
+    /// Where the server listens, as `http://host:port` or `unix:path`.
+    #[getter]
+    fn addresses(&self) -> Vec<String> {
+        self.addresses.clone()
+    }
+
+    /// Starts the I/O thread. Returns the file descriptor the loop must watch with
+    /// `add_reader(fd, core.drain)`.
+    #[pyo3(signature = (event_loop, handler, error_log, access_log, state))]
+    fn start(
+        slf: &Bound<'_, Self>,
+        event_loop: Bound<'_, PyAny>,
+        handler: Bound<'_, PyAny>,
+        error_log: Bound<'_, PyAny>,
+        access_log: Option<Bound<'_, PyAny>>,
+        state: Option<Bound<'_, PyDict>>,
+    ) -> PyResult<i32> {
+        let py = slf.py();
+        let this = slf.borrow();
+        let listeners = std::mem::take(&mut *this.listeners.borrow_mut());
+        if listeners.is_empty() {
+            return Err(PyRuntimeError::new_err("the server was already started"));
+        }
+        let ctx = LoopContext {
+            bridge: this.bridge.clone(),
+            call_soon: event_loop.getattr(intern!(py, "call_soon"))?.unbind(),
+            event_loop: event_loop.unbind(),
+            flush: slf.getattr(intern!(py, "flush"))?.unbind(),
+            flush_pending: Cell::new(false),
+            ready: Py::new(py, Ready::new(None))?,
+            handler: handler.unbind(),
+            error_log: error_log.unbind(),
+            access_log: access_log.map(Bound::unbind),
+            template: ScopeTemplate {
+                root_path: this.config.root_path.clone(),
+                state: state.map(Bound::unbind),
+            },
+            slots: RefCell::new(Slab::default()),
+        };
+        let _ = this.ctx.set(Rc::new(ctx));
+        let http = Arc::new(http_context(&this.config, this.bridge.clone())?);
+        let io = IoThread::start(http, listeners, this.config.threads)
+            .map_err(|e| PyOSError::new_err(e.to_string()))?;
+        *this.io.borrow_mut() = Some(io);
+        Ok(this.bridge.loop_fd())
+    }
+
+    /// Handles every event the I/O thread queued since the last call.
+    fn drain(&self, py: Python<'_>) -> PyResult<()> {
+        let Some(ctx) = self.ctx.get() else {
+            return Ok(());
+        };
+        let mut events = std::mem::take(&mut *self.spare.borrow_mut());
+        self.bridge.take_events(&mut events);
+        for event in events.drain(..) {
+            match event {
+                Event::Request(ex, head) => start_request(py, ctx, ex, &head),
+                Event::Wake(ex) => wake(py, ctx, &ex),
+                Event::Log(level, msg) => ctx.log(py, level, &msg),
+            }
+        }
+        *self.spare.borrow_mut() = events;
+        Ok(())
+    }
+
+    /// Wakes the I/O thread for every response queued during this loop turn.
+    fn flush(&self) {
+        if let Some(ctx) = self.ctx.get() {
+            ctx.flush_pending.set(false);
+        }
+        self.bridge.flush();
+    }
+
+    /// Stops accepting and lets every connection finish its in-flight request, then close.
+    fn shutdown(&self) {
+        if let Some(io) = self.io.borrow().as_ref() {
+            io.shutdown();
+        }
+    }
+
+    /// Open connections.
+    fn connections(&self) -> usize {
+        self.io.borrow().as_ref().map_or(0, IoThread::connections)
+    }
+
+    /// Requests whose app is still running.
+    fn running(&self) -> usize {
+        self.ctx
+            .get()
+            .map_or(0, |c| c.slots.borrow().entries.iter().flatten().count())
+    }
+
+    /// Stops the I/O thread at once, dropping what is left, and waits for it.
+    fn close(&self, py: Python<'_>) {
+        let io = self.io.borrow_mut().take();
+        if let Some(io) = io {
+            py.detach(|| io.stop());
+        }
+        // Wake every app still waiting so that its task can end.
+        if let Some(ctx) = self.ctx.get() {
+            let cycles = ctx.slots.borrow_mut().drain();
+            for c in cycles {
+                if let Err(e) = c.borrow_mut(py).on_wake(py) {
+                    e.print(py);
+                }
+            }
+        }
+        let _ = self.drain(py);
+    }
+}
+
+fn bind(config: &CoreConfig) -> std::io::Result<Listener> {
+    if let Some(path) = &config.uds {
+        Listener::bind_unix(path, config.backlog)
+    } else if let Some(fd) = config.fd {
+        Listener::from_fd(fd)
+    } else {
+        Listener::bind_tcp(&config.host, config.port, config.backlog)
+    }
+}
+
+fn http_context(config: &CoreConfig, bridge: Arc<Bridge>) -> PyResult<HttpContext> {
+    let mut default_headers = HeaderMap::new();
+    if config.server_header {
+        default_headers.insert(http::header::SERVER, HeaderValue::from_static("rsgi"));
+    }
+    for (name, value) in &config.headers {
+        let name = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| PyValueError::new_err(format!("invalid header name {name:?}")))?;
+        let value = HeaderValue::from_str(value)
+            .map_err(|_| PyValueError::new_err(format!("invalid header value {value:?}")))?;
+        default_headers.append(name, value);
+    }
+    let keep_alive = config.keep_alive();
+    let mut http1 = hyper::server::conn::http1::Builder::new();
+    http1
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(std::time::Duration::from_secs(30))
+        .auto_date_header(config.date_header)
+        .keep_alive(!keep_alive.is_zero())
+        .pipeline_flush(true);
+    Ok(HttpContext {
+        bridge,
+        default_headers,
+        http1,
+        keep_alive: keep_alive.max(std::time::Duration::from_millis(1)),
+    })
+}
+
+fn start_request(py: Python<'_>, ctx: &Rc<LoopContext>, ex: Arc<Exchange>, head: &RequestHead) {
+    if let Err(e) = try_start_request(py, ctx, ex, head) {
+        ctx.log(
+            py,
+            LogLevel::Error,
+            &format!("Could not start the ASGI application: {e}"),
+        );
+    }
+}
+
+fn try_start_request(
+    py: Python<'_>,
+    ctx: &Rc<LoopContext>,
+    ex: Arc<Exchange>,
+    head: &RequestHead,
+) -> PyResult<()> {
+    let scope = scope::build(py, head, &ctx.template)?;
+    let access = ctx.access_log.as_ref().map(|_| access_info(head));
+    let cycle = Py::new(py, HttpCycle::new(ex.clone(), ctx.clone(), access))?;
+    let slot = ctx.slots.borrow_mut().insert(cycle.clone_ref(py));
+    ex.set_slot(slot);
+    if let Err(e) = ctx.handler.call1(py, (scope, cycle.clone_ref(py))) {
+        // Still answer the client: finish() sends a 500.
+        cycle.borrow_mut(py).finish(true);
+        return Err(e);
+    }
+    Ok(())
+}
+
+fn access_info(head: &RequestHead) -> AccessInfo {
+    let client = match &head.conn.client {
+        Endpoint::Tcp(a) => a.to_string(),
+        Endpoint::Unix(p) => p.clone(),
+        Endpoint::Unknown => "-".into(),
+    };
+    let target = head.uri.path_and_query().map_or("/", |p| p.as_str());
+    let version = if head.version == http::Version::HTTP_10 {
+        "1.0"
+    } else {
+        "1.1"
+    };
+    AccessInfo {
+        client,
+        request_line: format!("{} {} HTTP/{}", head.method, target, version),
+    }
+}
+
+fn wake(py: Python<'_>, ctx: &LoopContext, ex: &Exchange) {
+    let cycle = ctx.slots.borrow().get(py, ex.slot());
+    if let Some(cycle) = cycle {
+        if let Err(e) = cycle.borrow_mut(py).on_wake(py) {
+            ctx.log(
+                py,
+                LogLevel::Error,
+                &format!("Error while waking the ASGI application: {e}"),
+            );
+        }
+    }
+}

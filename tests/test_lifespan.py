@@ -1,0 +1,146 @@
+"""The ASGI lifespan protocol: startup, failure, shutdown, and apps without it."""
+
+from __future__ import annotations
+
+import signal
+
+import pytest
+from conftest import simple_get, spawn_server, wait_until_accepting
+
+
+def read_events(path) -> list[str]:
+    try:
+        return path.read_text().split()
+    except FileNotFoundError:
+        return []
+
+
+@pytest.mark.parametrize("mode", ["on", "auto"])
+def test_startup_failed_exits_with_code_3(mode):
+    server = spawn_server("lifespan_apps:fail_startup", "--lifespan", mode)
+    try:
+        code = server.wait_exit(timeout=15)
+        assert code == 3, f"exit code {code}\n{server.output()}"
+        assert "boom" in server.stderr(), server.output()
+    finally:
+        server.stop()
+
+
+def test_startup_exception_with_lifespan_on_exits_nonzero():
+    server = spawn_server("lifespan_apps:raise_in_startup", "--lifespan", "on")
+    try:
+        code = server.wait_exit(timeout=15)
+        assert code != 0, server.output()
+        assert "startup exploded" in server.stderr(), server.output()
+    finally:
+        server.stop()
+
+
+@pytest.mark.rsgi_only
+def test_startup_exception_with_lifespan_on_exits_3():
+    server = spawn_server("lifespan_apps:raise_in_startup", "--lifespan", "on")
+    try:
+        assert server.wait_exit(timeout=15) == 3, server.output()
+    finally:
+        server.stop()
+
+
+def test_app_without_lifespan_support_serves_in_auto_mode():
+    server = spawn_server("lifespan_apps:no_lifespan")
+    try:
+        wait_until_accepting(server)
+        resp = simple_get(server.port, "/")
+        assert resp.status == 200
+        assert resp.body == b"no lifespan here"
+        server.assert_alive()
+    finally:
+        server.stop()
+
+
+def test_app_returning_at_once_on_lifespan_serves_in_auto_mode():
+    server = spawn_server("lifespan_apps:returns_on_lifespan")
+    try:
+        wait_until_accepting(server)
+        resp = simple_get(server.port, "/")
+        assert resp.status == 200
+        assert resp.body == b"returned on lifespan"
+        server.signal(signal.SIGTERM)
+        server.wait_exit(timeout=15)
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_lifespan_startup_before_serving_and_shutdown_on_signal(tmp_path, signum):
+    events = tmp_path / "events.txt"
+    server = spawn_server(
+        "lifespan_apps:lifespan_events", env={"ASGI_TEST_EVENTS_FILE": str(events)}
+    )
+    try:
+        wait_until_accepting(server)
+        assert read_events(events) == ["lifespan.startup"]
+        assert simple_get(server.port, "/").body == b"events"
+        server.signal(signum)
+        server.wait_exit(timeout=15)
+        assert read_events(events) == [
+            "lifespan.startup",
+            "http.request",
+            "lifespan.shutdown",
+        ], server.output()
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize(
+    "signum",
+    [
+        # uvicorn re-raises a captured SIGTERM after its graceful shutdown, so its exit
+        # status is -15; rsgi exits 0 after a clean shutdown.
+        pytest.param(signal.SIGTERM, id="SIGTERM", marks=pytest.mark.rsgi_only),
+        pytest.param(signal.SIGINT, id="SIGINT"),
+    ],
+)
+def test_clean_shutdown_exit_code_zero(tmp_path, signum):
+    events = tmp_path / "events.txt"
+    server = spawn_server(
+        "lifespan_apps:lifespan_events", env={"ASGI_TEST_EVENTS_FILE": str(events)}
+    )
+    try:
+        wait_until_accepting(server)
+        server.signal(signum)
+        assert server.wait_exit(timeout=15) == 0, server.output()
+        assert read_events(events) == ["lifespan.startup", "lifespan.shutdown"]
+    finally:
+        server.stop()
+
+
+def test_lifespan_off_never_runs_lifespan(tmp_path):
+    events = tmp_path / "events.txt"
+    server = spawn_server(
+        "lifespan_apps:lifespan_events",
+        "--lifespan",
+        "off",
+        env={"ASGI_TEST_EVENTS_FILE": str(events)},
+    )
+    try:
+        wait_until_accepting(server)
+        assert simple_get(server.port, "/").body == b"events"
+        server.signal(signal.SIGTERM)
+        server.wait_exit(timeout=15)
+        assert read_events(events) == ["http.request"], server.output()
+    finally:
+        server.stop()
+
+
+def test_shutdown_marker_written_on_sigterm(tmp_path):
+    marker = tmp_path / "marker.txt"
+    server = spawn_server("raw_app:app", env={"ASGI_TEST_SHUTDOWN_MARKER": str(marker)})
+    try:
+        wait_until_accepting(server)
+        assert simple_get(server.port, "/").body == b"hello"
+        assert not marker.exists()
+        server.signal(signal.SIGTERM)
+        server.wait_exit(timeout=15)
+        assert marker.read_text() == "shutdown complete", server.output()
+    finally:
+        server.stop()

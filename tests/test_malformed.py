@@ -1,0 +1,115 @@
+"""Malformed requests: 400, the connection closed, and the app never sees them."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from conftest import RawClient, build_request, simple_get, wait_for
+
+FOLLOW_UP = build_request("GET", "/pipe/after-bad")
+
+
+def app_calls(server) -> int:
+    resp = simple_get(server.port, "/count")
+    assert resp.status == 200
+    return int(resp.body)
+
+
+def report(server, key: str):
+    return json.loads(simple_get(server.port, f"/report?id={key}").body)
+
+
+MALFORMED_HEADS = {
+    "garbage-request-line": b"THIS IS NOT HTTP\r\n\r\n",
+    "space-before-colon": b"GET / HTTP/1.1\r\nHost: testserver\r\nX-Bad : 1\r\n\r\n",
+    "invalid-content-length": (
+        b"POST /echo HTTP/1.1\r\nHost: testserver\r\nContent-Length: abc\r\n\r\n"
+    ),
+    "conflicting-content-lengths": (
+        b"POST /echo HTTP/1.1\r\nHost: testserver\r\nContent-Length: 3\r\n"
+        b"Content-Length: 4\r\n\r\nabcd"
+    ),
+    "control-char-in-header-value": (
+        b"GET / HTTP/1.1\r\nHost: testserver\r\nX-Bad: a\x00b\r\n\r\n"
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MALFORMED_HEADS))
+def test_malformed_head_gets_400_and_close(raw_server, case):
+    before = app_calls(raw_server)
+    with RawClient(raw_server.port) as client:
+        # A valid request pipelined right behind the bad one must never be answered.
+        client.send(MALFORMED_HEADS[case] + FOLLOW_UP)
+        resp = client.read_response()
+        assert resp.status_line.startswith(b"HTTP/1.1 400"), resp.status_line
+        rest = client.read_until_closed(timeout=5)
+    assert rest == b"", f"bytes after the 400 response: {rest!r}"
+    assert app_calls(raw_server) == before, "the app was called for a malformed request"
+    raw_server.assert_alive()
+
+
+def test_malformed_head_never_reaches_app_even_without_follow_up(raw_server):
+    before = app_calls(raw_server)
+    with RawClient(raw_server.port) as client:
+        client.send(b"GET / HTTP/1.1\r\nHost: testserver\r\nBad Header: x\r\n\r\n")
+        resp = client.read_response()
+        assert resp.status == 400
+        assert client.closed_within(5)
+    assert app_calls(raw_server) == before
+
+
+def test_bad_chunk_size_at_body_start(raw_server):
+    with RawClient(raw_server.port) as client:
+        client.request(
+            "POST",
+            "/record-body?id=badchunk-start",
+            headers=[("Transfer-Encoding", "chunked")],
+            body=b"zz\r\nhello\r\n0\r\n\r\n" + FOLLOW_UP,
+        )
+        data = client.read_until_closed(timeout=10)
+    assert b"complete body" not in data
+    assert b"pipe-after-bad" not in data
+    assert data == b"" or data.startswith(b"HTTP/1.1 400"), data
+    assert data.count(b"HTTP/1.1 ") <= 1, data
+    messages = wait_for(
+        lambda: (m := report(raw_server, "badchunk-start")) and m[-1] == ["http.disconnect"] and m,
+        message=f"app did not get http.disconnect: {report(raw_server, 'badchunk-start')}",
+    )
+    assert not any(m[0] == "http.request" and m[2] is False for m in messages), messages
+
+
+def test_bad_chunk_size_mid_body_gives_disconnect_not_short_body(raw_server):
+    with RawClient(raw_server.port) as client:
+        client.request(
+            "POST",
+            "/record-body?id=badchunk-mid",
+            headers=[("Transfer-Encoding", "chunked")],
+            body=b"5\r\nhello\r\n",
+        )
+        # Let the app receive the first part of the body before the corruption arrives.
+        wait_for(
+            lambda: report(raw_server, "badchunk-mid"),
+            message="the app never received the first chunk",
+        )
+        time.sleep(0.1)
+        client.send(b"zz\r\nworld\r\n0\r\n\r\n" + FOLLOW_UP)
+        data = client.read_until_closed(timeout=10)
+    assert b"complete body" not in data
+    assert b"pipe-after-bad" not in data
+    assert data == b"" or data.startswith(b"HTTP/1.1 400"), data
+    messages = wait_for(
+        lambda: (m := report(raw_server, "badchunk-mid")) and m[-1] == ["http.disconnect"] and m,
+        message=f"app did not get http.disconnect: {report(raw_server, 'badchunk-mid')}",
+    )
+    assert messages[0] == ["http.request", 5, True], messages
+    assert not any(m[0] == "http.request" and m[2] is False for m in messages), messages
+
+
+def test_server_healthy_after_malformed_requests(raw_server):
+    raw_server.assert_alive()
+    resp = simple_get(raw_server.port, "/")
+    assert resp.status_line == b"HTTP/1.1 200 OK"
+    assert resp.body == b"hello"
