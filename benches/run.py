@@ -440,8 +440,8 @@ class Run:
     rss_max_mib: float | None = None  # largest single process (the worker)
     server_cpu_pct: float | None = None
     load_cpu_pct: float | None = None
-    # CPU time of the server's CPUs used by anything else (other jobs on a shared
-    # machine): a run with much of it is noisy and should be repeated.
+    # CPU time of the server's and the load generator's CPUs used by anything else
+    # (other jobs on a shared machine): a run with much of it is noisy, repeat it.
     other_cpu_pct: float | None = None
     flags: list[str] = field(default_factory=list)  # any flag makes the run count as zero
     notes: list[str] = field(default_factory=list)  # warnings that do not
@@ -477,8 +477,8 @@ def run_once(args, workload: Workload, server_name: str, rnd: int, log_dir: Path
             load_cmd = wrk_command(args, workload, port, args.duration, latency=True)
         run.load_cmd = load_cmd
 
-        cpus = parse_cpu_list(args.server_cpus)
-        load_shares = not args.load_cpus or bool(cpus & parse_cpu_list(args.load_cpus))
+        # CPUs of the server and of the load generator (every CPU when one is unpinned).
+        cpus = parse_cpu_list(args.server_cpus) | parse_cpu_list(args.load_cpus)
         busy0 = cpu_busy_seconds(cpus)
         cpu0, t0 = tree_cpu_seconds(server.pid), time.monotonic()
         code, out, load_cpu = run_measured(load_cmd, args.warmup + args.duration + 60)
@@ -496,7 +496,7 @@ def run_once(args, workload: Workload, server_name: str, rnd: int, log_dir: Path
         run.server_cpu_pct = round(100 * (cpu1 - cpu0) / wall, 1) if wall > 0 else None
         run.load_cpu_pct = round(100 * load_cpu / wall, 1) if wall > 0 else None
         if wall > 0:
-            other = (busy1 - busy0) - (cpu1 - cpu0) - (load_cpu if load_shares else 0.0)
+            other = (busy1 - busy0) - (cpu1 - cpu0) - load_cpu
             run.other_cpu_pct = round(max(0.0, 100 * other / wall), 1)
         if code != 0:
             run.flags.append(f"load generator exit code {code}")
@@ -707,7 +707,8 @@ def parse_args(argv: list[str] | None = None):
         "--noisy",
         type=float,
         default=10.0,
-        help="warn when other jobs used more than this %% of the server's CPUs (default: 10)",
+        help="warn when other jobs used more than this %% of a CPU on the benchmark's CPUs "
+        "(default: 10)",
     )
     p.add_argument(
         "--no-build", action="store_true", help="do not run cargo build for hyper-hello / ws-load"

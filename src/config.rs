@@ -21,7 +21,6 @@ pub struct CoreConfig {
     pub headers: Vec<(String, String)>,
     pub timeout_keep_alive: f64,
     pub threads: usize,
-    pub access_log: bool,
 }
 
 impl CoreConfig {

@@ -120,7 +120,10 @@ def test_inherited_fd(server_factory):
         # The socket already listens, so connecting succeeds at once; the request is
         # answered once the server has adopted the socket.
         with httpx.Client(timeout=15) as client:
-            resp = client.get(f"http://127.0.0.1:{port}/")
+            try:
+                resp = client.get(f"http://127.0.0.1:{port}/")
+            except httpx.HTTPError as exc:
+                raise AssertionError(f"{exc!r}\n{server.output()}") from exc
     finally:
         sock.close()
     assert resp.status_code == 200, server.output()

@@ -74,11 +74,14 @@ def test_bad_chunk_size_at_body_start(raw_server):
     assert b"pipe-after-bad" not in data
     assert data == b"" or data.startswith(b"HTTP/1.1 400"), data
     assert data.count(b"HTTP/1.1 ") <= 1, data
-    messages = wait_for(
-        lambda: (m := report(raw_server, "badchunk-start")) and m[-1] == ["http.disconnect"] and m,
-        message=f"app did not get http.disconnect: {report(raw_server, 'badchunk-start')}",
-    )
-    assert not any(m[0] == "http.request" and m[2] is False for m in messages), messages
+    # The head was valid, so a server may already have started the app (it must then see
+    # http.disconnect), or may have found the bad chunk first and never called it (rsgi
+    # reads a body that is already buffered before it starts the app).
+    time.sleep(0.3)
+    messages = report(raw_server, "badchunk-start")
+    if messages is not None:
+        assert messages[-1] == ["http.disconnect"], messages
+        assert not any(m[0] == "http.request" and m[2] is False for m in messages), messages
 
 
 def test_bad_chunk_size_mid_body_gives_disconnect_not_short_body(raw_server):

@@ -29,8 +29,6 @@ pub enum Event {
 
 #[derive(Clone, Copy, Debug)]
 pub enum LogLevel {
-    Debug = 10,
-    Info = 20,
     Warning = 30,
     Error = 40,
 }

@@ -70,6 +70,9 @@ impl AsgiService {
             } else {
                 ex.lock().req_wanted = true;
                 take_ready_body(&ex, &mut body).await;
+                if ex.lock().req_failed {
+                    return reject(StatusCode::BAD_REQUEST);
+                }
             }
             if !ex.lock().req_done {
                 tokio::spawn(pump(ex.clone(), body, self.ctx.bridge.clone()));
@@ -89,8 +92,11 @@ impl AsgiService {
 
         let head = poll_fn(|cx| {
             let mut st = ex.lock();
+            if st.req_failed {
+                return Poll::Ready(None);
+            }
             match st.head.take() {
-                Some(head) => Poll::Ready(head),
+                Some(head) => Poll::Ready(Some(head)),
                 None => {
                     st.io_waker = Some(cx.waker().clone());
                     Poll::Pending
@@ -98,7 +104,10 @@ impl AsgiService {
             }
         })
         .await;
-        self.respond(head, completion)
+        match head {
+            Some(head) => self.respond(head, completion),
+            None => reject(StatusCode::BAD_REQUEST),
+        }
     }
 
     fn respond(&self, head: ResponseHead, completion: Completion) -> Response<ResponseBody> {
@@ -141,8 +150,11 @@ async fn take_ready_body(ex: &Exchange, body: &mut Incoming) {
                     return;
                 }
             }
-            // Leave the error to the pump, which reports it as a disconnect.
-            Some(Some(Err(_))) => return,
+            Some(Some(Err(_))) => {
+                st.req_failed = true;
+                st.gone = true;
+                return;
+            }
         }
     }
 }
@@ -188,14 +200,19 @@ async fn pump(ex: Arc<Exchange>, mut body: Incoming, bridge: Arc<Bridge>) {
             }
             Some(Err(_)) => {
                 // A malformed or cut body: the app must see a disconnect, never a short body.
+                st.req_failed = true;
                 st.gone = true;
                 true
             }
         };
         let notify = std::mem::take(&mut st.loop_waiting);
+        let head_waiter = if done { st.io_waker.take() } else { None };
         drop(st);
         if notify {
             bridge.push(Event::Wake(ex.clone()));
+        }
+        if let Some(w) = head_waiter {
+            w.wake();
         }
         if done {
             return;

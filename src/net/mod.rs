@@ -3,7 +3,7 @@
 
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, RawFd};
+use std::os::fd::{FromRawFd, IntoRawFd, RawFd};
 use std::os::unix::net::UnixListener as StdUnixListener;
 
 use socket2::{Domain, SockAddr, Socket, Type};
@@ -81,13 +81,6 @@ impl Listener {
                 Some(p) => format!("unix:{p}"),
                 None => "unix:?".into(),
             },
-        }
-    }
-
-    pub fn fd(&self) -> RawFd {
-        match self {
-            Listener::Tcp(l) => l.as_raw_fd(),
-            Listener::Unix(l) => l.as_raw_fd(),
         }
     }
 }

@@ -63,9 +63,8 @@ impl LoopContext {
     }
 
     pub fn create_future(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        Ok(self
-            .event_loop
-            .call_method0(py, intern!(py, "create_future"))?)
+        self.event_loop
+            .call_method0(py, intern!(py, "create_future"))
     }
 
     pub fn log_access(&self, line: &str) {
@@ -307,8 +306,9 @@ fn http_context(config: &CoreConfig, bridge: Arc<Bridge>) -> PyResult<HttpContex
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(std::time::Duration::from_secs(30))
         .auto_date_header(config.date_header)
-        .keep_alive(!keep_alive.is_zero())
-        .pipeline_flush(true);
+        // Not `pipeline_flush`: it lifts hyper's bound on buffered response bytes, and with it
+        // the backpressure on the app.
+        .keep_alive(!keep_alive.is_zero());
     Ok(HttpContext {
         bridge,
         default_headers,

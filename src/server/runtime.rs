@@ -182,7 +182,7 @@ fn spawn_conn<S>(
 /// Accept errors such as EMFILE are transient: log, back off briefly, go on.
 async fn accept_failed(ctx: &HttpContext, e: io::Error) {
     ctx.bridge.log(
-        LogLevel::Error,
+        LogLevel::Warning,
         format!("Error accepting a connection: {e}"),
     );
     tokio::time::sleep(Duration::from_millis(100)).await;

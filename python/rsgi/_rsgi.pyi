@@ -1,0 +1,55 @@
+"""Typed stub of rsgi's Rust extension module."""
+
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+__version__: str
+
+class ClientDisconnected(OSError):
+    """Raised by ``send()`` once the client has closed the connection."""
+
+class Ready:
+    """An awaitable that completes at once, without suspending the caller."""
+
+    def __await__(self) -> Ready: ...
+    def __iter__(self) -> Ready: ...
+    def __next__(self) -> Any: ...
+
+class HttpCycle:
+    """The ``receive``/``send`` pair of one HTTP request. Made by the core only."""
+
+    def receive(self) -> Awaitable[dict[str, Any]]: ...
+    def send(self, message: Mapping[str, Any]) -> Awaitable[None]: ...
+    def finish(self, failed: bool) -> str | None:
+        """Ends the exchange after the app returned (or raised, when ``failed``).
+
+        Sends a 500 if no response started, or cuts the connection if one is
+        unfinished. Returns the complaint to log when the app misbehaved.
+        """
+
+class Core:
+    """One worker's HTTP server: listening sockets, the Rust I/O thread, the bridge."""
+
+    def __init__(self, config: Any, fds: list[int] | None = None) -> None:
+        """Binds the sockets named by ``config`` (an ``rsgi.Config``), or adopts ``fds``."""
+    @property
+    def addresses(self) -> list[str]: ...
+    def start(
+        self,
+        event_loop: Any,
+        handler: Callable[[dict[str, Any], HttpCycle], None],
+        error_log: Any,
+        access_log: Callable[[str], None] | None,
+        state: dict[str, Any] | None,
+    ) -> int:
+        """Starts the I/O thread; returns the fd to watch with ``loop.add_reader(fd, drain)``."""
+    def drain(self) -> None:
+        """Handles every event the I/O thread queued."""
+    def flush(self) -> None:
+        """Wakes the I/O thread for the responses queued during this loop turn."""
+    def shutdown(self) -> None:
+        """Stops accepting; connections close once their in-flight request is done."""
+    def connections(self) -> int: ...
+    def running(self) -> int: ...
+    def close(self) -> None:
+        """Stops the I/O thread at once and waits for it."""
