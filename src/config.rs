@@ -20,11 +20,16 @@ pub struct CoreConfig {
     pub date_header: bool,
     pub headers: Vec<(String, String)>,
     pub timeout_keep_alive: f64,
+    pub timeout_header_read: f64,
     pub threads: usize,
 }
 
 impl CoreConfig {
     pub fn keep_alive(&self) -> Duration {
         Duration::from_secs_f64(self.timeout_keep_alive.max(0.0))
+    }
+
+    pub fn header_read(&self) -> Duration {
+        Duration::from_secs_f64(self.timeout_header_read.max(0.0))
     }
 }

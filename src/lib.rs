@@ -9,6 +9,11 @@ mod server;
 
 use pyo3::prelude::*;
 
+// Buffers cross threads (made on the loop thread, freed on the I/O thread); mimalloc handles
+// that pattern better than glibc's arenas. Only the Rust side's allocations go through it.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[pymodule]
 fn _rsgi(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;

@@ -7,10 +7,12 @@ pluggable: ``RSGI_TEST_SERVER=uvicorn`` runs the same tests against ``python -m 
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import re
 import select
+import shutil
 import signal
 import socket
 import struct
@@ -40,6 +42,10 @@ SERVER_HEADER = SERVER.encode()
 
 STARTUP_TIMEOUT = 15.0
 IO_TIMEOUT = 10.0
+
+# Server logs of this test run; removed when the run ends.
+RUN_DIR = Path(tempfile.mkdtemp(prefix="rsgi-tests-"))
+atexit.register(shutil.rmtree, RUN_DIR, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------------------
@@ -268,7 +274,7 @@ def spawn_process(
     pass_fds: tuple[int, ...] = (),
 ) -> Server:
     """Start any server command with output captured to files."""
-    workdir = Path(tempfile.mkdtemp(prefix="rsgi-test-"))
+    workdir = Path(tempfile.mkdtemp(prefix="server-", dir=RUN_DIR))
     stdout_path = workdir / "stdout.log"
     stderr_path = workdir / "stderr.log"
     with open(stdout_path, "wb") as out, open(stderr_path, "wb") as err:

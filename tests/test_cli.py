@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
 import socket
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import httpx
@@ -84,8 +82,8 @@ def test_app_that_cannot_be_loaded(target):
 # -- ways to listen --------------------------------------------------------------------
 
 
-def test_unix_socket(server_factory):
-    uds = os.path.join(tempfile.mkdtemp(prefix="rsgi-uds-", dir="/tmp"), "s.sock")
+def test_unix_socket(server_factory, tmp_path):
+    uds = str(tmp_path / "s.sock")
     server = server_factory("raw_app:app", port=False, uds=uds)
     transport = httpx.HTTPTransport(uds=uds)
     with httpx.Client(transport=transport, base_url="http://localhost") as client:

@@ -26,21 +26,12 @@ def test_startup_failed_exits_with_code_3(mode):
         server.stop()
 
 
-def test_startup_exception_with_lifespan_on_exits_nonzero():
-    server = spawn_server("lifespan_apps:raise_in_startup", "--lifespan", "on")
-    try:
-        code = server.wait_exit(timeout=15)
-        assert code != 0, server.output()
-        assert "startup exploded" in server.stderr(), server.output()
-    finally:
-        server.stop()
-
-
-@pytest.mark.rsgi_only
 def test_startup_exception_with_lifespan_on_exits_3():
     server = spawn_server("lifespan_apps:raise_in_startup", "--lifespan", "on")
     try:
-        assert server.wait_exit(timeout=15) == 3, server.output()
+        code = server.wait_exit(timeout=15)
+        assert code == 3, f"exit code {code}\n{server.output()}"
+        assert "startup exploded" in server.stderr(), server.output()
     finally:
         server.stop()
 

@@ -280,6 +280,15 @@ class Config:
         positive=True,
         metavar="SECONDS",
     )
+    timeout_header_read: float = option(
+        30.0,
+        help="Seconds a client has to send a complete request head, counted from its first "
+        "byte; slower clients (slowloris) are disconnected.",
+        group=PROCESSES,
+        parse=parse_float,
+        positive=True,
+        metavar="SECONDS",
+    )
     timeout_graceful_shutdown: float = option(
         30.0,
         help="Seconds to let in-flight requests finish on shutdown before closing them; "

@@ -1,12 +1,15 @@
-//! Drives one connection: hyper's HTTP/1.1 state machine, plus the keep-alive idle timeout
-//! and graceful shutdown, which hyper leaves to the server.
+//! Drives one connection: hyper's HTTP/1.1 state machine, plus the timeouts hyper leaves to the
+//! server (keep-alive idle, request head read) and graceful shutdown.
+//!
+//! One timer per connection serves both timeouts: when it fires, the connection's [`Activity`]
+//! says which deadline applies now, and the timer either closes the connection or re-arms.
 
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
@@ -14,52 +17,67 @@ use tokio::sync::watch;
 
 use super::service::{AsgiService, HttpContext};
 use super::ConnInfo;
+use crate::net::clock::now_ms;
 
-/// When a connection last did something, for the keep-alive timeout.
+/// What a connection is doing, as far as its timeouts care.
 pub struct Activity {
     in_flight: AtomicU32,
-    /// Milliseconds since [`epoch`] of the last read or completed response.
-    last: AtomicU64,
-}
-
-fn epoch() -> Instant {
-    static EPOCH: OnceLock<Instant> = OnceLock::new();
-    *EPOCH.get_or_init(Instant::now)
-}
-
-fn now_ms() -> u64 {
-    epoch().elapsed().as_millis() as u64
+    /// When the connection last became idle (accepted, or a response completed).
+    idle_since: AtomicU64,
+    /// When the first byte of the next request head arrived; 0 while none has.
+    head_since: AtomicU64,
 }
 
 impl Activity {
     fn new() -> Self {
         Activity {
             in_flight: AtomicU32::new(0),
-            last: AtomicU64::new(now_ms()),
+            idle_since: AtomicU64::new(now_ms()),
+            head_since: AtomicU64::new(0),
         }
     }
 
-    fn touch(&self) {
-        self.last.store(now_ms(), Ordering::Relaxed);
+    fn bytes_arrived(&self) {
+        if self.in_flight.load(Ordering::Relaxed) == 0
+            && self.head_since.load(Ordering::Relaxed) == 0
+        {
+            // `max(1)`: 0 means "no head started".
+            self.head_since.store(now_ms().max(1), Ordering::Relaxed);
+        }
     }
 
     pub fn request_started(&self) {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.head_since.store(0, Ordering::Relaxed);
     }
 
     pub fn request_done(&self) {
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
-        self.touch();
+        self.head_since.store(0, Ordering::Relaxed);
+        self.idle_since.store(now_ms(), Ordering::Relaxed);
     }
 
-    /// How long the connection has been idle, or `None` while a request is in flight.
-    fn idle_for(&self) -> Option<Duration> {
+    /// The time (ms) at which the connection must be closed, or `None` while a request is in
+    /// flight (its own timeouts apply then).
+    fn deadline(&self, limits: &Timeouts) -> Option<u64> {
         if self.in_flight.load(Ordering::Relaxed) > 0 {
             return None;
         }
-        let last = self.last.load(Ordering::Relaxed);
-        Some(Duration::from_millis(now_ms().saturating_sub(last)))
+        let head = self.head_since.load(Ordering::Relaxed);
+        if head != 0 {
+            Some(head + limits.header_read.as_millis() as u64)
+        } else {
+            Some(self.idle_since.load(Ordering::Relaxed) + limits.keep_alive.as_millis() as u64)
+        }
     }
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Timeouts {
+    /// How long an idle keep-alive connection stays open.
+    pub keep_alive: Duration,
+    /// How long a client may take to send a request head, from its first byte.
+    pub header_read: Duration,
 }
 
 /// The socket, noting every read that brings bytes.
@@ -78,7 +96,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
         let before = buf.filled().len();
         let res = Pin::new(&mut this.inner).poll_read(cx, buf);
         if buf.filled().len() > before {
-            this.activity.touch();
+            this.activity.bytes_arrived();
         }
         res
     }
@@ -114,8 +132,8 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
     }
 }
 
-/// Serves one connection until the client leaves, the keep-alive timeout closes it, or a
-/// graceful shutdown lets its in-flight request finish.
+/// Serves one connection until the client leaves, a timeout closes it, or a graceful shutdown
+/// lets its in-flight request finish.
 pub async fn serve_connection<S>(
     stream: S,
     conn: Arc<ConnInfo>,
@@ -137,8 +155,8 @@ pub async fn serve_connection<S>(
     let driver = ctx.http1.serve_connection(io, service);
     tokio::pin!(driver);
 
-    let keep_alive = ctx.keep_alive;
-    let timer = tokio::time::sleep(keep_alive);
+    let limits = ctx.timeouts;
+    let timer = tokio::time::sleep(limits.keep_alive.min(limits.header_read));
     tokio::pin!(timer);
     let mut closing = *shutdown.borrow();
     if closing {
@@ -152,16 +170,16 @@ pub async fn serve_connection<S>(
                 closing = true;
                 driver.as_mut().graceful_shutdown();
             }
-            _ = timer.as_mut(), if !closing => match activity.idle_for() {
-                Some(idle) if idle >= keep_alive => {
-                    closing = true;
-                    driver.as_mut().graceful_shutdown();
-                }
-                idle => {
-                    let left = keep_alive - idle.unwrap_or_default();
-                    timer.as_mut().reset(tokio::time::Instant::now() + left);
-                }
-            },
+            _ = timer.as_mut() => {
+                let now = now_ms();
+                let wait = match activity.deadline(&limits) {
+                    // Idle too long, or too slow to send a head: drop the connection.
+                    Some(deadline) if now >= deadline => break,
+                    Some(deadline) => Duration::from_millis(deadline - now),
+                    None => limits.keep_alive,
+                };
+                timer.as_mut().reset(tokio::time::Instant::now() + wait);
+            }
         }
     }
 }

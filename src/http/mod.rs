@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use http::{HeaderMap, Method, Uri, Version};
 
-pub use conn::serve_connection;
+pub use conn::{serve_connection, Timeouts};
 pub use service::HttpContext;
 
 /// One side of a connection, as the ASGI scope reports it.

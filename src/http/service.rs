@@ -26,7 +26,7 @@ pub struct HttpContext {
     /// `server` and `--header` defaults, added to responses that do not set them.
     pub default_headers: HeaderMap,
     pub http1: hyper::server::conn::http1::Builder,
-    pub keep_alive: std::time::Duration,
+    pub timeouts: super::conn::Timeouts,
 }
 
 #[derive(Clone)]

@@ -1,5 +1,6 @@
-//! Listening sockets: bound here, inherited as a file descriptor, or handed over by a
-//! process manager. Every listener is non-blocking and close-on-exec.
+//! Sockets and time: listening sockets (bound here, inherited as a file descriptor, or handed
+//! over by a process manager; all non-blocking and close-on-exec), and the coarse clock that
+//! connection timeouts read.
 
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -7,6 +8,8 @@ use std::os::fd::{FromRawFd, IntoRawFd, RawFd};
 use std::os::unix::net::UnixListener as StdUnixListener;
 
 use socket2::{Domain, SockAddr, Socket, Type};
+
+pub mod clock;
 
 pub enum Listener {
     Tcp(std::net::TcpListener),

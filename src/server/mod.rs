@@ -19,7 +19,7 @@ use crate::asgi::cycle::{AccessInfo, HttpCycle};
 use crate::asgi::exchange::Exchange;
 use crate::asgi::scope::{self, ScopeTemplate};
 use crate::config::CoreConfig;
-use crate::http::{Endpoint, HttpContext, RequestHead};
+use crate::http::{Endpoint, HttpContext, RequestHead, Timeouts};
 use crate::net::Listener;
 use runtime::IoThread;
 
@@ -300,20 +300,23 @@ fn http_context(config: &CoreConfig, bridge: Arc<Bridge>) -> PyResult<HttpContex
             .map_err(|_| PyValueError::new_err(format!("invalid header value {value:?}")))?;
         default_headers.append(name, value);
     }
-    let keep_alive = config.keep_alive();
+    let timeouts = Timeouts {
+        keep_alive: config.keep_alive(),
+        header_read: config.header_read(),
+    };
     let mut http1 = hyper::server::conn::http1::Builder::new();
     http1
-        .timer(hyper_util::rt::TokioTimer::new())
-        .header_read_timeout(std::time::Duration::from_secs(30))
+        // The connection driver enforces the head-read timeout with its own timer.
+        .header_read_timeout(None)
         .auto_date_header(config.date_header)
         // Not `pipeline_flush`: it lifts hyper's bound on buffered response bytes, and with it
         // the backpressure on the app.
-        .keep_alive(!keep_alive.is_zero());
+        .keep_alive(!timeouts.keep_alive.is_zero());
     Ok(HttpContext {
         bridge,
         default_headers,
         http1,
-        keep_alive: keep_alive.max(std::time::Duration::from_millis(1)),
+        timeouts,
     })
 }
 

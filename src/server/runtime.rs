@@ -47,6 +47,7 @@ impl IoThread {
             .spawn(move || {
                 runtime.block_on(async move {
                     tokio::spawn(ctx.bridge.clone().dispatch());
+                    tokio::spawn(crate::net::clock::tick());
                     for listener in listeners {
                         let accept = accept_loop(
                             listener,
