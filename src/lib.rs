@@ -6,6 +6,7 @@ mod config;
 mod http;
 mod net;
 mod server;
+mod ws;
 
 use pyo3::prelude::*;
 
@@ -19,6 +20,7 @@ fn _rsgi(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_class::<server::Core>()?;
     m.add_class::<asgi::cycle::HttpCycle>()?;
+    m.add_class::<ws::cycle::WebSocketCycle>()?;
     m.add_class::<asgi::awaitable::Ready>()?;
     m.add(
         "ClientDisconnected",

@@ -16,6 +16,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::watch;
 
 use super::service::{AsgiService, HttpContext};
+use crate::ws;
 use super::ConnInfo;
 use crate::net::clock::now_ms;
 
@@ -147,12 +148,14 @@ pub async fn serve_connection<S>(
         inner: stream,
         activity: activity.clone(),
     });
+    let upgrade = Arc::new(parking_lot::Mutex::new(None));
     let service = AsgiService {
         ctx: ctx.clone(),
         conn,
         activity: activity.clone(),
+        upgrade: upgrade.clone(),
     };
-    let driver = ctx.http1.serve_connection(io, service);
+    let driver = ctx.http1.serve_connection(io, service).with_upgrades();
     tokio::pin!(driver);
 
     let limits = ctx.timeouts;
@@ -162,10 +165,14 @@ pub async fn serve_connection<S>(
     if closing {
         driver.as_mut().graceful_shutdown();
     }
+    let mut served = false;
     loop {
         tokio::select! {
             biased;
-            _ = driver.as_mut() => break,
+            _ = driver.as_mut() => {
+                served = true;
+                break;
+            }
             _ = shutdown.changed(), if !closing => {
                 closing = true;
                 driver.as_mut().graceful_shutdown();
@@ -182,4 +189,41 @@ pub async fn serve_connection<S>(
             }
         }
     }
+    let start = upgrade.lock().take();
+    if let Some(start) = start {
+        if served {
+            websocket::<S>(start, &ctx, shutdown).await;
+        } else {
+            ws::session::abandon(&start.ex, &ctx.bridge);
+        }
+    }
+}
+
+/// Runs an accepted WebSocket on the connection hyper handed back after the 101, in this
+/// connection's task (so it counts as open, and sees the shutdown signal).
+async fn websocket<S>(
+    start: ws::session::Start,
+    ctx: &HttpContext,
+    shutdown: watch::Receiver<bool>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let ws::session::Start {
+        ex,
+        on_upgrade,
+        deflate,
+    } = start;
+    let parts = match on_upgrade.await {
+        Ok(upgraded) => upgraded.downcast::<TokioIo<Tracked<S>>>().ok(),
+        Err(_) => None,
+    };
+    let Some(parts) = parts else {
+        ws::session::abandon(&ex, &ctx.bridge);
+        return;
+    };
+    // Back to the bare socket: hyper's buffered bytes (frames the client sent right after
+    // its request) come along as `read_buf`.
+    let io = parts.io.into_inner().inner;
+    let bridge = ctx.bridge.clone();
+    ws::session::run(io, parts.read_buf, ex, deflate, bridge, ctx.ws, shutdown).await;
 }

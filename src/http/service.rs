@@ -8,10 +8,12 @@ use std::sync::Arc;
 use std::task::Poll;
 
 use bytes::Bytes;
-use http::header::{HeaderValue, CONNECTION, EXPECT};
+use http::header::{HeaderValue, CONNECTION, EXPECT, SEC_WEBSOCKET_VERSION};
 use http::{HeaderMap, Request, Response, StatusCode};
 use http_body::Body as _;
 use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
+use parking_lot::Mutex;
 
 use super::body::{Completion, ResponseBody};
 use super::conn::Activity;
@@ -19,6 +21,9 @@ use super::validate::check_head;
 use super::{ConnInfo, RequestHead};
 use crate::asgi::bridge::{Bridge, Event};
 use crate::asgi::exchange::{Exchange, ResponseHead, REQUEST_READ_AHEAD};
+use crate::ws::handshake::{self, Check};
+use crate::ws::session::Start;
+use crate::ws::WsConfig;
 
 /// What every connection of a server shares.
 pub struct HttpContext {
@@ -27,6 +32,7 @@ pub struct HttpContext {
     pub default_headers: HeaderMap,
     pub http1: hyper::server::conn::http1::Builder,
     pub timeouts: super::conn::Timeouts,
+    pub ws: WsConfig,
 }
 
 #[derive(Clone)]
@@ -34,6 +40,9 @@ pub struct AsgiService {
     pub ctx: Arc<HttpContext>,
     pub conn: Arc<ConnInfo>,
     pub activity: Arc<Activity>,
+    /// Set when the app accepted a WebSocket: the connection driver runs its session once
+    /// hyper has sent the 101 and handed the connection over.
+    pub upgrade: Arc<Mutex<Option<Start>>>,
 }
 
 type BoxFuture = Pin<Box<dyn Future<Output = Result<Response<ResponseBody>, Infallible>> + Send>>;
@@ -54,6 +63,9 @@ impl AsgiService {
         let (parts, mut body) = req.into_parts();
         if let Some(status) = check_head(parts.version, &parts.headers) {
             return reject(status);
+        }
+        if self.ctx.ws.enabled && handshake::is_upgrade(&parts.headers) {
+            return self.websocket(parts).await;
         }
         let expect_continue = parts
             .headers
@@ -90,24 +102,78 @@ impl AsgiService {
             .bridge
             .push(Event::Request(ex.clone(), Box::new(head)));
 
-        let head = poll_fn(|cx| {
-            let mut st = ex.lock();
-            if st.req_failed {
-                return Poll::Ready(None);
-            }
-            match st.head.take() {
-                Some(head) => Poll::Ready(Some(head)),
-                None => {
-                    st.io_waker = Some(cx.waker().clone());
-                    Poll::Pending
-                }
-            }
-        })
-        .await;
-        match head {
+        match response_head(&ex).await {
             Some(head) => self.respond(head, completion),
             None => reject(StatusCode::BAD_REQUEST),
         }
+    }
+
+    /// A WebSocket upgrade request: checked here, then handed to the app, which accepts it
+    /// (101, and the connection becomes a WebSocket session) or denies it (any HTTP response).
+    async fn websocket(self, mut parts: http::request::Parts) -> Response<ResponseBody> {
+        let upgrade =
+            match handshake::check(&parts.method, parts.version, &parts.headers, self.ctx.ws.per_message_deflate) {
+                Check::Upgrade(u) => u,
+                Check::Reject(status) => {
+                    let mut resp = reject(status);
+                    if status == StatusCode::UPGRADE_REQUIRED {
+                        resp.headers_mut()
+                            .insert(SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+                    }
+                    return resp;
+                }
+                Check::NotUpgrade => return reject(StatusCode::BAD_REQUEST),
+            };
+        let Some(on_upgrade) = parts.extensions.remove::<OnUpgrade>() else {
+            return reject(StatusCode::BAD_REQUEST);
+        };
+        let ex = Arc::new(Exchange::new(true));
+        ex.lock().ws.max_queue = self.ctx.ws.max_queue;
+        self.activity.request_started();
+        let completion =
+            Completion::new(ex.clone(), self.ctx.bridge.clone(), self.activity.clone());
+        let head = RequestHead {
+            method: parts.method,
+            uri: parts.uri,
+            version: parts.version,
+            headers: parts.headers,
+            conn: self.conn.clone(),
+        };
+        self.ctx
+            .bridge
+            .push(Event::WebSocket(ex.clone(), Box::new(head)));
+        let Some(head) = response_head(&ex).await else {
+            return reject(StatusCode::BAD_REQUEST);
+        };
+        if head.status != 101 {
+            return self.respond(head, completion);
+        }
+        completion.upgraded();
+        let mut resp = Response::new(ResponseBody::Full(None));
+        *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        let headers = resp.headers_mut();
+        headers.insert(http::header::UPGRADE, HeaderValue::from_static("websocket"));
+        headers.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
+        headers.insert(http::header::SEC_WEBSOCKET_ACCEPT, upgrade.accept);
+        if let Some(params) = &upgrade.deflate {
+            if let Ok(v) = HeaderValue::from_str(&params.response_header()) {
+                headers.insert(http::header::SEC_WEBSOCKET_EXTENSIONS, v);
+            }
+        }
+        for (name, value) in &head.headers {
+            headers.append(name.clone(), value.clone());
+        }
+        for (name, value) in &self.ctx.default_headers {
+            if !headers.contains_key(name) {
+                headers.insert(name.clone(), value.clone());
+            }
+        }
+        *self.upgrade.lock() = Some(Start {
+            ex,
+            on_upgrade,
+            deflate: upgrade.deflate,
+        });
+        resp
     }
 
     fn respond(&self, head: ResponseHead, completion: Completion) -> Response<ResponseBody> {
@@ -124,6 +190,24 @@ impl AsgiService {
         *resp.headers_mut() = headers;
         resp
     }
+}
+
+/// Waits for the app's response head; `None` when the request body turned out malformed.
+async fn response_head(ex: &Exchange) -> Option<ResponseHead> {
+    poll_fn(|cx| {
+        let mut st = ex.lock();
+        if st.req_failed {
+            return Poll::Ready(None);
+        }
+        match st.head.take() {
+            Some(head) => Poll::Ready(Some(head)),
+            None => {
+                st.io_waker = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        }
+    })
+    .await
 }
 
 /// Moves the body bytes hyper already holds into the exchange, so that a small request body

@@ -21,9 +21,10 @@ use crate::asgi::scope::{self, ScopeTemplate};
 use crate::config::CoreConfig;
 use crate::http::{Endpoint, HttpContext, RequestHead, Timeouts};
 use crate::net::Listener;
+use crate::ws::cycle::WebSocketCycle;
 use runtime::IoThread;
 
-/// Loop-thread state shared by the `Core` and every `HttpCycle`.
+/// Loop-thread state shared by the `Core` and every `HttpCycle` and `WebSocketCycle`.
 pub struct LoopContext {
     bridge: Arc<Bridge>,
     event_loop: Py<PyAny>,
@@ -91,15 +92,37 @@ impl LoopContext {
     }
 }
 
+/// The Python object of a running app: an HTTP request or a WebSocket.
+enum Cycle {
+    Http(Py<HttpCycle>),
+    Ws(Py<WebSocketCycle>),
+}
+
+impl Cycle {
+    fn clone_ref(&self, py: Python<'_>) -> Cycle {
+        match self {
+            Cycle::Http(c) => Cycle::Http(c.clone_ref(py)),
+            Cycle::Ws(c) => Cycle::Ws(c.clone_ref(py)),
+        }
+    }
+
+    fn on_wake(&self, py: Python<'_>) -> PyResult<()> {
+        match self {
+            Cycle::Http(c) => c.borrow_mut(py).on_wake(py),
+            Cycle::Ws(c) => c.borrow_mut(py).on_wake(py),
+        }
+    }
+}
+
 /// A free-list slab: O(1) insert and remove, indices stay stable.
 #[derive(Default)]
 struct Slab {
-    entries: Vec<Option<Py<HttpCycle>>>,
+    entries: Vec<Option<Cycle>>,
     free: Vec<usize>,
 }
 
 impl Slab {
-    fn insert(&mut self, v: Py<HttpCycle>) -> usize {
+    fn insert(&mut self, v: Cycle) -> usize {
         match self.free.pop() {
             Some(i) => {
                 self.entries[i] = Some(v);
@@ -112,7 +135,7 @@ impl Slab {
         }
     }
 
-    fn get(&self, py: Python<'_>, i: usize) -> Option<Py<HttpCycle>> {
+    fn get(&self, py: Python<'_>, i: usize) -> Option<Cycle> {
         self.entries.get(i)?.as_ref().map(|c| c.clone_ref(py))
     }
 
@@ -124,7 +147,7 @@ impl Slab {
         }
     }
 
-    fn drain(&mut self) -> Vec<Py<HttpCycle>> {
+    fn drain(&mut self) -> Vec<Cycle> {
         self.free.clear();
         self.entries.drain(..).flatten().collect()
     }
@@ -224,6 +247,7 @@ impl Core {
         for event in events.drain(..) {
             match event {
                 Event::Request(ex, head) => start_request(py, ctx, ex, &head),
+                Event::WebSocket(ex, head) => start_websocket(py, ctx, ex, &head),
                 Event::Wake(ex) => wake(py, ctx, &ex),
                 Event::Log(level, msg) => ctx.log(py, level, &msg),
             }
@@ -269,7 +293,7 @@ impl Core {
         if let Some(ctx) = self.ctx.get() {
             let cycles = ctx.slots.borrow_mut().drain();
             for c in cycles {
-                if let Err(e) = c.borrow_mut(py).on_wake(py) {
+                if let Err(e) = c.on_wake(py) {
                     e.print(py);
                 }
             }
@@ -317,6 +341,7 @@ fn http_context(config: &CoreConfig, bridge: Arc<Bridge>) -> PyResult<HttpContex
         default_headers,
         http1,
         timeouts,
+        ws: config.ws(),
     })
 }
 
@@ -339,7 +364,43 @@ fn try_start_request(
     let scope = scope::build(py, head, &ctx.template)?;
     let access = ctx.access_log.as_ref().map(|_| access_info(head));
     let cycle = Py::new(py, HttpCycle::new(ex.clone(), ctx.clone(), access))?;
-    let slot = ctx.slots.borrow_mut().insert(cycle.clone_ref(py));
+    let slot = ctx
+        .slots
+        .borrow_mut()
+        .insert(Cycle::Http(cycle.clone_ref(py)));
+    ex.set_slot(slot);
+    if let Err(e) = ctx.handler.call1(py, (scope, cycle.clone_ref(py))) {
+        // Still answer the client: finish() sends a 500.
+        cycle.borrow_mut(py).finish(true);
+        return Err(e);
+    }
+    Ok(())
+}
+
+fn start_websocket(py: Python<'_>, ctx: &Rc<LoopContext>, ex: Arc<Exchange>, head: &RequestHead) {
+    if let Err(e) = try_start_websocket(py, ctx, ex, head) {
+        ctx.log(
+            py,
+            LogLevel::Error,
+            &format!("Could not start the ASGI application: {e}"),
+        );
+    }
+}
+
+fn try_start_websocket(
+    py: Python<'_>,
+    ctx: &Rc<LoopContext>,
+    ex: Arc<Exchange>,
+    head: &RequestHead,
+) -> PyResult<()> {
+    let scope = scope::build_websocket(py, head, &ctx.template)?;
+    let access = ctx.access_log.as_ref().map(|_| {
+        let mut info = access_info(head);
+        info.request_line = format!("WebSocket {}", head.uri.path());
+        info
+    });
+    let cycle = Py::new(py, WebSocketCycle::new(ex.clone(), ctx.clone(), access))?;
+    let slot = ctx.slots.borrow_mut().insert(Cycle::Ws(cycle.clone_ref(py)));
     ex.set_slot(slot);
     if let Err(e) = ctx.handler.call1(py, (scope, cycle.clone_ref(py))) {
         // Still answer the client: finish() sends a 500.
@@ -370,7 +431,7 @@ fn access_info(head: &RequestHead) -> AccessInfo {
 fn wake(py: Python<'_>, ctx: &LoopContext, ex: &Exchange) {
     let cycle = ctx.slots.borrow().get(py, ex.slot());
     if let Some(cycle) = cycle {
-        if let Err(e) = cycle.borrow_mut(py).on_wake(py) {
+        if let Err(e) = cycle.on_wake(py) {
             ctx.log(
                 py,
                 LogLevel::Error,
