@@ -16,9 +16,9 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::watch;
 
 use super::service::{AsgiService, HttpContext};
-use crate::ws;
 use super::ConnInfo;
 use crate::net::clock::now_ms;
+use crate::ws;
 
 /// What a connection is doing, as far as its timeouts care.
 pub struct Activity {
@@ -201,11 +201,8 @@ pub async fn serve_connection<S>(
 
 /// Runs an accepted WebSocket on the connection hyper handed back after the 101, in this
 /// connection's task (so it counts as open, and sees the shutdown signal).
-async fn websocket<S>(
-    start: ws::session::Start,
-    ctx: &HttpContext,
-    shutdown: watch::Receiver<bool>,
-) where
+async fn websocket<S>(start: ws::session::Start, ctx: &HttpContext, shutdown: watch::Receiver<bool>)
+where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let ws::session::Start {

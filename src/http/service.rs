@@ -111,19 +111,23 @@ impl AsgiService {
     /// A WebSocket upgrade request: checked here, then handed to the app, which accepts it
     /// (101, and the connection becomes a WebSocket session) or denies it (any HTTP response).
     async fn websocket(self, mut parts: http::request::Parts) -> Response<ResponseBody> {
-        let upgrade =
-            match handshake::check(&parts.method, parts.version, &parts.headers, self.ctx.ws.per_message_deflate) {
-                Check::Upgrade(u) => u,
-                Check::Reject(status) => {
-                    let mut resp = reject(status);
-                    if status == StatusCode::UPGRADE_REQUIRED {
-                        resp.headers_mut()
-                            .insert(SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
-                    }
-                    return resp;
+        let upgrade = match handshake::check(
+            &parts.method,
+            parts.version,
+            &parts.headers,
+            self.ctx.ws.per_message_deflate,
+        ) {
+            Check::Upgrade(u) => u,
+            Check::Reject(status) => {
+                let mut resp = reject(status);
+                if status == StatusCode::UPGRADE_REQUIRED {
+                    resp.headers_mut()
+                        .insert(SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
                 }
-                Check::NotUpgrade => return reject(StatusCode::BAD_REQUEST),
-            };
+                return resp;
+            }
+            Check::NotUpgrade => return reject(StatusCode::BAD_REQUEST),
+        };
         let Some(on_upgrade) = parts.extensions.remove::<OnUpgrade>() else {
             return reject(StatusCode::BAD_REQUEST);
         };

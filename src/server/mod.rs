@@ -400,7 +400,10 @@ fn try_start_websocket(
         info
     });
     let cycle = Py::new(py, WebSocketCycle::new(ex.clone(), ctx.clone(), access))?;
-    let slot = ctx.slots.borrow_mut().insert(Cycle::Ws(cycle.clone_ref(py)));
+    let slot = ctx
+        .slots
+        .borrow_mut()
+        .insert(Cycle::Ws(cycle.clone_ref(py)));
     ex.set_slot(slot);
     if let Err(e) = ctx.handler.call1(py, (scope, cycle.clone_ref(py))) {
         // Still answer the client: finish() sends a 500.

@@ -18,7 +18,9 @@ use pyo3::types::{PyBytes, PyDict, PyString};
 
 use super::close_code;
 use super::{Message, Outgoing};
-use crate::asgi::cycle::{body_bytes, reject, resolve, response_headers, AccessInfo, ClientDisconnected};
+use crate::asgi::cycle::{
+    body_bytes, reject, resolve, response_headers, AccessInfo, ClientDisconnected,
+};
 use crate::asgi::exchange::{
     Exchange, Inner, ResponseHead, NO_SLOT, RESPONSE_HIGH_WATER, RESPONSE_LOW_WATER,
 };
@@ -70,8 +72,10 @@ impl WebSocketCycle {
 
     fn log_access(&self, outcome: &str) {
         if let Some(info) = &self.access {
-            self.ctx
-                .log_access(&format!("{} - \"{}\" {}", info.client, info.request_line, outcome));
+            self.ctx.log_access(&format!(
+                "{} - \"{}\" {}",
+                info.client, info.request_line, outcome
+            ));
         }
     }
 
@@ -154,9 +158,9 @@ impl WebSocketCycle {
             State::Accepted => format!(
                 "Expected ASGI message 'websocket.send' or 'websocket.close', but got '{kind}'."
             ),
-            State::Denying => format!(
-                "Expected ASGI message 'websocket.http.response.body', but got '{kind}'."
-            ),
+            State::Denying => {
+                format!("Expected ASGI message 'websocket.http.response.body', but got '{kind}'.")
+            }
             State::Closed | State::Denied => format!(
                 "Unexpected ASGI message '{kind}', after sending 'websocket.close' or \
                  response already completed."
@@ -173,9 +177,8 @@ impl WebSocketCycle {
         if let Ok(sub) = message.get_item(intern!(py, "subprotocol")) {
             if !sub.is_none() {
                 let sub = sub.cast::<PyString>()?.to_str()?;
-                let value = HeaderValue::from_str(sub).map_err(|_| {
-                    PyValueError::new_err(format!("Invalid subprotocol {sub:?}."))
-                })?;
+                let value = HeaderValue::from_str(sub)
+                    .map_err(|_| PyValueError::new_err(format!("Invalid subprotocol {sub:?}.")))?;
                 headers.insert(SEC_WEBSOCKET_PROTOCOL, value);
             }
         }
@@ -398,7 +401,9 @@ impl WebSocketCycle {
                     } else {
                         close_code::NORMAL
                     };
-                    st.ws.outgoing.push_back(Outgoing::Close(code, String::new()));
+                    st.ws
+                        .outgoing
+                        .push_back(Outgoing::Close(code, String::new()));
                     self.notify_io(&mut st);
                 }
                 self.state = State::Closed;

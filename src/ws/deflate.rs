@@ -55,7 +55,11 @@ pub fn negotiate<'a>(values: impl IntoIterator<Item = &'a [u8]>) -> Option<Param
 /// parameters make the whole offer unacceptable (RFC 7692 section 7.1).
 fn accept_offer(offer: &str) -> Option<Params> {
     let mut parts = split_outside_quotes(offer, ';').into_iter();
-    if !parts.next()?.trim().eq_ignore_ascii_case("permessage-deflate") {
+    if !parts
+        .next()?
+        .trim()
+        .eq_ignore_ascii_case("permessage-deflate")
+    {
         return None;
     }
     let mut params = Params {
@@ -98,8 +102,7 @@ fn accept_offer(offer: &str) -> Option<Params> {
 
 fn window_bits(v: &str) -> Option<u8> {
     // A decimal integer without leading zeros (RFC 7692 section 7.1.2.1).
-    if v.is_empty() || v.len() > 2 || v.starts_with('0') || !v.bytes().all(|b| b.is_ascii_digit())
-    {
+    if v.is_empty() || v.len() > 2 || v.starts_with('0') || !v.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
     let n: u8 = v.parse().ok()?;
@@ -214,7 +217,12 @@ impl Codec {
     }
 }
 
-fn feed(z: &mut Decompress, input: &[u8], out: &mut Vec<u8>, max: usize) -> Result<(), InflateError> {
+fn feed(
+    z: &mut Decompress,
+    input: &[u8],
+    out: &mut Vec<u8>,
+    max: usize,
+) -> Result<(), InflateError> {
     let mut input = input;
     loop {
         if out.len() > max {
@@ -222,7 +230,8 @@ fn feed(z: &mut Decompress, input: &[u8], out: &mut Vec<u8>, max: usize) -> Resu
         }
         if out.capacity() - out.len() < 1024 {
             // Grow geometrically, but never far past the limit.
-            let want = (input.len() * 4).max(out.len()).clamp(4096, max + 1 - out.len().min(max));
+            let room = max.saturating_add(1).saturating_sub(out.len());
+            let want = (input.len() * 4).max(out.len()).max(4096).min(room);
             out.reserve(want.max(1024));
         }
         let (in0, out0) = (z.total_in(), z.total_out());
@@ -312,7 +321,9 @@ mod tests {
             "x-webkit-deflate-frame",
         ] {
             assert_eq!(neg(&[bad]), None, "{bad}");
-            let p = neg(&[&format!("{bad}, permessage-deflate; server_no_context_takeover")]);
+            let p = neg(&[&format!(
+                "{bad}, permessage-deflate; server_no_context_takeover"
+            )]);
             assert!(p.unwrap().server_no_context_takeover, "{bad}");
         }
         assert_eq!(neg(&["foo", "bar"]), None);

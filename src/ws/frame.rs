@@ -247,6 +247,10 @@ mod tests {
         assert_eq!(out, [0x88, 0]);
         out.clear();
         write_close(&mut out, 1000, &"é".repeat(100));
-        assert_eq!(out[1], 2 + 122, "reason cut to 123 bytes on a char boundary");
+        assert_eq!(
+            out[1],
+            2 + 122,
+            "reason cut to 123 bytes on a char boundary"
+        );
     }
 }

@@ -229,7 +229,10 @@ mod tests {
         assert_eq!(run(&without("sec-websocket-key")), bad);
         assert_eq!(run(&without("sec-websocket-version")), bad);
         assert_eq!(run(&with("sec-websocket-key", "short")), bad);
-        assert_eq!(run(&with("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZR==")), bad);
+        assert_eq!(
+            run(&with("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZR==")),
+            bad
+        );
         assert_eq!(run(&with("sec-websocket-key", "dGhlIHNhbXBsZSBub25j")), bad);
         let mut two_keys = valid();
         two_keys.push(("sec-websocket-key", KEY));

@@ -81,9 +81,12 @@ pub async fn run<S>(
     let mut s = Session::new(io, read_ahead, ex, deflate, bridge, cfg, shutdown);
     poll_fn(|cx| s.poll(cx)).await;
     // The server closes the TCP connection first (section 7.1.1).
-    let _ = tokio::time::timeout(CLOSE_TIMEOUT, poll_fn(|cx| Pin::new(&mut s.io).poll_shutdown(cx)))
-        .await;
-    s.end();
+    let _ = tokio::time::timeout(
+        CLOSE_TIMEOUT,
+        poll_fn(|cx| Pin::new(&mut s.io).poll_shutdown(cx)),
+    )
+    .await;
+    // Dropping the session tells the app how it ended.
 }
 
 /// The upgrade never happened (the client left first): the app sees a 1006 disconnect.
@@ -153,6 +156,14 @@ struct Session<S> {
     timer_kind: Timer,
     ping_count: u32,
     shutdown: Option<Shutdown>,
+}
+
+/// However the session ends (even by a panic), the app is told: 1006 unless it was told
+/// something else already, and what it still had queued to send is dropped.
+impl<S> Drop for Session<S> {
+    fn drop(&mut self) {
+        close_for_app(&self.ex, &self.bridge, self.end_code, String::new(), true);
+    }
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
@@ -235,11 +246,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 && (self.close_received || self.fail_fast))
     }
 
-    /// The session is over: tell the app (1006 unless it was told already), drop its queue.
-    fn end(&mut self) {
-        close_for_app(&self.ex, &self.bridge, self.end_code, String::new(), true);
-    }
-
     fn tell_app(&self, code: u16, reason: String) {
         close_for_app(&self.ex, &self.bridge, code, reason, false);
     }
@@ -287,7 +293,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let mut taken = 0usize;
         {
             let mut st = self.ex.lock();
-            if !st.io_waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            if !st
+                .io_waker
+                .as_ref()
+                .is_some_and(|w| w.will_wake(cx.waker()))
+            {
                 st.io_waker = Some(cx.waker().clone());
             }
             if !self.batch.is_empty() {
@@ -666,4 +676,3 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         true
     }
 }
-
