@@ -102,9 +102,7 @@ fn headers<'py>(py: Python<'py>, head: &RequestHead) -> PyResult<Bound<'py, PyLi
 
 fn endpoint<'py>(py: Python<'py>, e: &Endpoint) -> PyResult<Bound<'py, PyAny>> {
     Ok(match e {
-        Endpoint::Tcp(addr) => (addr.ip().to_string(), addr.port())
-            .into_pyobject(py)?
-            .into_any(),
+        Endpoint::Tcp(host, port) => (&**host, *port).into_pyobject(py)?.into_any(),
         Endpoint::Unix(path) => (path.as_str(), py.None()).into_pyobject(py)?.into_any(),
         Endpoint::Unknown => py.None().into_bound(py),
     })

@@ -17,9 +17,16 @@ pub use service::HttpContext;
 /// One side of a connection, as the ASGI scope reports it.
 #[derive(Clone, Debug)]
 pub enum Endpoint {
-    Tcp(SocketAddr),
+    /// Host text made once per connection, so requests need not format the address again.
+    Tcp(Box<str>, u16),
     Unix(String),
     Unknown,
+}
+
+impl From<SocketAddr> for Endpoint {
+    fn from(addr: SocketAddr) -> Self {
+        Endpoint::Tcp(addr.ip().to_string().into_boxed_str(), addr.port())
+    }
 }
 
 /// Facts about a connection that every request on it shares.
