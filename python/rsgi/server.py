@@ -62,14 +62,14 @@ class Server:
             await lifespan.startup()
         except LifespanFailure:
             return STARTUP_FAILURE
+        access = access_logger.info if self.access_log_enabled() else None
         try:
             core = _rsgi.Core(self.config, self.fds)
-        except OSError as exc:
+            fd = core.start(loop, self.app, logger, access, lifespan.state)
+        except (OSError, ValueError) as exc:
             logger.error("%s", exc)
             await lifespan.shutdown()
             return 1
-        access = access_logger.info if self.access_log_enabled() else None
-        fd = core.start(loop, self.app, logger, access, lifespan.state)
         loop.add_reader(fd, core.drain)
         for address in core.addresses:
             logger.info("rsgi running on %s (Press CTRL+C to quit)", address)

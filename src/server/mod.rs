@@ -20,7 +20,7 @@ use crate::asgi::exchange::Exchange;
 use crate::asgi::runner::AppRunner;
 use crate::asgi::scope::{self, ScopeTemplate};
 use crate::config::CoreConfig;
-use crate::http::{Endpoint, HttpContext, RequestHead, Timeouts};
+use crate::http::{Endpoint, HttpContext, InFlight, Limits, RequestHead, Timeouts, TrustedProxies};
 use crate::net::Listener;
 use runtime::IoThread;
 
@@ -296,6 +296,10 @@ fn bind(config: &CoreConfig) -> std::io::Result<Listener> {
     }
 }
 
+/// The largest request head accepted, whatever the limits say. hyper also uses this as the
+/// bound of its write buffer.
+const MAX_HEAD: usize = 64 * 1024;
+
 fn http_context(config: &CoreConfig, bridge: Arc<Bridge>) -> PyResult<HttpContext> {
     let mut default_headers = HeaderMap::new();
     if config.server_header {
@@ -316,15 +320,34 @@ fn http_context(config: &CoreConfig, bridge: Arc<Bridge>) -> PyResult<HttpContex
     http1
         // The connection driver enforces the head-read timeout with its own timer.
         .header_read_timeout(None)
+        // Fields beyond the limit, and heads beyond 64 KiB whatever the limits, get 431.
+        .max_headers(config.limit_request_fields)
+        .max_buf_size(MAX_HEAD)
         .auto_date_header(config.date_header)
         // Not `pipeline_flush`: it lifts hyper's bound on buffered response bytes, and with it
         // the backpressure on the app.
         .keep_alive(!timeouts.keep_alive.is_zero());
+    let limits = Limits {
+        request_line: config.limit_request_line,
+        field_size: config.limit_request_field_size,
+        body: config.limit_request_body,
+        concurrency: config.limit_concurrency,
+        body_read: config.body_read(),
+    };
+    let proxies = match config.proxy_headers {
+        true => Some(
+            TrustedProxies::parse(&config.forwarded_allow_ips).map_err(PyValueError::new_err)?,
+        ),
+        false => None,
+    };
     Ok(HttpContext {
         bridge,
         default_headers,
         http1,
         timeouts,
+        limits,
+        in_flight: InFlight::default(),
+        proxies,
     })
 }
 
@@ -338,7 +361,12 @@ fn start_request(py: Python<'_>, ctx: &Rc<LoopContext>, ex: Arc<Exchange>, head:
     }
 }
 
-fn try_start_request(py: Python<'_>, ctx: &Rc<LoopContext>, ex: Arc<Exchange>, head: &RequestHead) -> PyResult<()> {
+fn try_start_request(
+    py: Python<'_>,
+    ctx: &Rc<LoopContext>,
+    ex: Arc<Exchange>,
+    head: &RequestHead,
+) -> PyResult<()> {
     let scope = scope::build(py, head, &ctx.template)?;
     let access = ctx.access_log.as_ref().map(|_| access_info(head));
     let cycle = Bound::new(py, HttpCycle::new(ex.clone(), ctx.clone(), access))?;
@@ -363,8 +391,14 @@ fn try_start_request(py: Python<'_>, ctx: &Rc<LoopContext>, ex: Arc<Exchange>, h
 /// spares CPython 3.11 from formatting a "Task-N" name for every request.
 fn task_maker(event_loop: &Bound<'_, PyAny>) -> PyResult<(Py<PyAny>, Option<Py<PyDict>>)> {
     let py = event_loop.py();
-    if !event_loop.call_method0(intern!(py, "get_task_factory"))?.is_none() {
-        return Ok((event_loop.getattr(intern!(py, "create_task"))?.unbind(), None));
+    if !event_loop
+        .call_method0(intern!(py, "get_task_factory"))?
+        .is_none()
+    {
+        return Ok((
+            event_loop.getattr(intern!(py, "create_task"))?.unbind(),
+            None,
+        ));
     }
     let task = py.import("asyncio")?.getattr(intern!(py, "Task"))?;
     let kwargs = PyDict::new(py);
