@@ -4,6 +4,7 @@
 mod asgi;
 mod config;
 mod http;
+mod log;
 mod net;
 mod server;
 mod ws;
@@ -22,6 +23,7 @@ fn _rsgi(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<asgi::cycle::HttpCycle>()?;
     m.add_class::<ws::cycle::WebSocketCycle>()?;
     m.add_class::<asgi::awaitable::Ready>()?;
+    m.add_class::<asgi::runner::AppRunner>()?;
     m.add(
         "ClientDisconnected",
         m.py().get_type::<asgi::cycle::ClientDisconnected>(),

@@ -27,6 +27,16 @@ class HttpCycle:
         unfinished. Returns the complaint to log when the app misbehaved.
         """
 
+class AppRunner:
+    """The coroutine a request's Task runs: drives the app and finishes the exchange."""
+
+    def send(self, value: Any) -> Any: ...
+    def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any: ...
+    def close(self) -> None: ...
+    def __await__(self) -> AppRunner: ...
+    def __iter__(self) -> AppRunner: ...
+    def __next__(self) -> Any: ...
+
 class Core:
     """One worker's HTTP server: listening sockets, the Rust I/O thread, the bridge."""
 
@@ -37,10 +47,11 @@ class Core:
     def start(
         self,
         event_loop: Any,
-        handler: Callable[[dict[str, Any], HttpCycle], None],
+        app: Callable[..., Awaitable[None]],
         error_log: Any,
-        access_log: Callable[[str], None] | None,
+        access_log: int | str | Callable[[str], None] | None,
         state: dict[str, Any] | None,
+        access_prefix: str = "",
     ) -> int:
         """Starts the I/O thread; returns the fd to watch with ``loop.add_reader(fd, drain)``."""
     def drain(self) -> None:
@@ -49,6 +60,8 @@ class Core:
         """Wakes the I/O thread for the responses queued during this loop turn."""
     def shutdown(self) -> None:
         """Stops accepting; connections close once their in-flight request is done."""
+    def reopen_logs(self) -> None:
+        """Reopens the access log file (USR1, after log rotation)."""
     def connections(self) -> int: ...
     def running(self) -> int: ...
     def close(self) -> None:

@@ -8,12 +8,11 @@ import os
 import signal
 from typing import Any
 
-from rsgi import _rsgi
+from rsgi import _rsgi, logs
 from rsgi.config import Config, ConfigError
 from rsgi.lifespan import Lifespan, LifespanFailure
 
 logger = logging.getLogger("rsgi.error")
-access_logger = logging.getLogger("rsgi.access")
 
 STARTUP_FAILURE = 3
 
@@ -29,31 +28,6 @@ def new_event_loop(kind: str) -> asyncio.AbstractEventLoop:
         else:
             return uvloop.new_event_loop()
     return asyncio.new_event_loop()
-
-
-def make_handler(app: Any, loop: asyncio.AbstractEventLoop) -> Any:
-    """The callable the core calls for each request: it starts the app in a task."""
-    create_task = loop.create_task
-
-    async def run(scope: dict, cycle: _rsgi.HttpCycle) -> None:
-        try:
-            await app(scope, cycle.receive, cycle.send)
-        except asyncio.CancelledError:
-            cycle.finish(True)
-            raise
-        except Exception as exc:
-            cycle.finish(True)
-            logger.error("Exception in ASGI application\n", exc_info=exc)
-        else:
-            complaint = cycle.finish(False)
-            if complaint:
-                logger.error(complaint)
-
-    def handle(scope: dict, cycle: _rsgi.HttpCycle) -> None:
-        create_task(run(scope, cycle))
-
-    handle.code = run.__code__  # type: ignore[attr-defined]
-    return handle
 
 
 def serve(config: Config, fds: list[int] | None = None) -> int:
@@ -79,23 +53,24 @@ class Server:
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
+        # Before the socket is bound: a signal must never find the default handler.
+        self.install_signals(loop)
         logger.info("Started server process [%d]", os.getpid())
         lifespan = Lifespan(self.app, self.config.lifespan, logger)
         try:
             await lifespan.startup()
         except LifespanFailure:
             return STARTUP_FAILURE
+        access, prefix = logs.access_target(self.config) or (None, "")
         try:
             core = _rsgi.Core(self.config, self.fds)
-        except OSError as exc:
+            fd = core.start(loop, self.app, logger, access, lifespan.state, prefix)
+        except (OSError, ValueError) as exc:
             logger.error("%s", exc)
             await lifespan.shutdown()
             return 1
-        self.install_signals(loop)
-        access = access_logger.info if self.access_log_enabled() else None
-        self.handler = make_handler(self.app, loop)
-        fd = core.start(loop, self.handler, logger, access, lifespan.state)
         loop.add_reader(fd, core.drain)
+        loop.add_signal_handler(signal.SIGUSR1, self.reopen_logs, core)
         for address in core.addresses:
             logger.info("rsgi running on %s (Press CTRL+C to quit)", address)
         await self.stop.wait()
@@ -108,8 +83,12 @@ class Server:
         logger.info("Finished server process [%d]", os.getpid())
         return 0
 
-    def access_log_enabled(self) -> bool:
-        return self.config.access_log and access_logger.isEnabledFor(logging.INFO)
+    def reopen_logs(self, core: _rsgi.Core) -> None:
+        logs.reopen_files()
+        try:
+            core.reopen_logs()
+        except OSError as exc:
+            logger.error("Cannot reopen the access log: %s", exc)
 
     def install_signals(self, loop: asyncio.AbstractEventLoop) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -137,12 +116,11 @@ class Server:
 
     async def finish_tasks(self) -> None:
         """Gives apps woken by the close a moment to end, then cancels what is left."""
-        code = self.handler.code
         for _ in range(10):
             tasks = [
                 t
                 for t in asyncio.all_tasks()
-                if not t.done() and getattr(t.get_coro(), "cr_code", None) is code
+                if not t.done() and isinstance(t.get_coro(), _rsgi.AppRunner)
             ]
             if not tasks:
                 return

@@ -3,7 +3,11 @@
 
 mod body;
 mod conn;
+pub mod framing;
+pub mod limits;
+pub mod proxy;
 mod service;
+mod stream;
 mod validate;
 
 use std::net::SocketAddr;
@@ -12,14 +16,23 @@ use std::sync::Arc;
 use http::{HeaderMap, Method, Uri, Version};
 
 pub use conn::{serve_connection, Timeouts};
-pub use service::HttpContext;
+pub use limits::{InFlight, Limits};
+pub use proxy::TrustedProxies;
+pub use service::{Access, HttpContext};
 
 /// One side of a connection, as the ASGI scope reports it.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Endpoint {
-    Tcp(SocketAddr),
+    /// Host text made once per connection, so requests need not format the address again.
+    Tcp(Box<str>, u16),
     Unix(String),
     Unknown,
+}
+
+impl From<SocketAddr> for Endpoint {
+    fn from(addr: SocketAddr) -> Self {
+        Endpoint::Tcp(addr.ip().to_string().into_boxed_str(), addr.port())
+    }
 }
 
 /// Facts about a connection that every request on it shares.
@@ -36,4 +49,6 @@ pub struct RequestHead {
     pub version: Version,
     pub headers: HeaderMap,
     pub conn: Arc<ConnInfo>,
+    /// What a trusted proxy reported about the client, if anything.
+    pub forwarded: Option<proxy::Forwarded>,
 }

@@ -15,16 +15,19 @@ use pyo3::types::PyDict;
 
 use crate::asgi::awaitable::Ready;
 use crate::asgi::bridge::{Bridge, Event, LogLevel};
-use crate::asgi::cycle::{AccessInfo, HttpCycle};
+use crate::asgi::cycle::HttpCycle;
 use crate::asgi::exchange::Exchange;
+use crate::asgi::runner::{AppRunner, Cycle};
 use crate::asgi::scope::{self, ScopeTemplate};
 use crate::config::CoreConfig;
-use crate::http::{Endpoint, HttpContext, RequestHead, Timeouts};
+use crate::http::Access;
+use crate::http::{HttpContext, InFlight, Limits, RequestHead, Timeouts, TrustedProxies};
+use crate::log::{AccessLog, Format, Sink, Target};
 use crate::net::Listener;
 use crate::ws::cycle::WebSocketCycle;
 use runtime::IoThread;
 
-/// Loop-thread state shared by the `Core` and every `HttpCycle` and `WebSocketCycle`.
+/// Loop-thread state shared by the `Core` and every `HttpCycle`.
 pub struct LoopContext {
     bridge: Arc<Bridge>,
     event_loop: Py<PyAny>,
@@ -32,8 +35,12 @@ pub struct LoopContext {
     flush: Py<PyAny>,
     flush_pending: Cell<bool>,
     ready: Py<Ready>,
-    handler: Py<PyAny>,
-    error_log: Py<PyAny>,
+    app: Py<PyAny>,
+    /// Makes the asyncio Task that runs one request: `asyncio.Task` with `task_kwargs`, or the
+    /// loop's own `create_task` when the app installed a task factory.
+    new_task: Py<PyAny>,
+    task_kwargs: Option<Py<PyDict>>,
+    pub error_log: Py<PyAny>,
     access_log: Option<Py<PyAny>>,
     template: ScopeTemplate,
     /// The cycles whose app is running, indexed by `Exchange::slot`.
@@ -88,28 +95,6 @@ impl LoopContext {
             .call_method1(py, intern!(py, "log"), (level as i32, msg))
         {
             e.print(py);
-        }
-    }
-}
-
-/// The Python object of a running app: an HTTP request or a WebSocket.
-enum Cycle {
-    Http(Py<HttpCycle>),
-    Ws(Py<WebSocketCycle>),
-}
-
-impl Cycle {
-    fn clone_ref(&self, py: Python<'_>) -> Cycle {
-        match self {
-            Cycle::Http(c) => Cycle::Http(c.clone_ref(py)),
-            Cycle::Ws(c) => Cycle::Ws(c.clone_ref(py)),
-        }
-    }
-
-    fn on_wake(&self, py: Python<'_>) -> PyResult<()> {
-        match self {
-            Cycle::Http(c) => c.borrow_mut(py).on_wake(py),
-            Cycle::Ws(c) => c.borrow_mut(py).on_wake(py),
         }
     }
 }
@@ -198,14 +183,21 @@ impl Core {
 
     /// Starts the I/O thread. Returns the file descriptor the loop must watch with
     /// `add_reader(fd, core.drain)`.
-    #[pyo3(signature = (event_loop, handler, error_log, access_log, state))]
+    /// Starts the I/O thread. Returns the file descriptor the loop must watch with
+    /// `add_reader(fd, core.drain)`.
+    ///
+    /// `access_log` is where access lines go: `None` (off), a file descriptor or a path (written
+    /// by the I/O thread, each line after `access_prefix`), or a callable such as a logger's
+    /// `info` (called on the loop thread, for logging configurations that need Python).
+    #[pyo3(signature = (event_loop, app, error_log, access_log, state, access_prefix=String::new()))]
     fn start(
         slf: &Bound<'_, Self>,
         event_loop: Bound<'_, PyAny>,
-        handler: Bound<'_, PyAny>,
+        app: Bound<'_, PyAny>,
         error_log: Bound<'_, PyAny>,
         access_log: Option<Bound<'_, PyAny>>,
         state: Option<Bound<'_, PyDict>>,
+        access_prefix: String,
     ) -> PyResult<i32> {
         let py = slf.py();
         let this = slf.borrow();
@@ -213,6 +205,21 @@ impl Core {
         if listeners.is_empty() {
             return Err(PyRuntimeError::new_err("the server was already started"));
         }
+        let (access, access_callable) = match access_log {
+            None => (None, None),
+            Some(target) => {
+                let log = AccessLog::new(access_format(&this.config)?);
+                let (sink, callable) = if let Ok(fd) = target.extract::<i32>() {
+                    (Sink::write(Target::Fd(fd), access_prefix)?, None)
+                } else if let Ok(path) = target.extract::<String>() {
+                    (Sink::write(Target::Path(path), access_prefix)?, None)
+                } else {
+                    (Sink::Python(this.bridge.clone()), Some(target.unbind()))
+                };
+                (Some(Access { log, sink }), callable)
+            }
+        };
+        let (new_task, task_kwargs) = task_maker(&event_loop)?;
         let ctx = LoopContext {
             bridge: this.bridge.clone(),
             call_soon: event_loop.getattr(intern!(py, "call_soon"))?.unbind(),
@@ -220,9 +227,11 @@ impl Core {
             flush: slf.getattr(intern!(py, "flush"))?.unbind(),
             flush_pending: Cell::new(false),
             ready: Py::new(py, Ready::new(None))?,
-            handler: handler.unbind(),
+            app: app.unbind(),
+            new_task,
+            task_kwargs,
             error_log: error_log.unbind(),
-            access_log: access_log.map(Bound::unbind),
+            access_log: access_callable,
             template: ScopeTemplate {
                 root_path: this.config.root_path.clone(),
                 state: state.map(Bound::unbind),
@@ -230,7 +239,7 @@ impl Core {
             slots: RefCell::new(Slab::default()),
         };
         let _ = this.ctx.set(Rc::new(ctx));
-        let http = Arc::new(http_context(&this.config, this.bridge.clone())?);
+        let http = Arc::new(http_context(&this.config, this.bridge.clone(), access)?);
         let io = IoThread::start(http, listeners, this.config.threads)
             .map_err(|e| PyOSError::new_err(e.to_string()))?;
         *this.io.borrow_mut() = Some(io);
@@ -250,6 +259,7 @@ impl Core {
                 Event::WebSocket(ex, head) => start_websocket(py, ctx, ex, &head),
                 Event::Wake(ex) => wake(py, ctx, &ex),
                 Event::Log(level, msg) => ctx.log(py, level, &msg),
+                Event::Access(line) => ctx.log_access(&line),
             }
         }
         *self.spare.borrow_mut() = events;
@@ -269,6 +279,15 @@ impl Core {
         if let Some(io) = self.io.borrow().as_ref() {
             io.shutdown();
         }
+    }
+
+    /// Reopens the access log file, for USR1 after log rotation.
+    fn reopen_logs(&self) -> PyResult<()> {
+        if let Some(io) = self.io.borrow().as_ref() {
+            io.reopen_logs()
+                .map_err(|e| PyOSError::new_err(e.to_string()))?;
+        }
+        Ok(())
     }
 
     /// Open connections.
@@ -312,7 +331,11 @@ fn bind(config: &CoreConfig) -> std::io::Result<Listener> {
     }
 }
 
-fn http_context(config: &CoreConfig, bridge: Arc<Bridge>) -> PyResult<HttpContext> {
+fn http_context(
+    config: &CoreConfig,
+    bridge: Arc<Bridge>,
+    access: Option<Access>,
+) -> PyResult<HttpContext> {
     let mut default_headers = HeaderMap::new();
     if config.server_header {
         default_headers.insert(http::header::SERVER, HeaderValue::from_static("rsgi"));
@@ -332,15 +355,36 @@ fn http_context(config: &CoreConfig, bridge: Arc<Bridge>) -> PyResult<HttpContex
     http1
         // The connection driver enforces the head-read timeout with its own timer.
         .header_read_timeout(None)
+        // Fields beyond the limit, and heads beyond 64 KiB whatever the limits, get 431.
+        .max_headers(config.limit_request_fields)
+        .max_buf_size(crate::http::framing::MAX_HEAD)
         .auto_date_header(config.date_header)
         // Not `pipeline_flush`: it lifts hyper's bound on buffered response bytes, and with it
         // the backpressure on the app.
         .keep_alive(!timeouts.keep_alive.is_zero());
+    let limits = Limits {
+        request_line: config.limit_request_line,
+        field_size: config.limit_request_field_size,
+        body: config.limit_request_body,
+        concurrency: config.limit_concurrency,
+        body_read: config.body_read(),
+    };
+    let proxies = match config.proxy_headers {
+        true => Some(
+            TrustedProxies::parse(&config.forwarded_allow_ips).map_err(PyValueError::new_err)?,
+        ),
+        false => None,
+    };
     Ok(HttpContext {
+        access,
+        request_id: config.request_id,
         bridge,
         default_headers,
         http1,
         timeouts,
+        limits,
+        in_flight: InFlight::default(),
+        proxies,
         ws: config.ws(),
     })
 }
@@ -362,23 +406,16 @@ fn try_start_request(
     head: &RequestHead,
 ) -> PyResult<()> {
     let scope = scope::build(py, head, &ctx.template)?;
-    let access = ctx.access_log.as_ref().map(|_| access_info(head));
-    let cycle = Py::new(py, HttpCycle::new(ex.clone(), ctx.clone(), access))?;
-    let slot = ctx
-        .slots
-        .borrow_mut()
-        .insert(Cycle::Http(cycle.clone_ref(py)));
-    ex.set_slot(slot);
-    if let Err(e) = ctx.handler.call1(py, (scope, cycle.clone_ref(py))) {
-        // Still answer the client: finish() sends a 500.
-        cycle.borrow_mut(py).finish(true);
-        return Err(e);
-    }
-    Ok(())
+    let cycle = Py::new(py, HttpCycle::new(ex.clone(), ctx.clone()))?;
+    start_app(py, ctx, &ex, scope, Cycle::Http(cycle))
 }
 
 fn start_websocket(py: Python<'_>, ctx: &Rc<LoopContext>, ex: Arc<Exchange>, head: &RequestHead) {
-    if let Err(e) = try_start_websocket(py, ctx, ex, head) {
+    let started = scope::build_websocket(py, head, &ctx.template).and_then(|scope| {
+        let cycle = Py::new(py, WebSocketCycle::new(ex.clone(), ctx.clone()))?;
+        start_app(py, ctx, &ex, scope, Cycle::Ws(cycle))
+    });
+    if let Err(e) = started {
         ctx.log(
             py,
             LogLevel::Error,
@@ -387,47 +424,59 @@ fn start_websocket(py: Python<'_>, ctx: &Rc<LoopContext>, ex: Arc<Exchange>, hea
     }
 }
 
-fn try_start_websocket(
+/// Registers the cycle for wake-ups and starts the app in an asyncio Task.
+fn start_app(
     py: Python<'_>,
     ctx: &Rc<LoopContext>,
-    ex: Arc<Exchange>,
-    head: &RequestHead,
+    ex: &Exchange,
+    scope: Bound<'_, PyDict>,
+    cycle: Cycle,
 ) -> PyResult<()> {
-    let scope = scope::build_websocket(py, head, &ctx.template)?;
-    let access = ctx.access_log.as_ref().map(|_| {
-        let mut info = access_info(head);
-        info.request_line = format!("WebSocket {}", head.uri.path());
-        info
-    });
-    let cycle = Py::new(py, WebSocketCycle::new(ex.clone(), ctx.clone(), access))?;
-    let slot = ctx
-        .slots
-        .borrow_mut()
-        .insert(Cycle::Ws(cycle.clone_ref(py)));
+    let slot = ctx.slots.borrow_mut().insert(cycle.clone_ref(py));
     ex.set_slot(slot);
-    if let Err(e) = ctx.handler.call1(py, (scope, cycle.clone_ref(py))) {
+    let bound = cycle.bind(py);
+    let receive = bound.getattr(intern!(py, "receive"))?;
+    let send = bound.getattr(intern!(py, "send"))?;
+    let started = ctx.app.call1(py, (scope, receive, send)).and_then(|coro| {
+        let runner = AppRunner::new(coro, cycle.clone_ref(py), ctx.error_log.clone_ref(py));
+        let kwargs = ctx.task_kwargs.as_ref().map(|k| k.bind(py));
+        ctx.new_task.bind(py).call((runner,), kwargs)
+    });
+    if let Err(e) = started {
         // Still answer the client: finish() sends a 500.
-        cycle.borrow_mut(py).finish(true);
+        cycle.finish(py, true);
         return Err(e);
     }
     Ok(())
 }
 
-fn access_info(head: &RequestHead) -> AccessInfo {
-    let client = match &head.conn.client {
-        Endpoint::Tcp(a) => a.to_string(),
-        Endpoint::Unix(p) => p.clone(),
-        Endpoint::Unknown => "-".into(),
-    };
-    let target = head.uri.path_and_query().map_or("/", |p| p.as_str());
-    let version = if head.version == http::Version::HTTP_10 {
-        "1.0"
-    } else {
-        "1.1"
-    };
-    AccessInfo {
-        client,
-        request_line: format!("{} {} HTTP/{}", head.method, target, version),
+/// How to make a request's Task. `asyncio.Task` directly is the fast path; the explicit name
+/// spares CPython 3.11 from formatting a "Task-N" name for every request.
+fn task_maker(event_loop: &Bound<'_, PyAny>) -> PyResult<(Py<PyAny>, Option<Py<PyDict>>)> {
+    let py = event_loop.py();
+    if !event_loop
+        .call_method0(intern!(py, "get_task_factory"))?
+        .is_none()
+    {
+        return Ok((
+            event_loop.getattr(intern!(py, "create_task"))?.unbind(),
+            None,
+        ));
+    }
+    let task = py.import("asyncio")?.getattr(intern!(py, "Task"))?;
+    let kwargs = PyDict::new(py);
+    kwargs.set_item(intern!(py, "loop"), event_loop)?;
+    kwargs.set_item(intern!(py, "name"), intern!(py, "rsgi-request"))?;
+    Ok((task.unbind(), Some(kwargs.unbind())))
+}
+
+fn access_format(config: &CoreConfig) -> PyResult<Format> {
+    if config.log_format == "json" {
+        return Ok(Format::Json);
+    }
+    match &config.access_log_format {
+        Some(text) => Format::parse_atoms(text).map_err(PyValueError::new_err),
+        None => Ok(Format::Default),
     }
 }
 

@@ -19,7 +19,7 @@ use pyo3::types::{PyBytes, PyDict, PyString};
 use super::close_code;
 use super::{Message, Outgoing};
 use crate::asgi::cycle::{
-    body_bytes, reject, resolve, response_headers, AccessInfo, ClientDisconnected,
+    body_bytes, field, reject, resolve, response_headers, ClientDisconnected,
 };
 use crate::asgi::exchange::{
     Exchange, Inner, ResponseHead, NO_SLOT, RESPONSE_HIGH_WATER, RESPONSE_LOW_WATER,
@@ -47,11 +47,10 @@ pub struct WebSocketCycle {
     connect_delivered: bool,
     recv_waiter: Option<Py<PyAny>>,
     drain_waiter: Option<Py<PyAny>>,
-    access: Option<AccessInfo>,
 }
 
 impl WebSocketCycle {
-    pub fn new(ex: Arc<Exchange>, ctx: Rc<LoopContext>, access: Option<AccessInfo>) -> Self {
+    pub fn new(ex: Arc<Exchange>, ctx: Rc<LoopContext>) -> Self {
         WebSocketCycle {
             ex,
             ctx,
@@ -59,7 +58,6 @@ impl WebSocketCycle {
             connect_delivered: false,
             recv_waiter: None,
             drain_waiter: None,
-            access,
         }
     }
 
@@ -67,15 +65,6 @@ impl WebSocketCycle {
         if !st.io_queued {
             st.io_queued = true;
             self.ctx.queue_io(&self.ex);
-        }
-    }
-
-    fn log_access(&self, outcome: &str) {
-        if let Some(info) = &self.access {
-            self.ctx.log_access(&format!(
-                "{} - \"{}\" {}",
-                info.client, info.request_line, outcome
-            ));
         }
     }
 
@@ -170,11 +159,11 @@ impl WebSocketCycle {
     }
 
     fn accept(&mut self, py: Python<'_>, message: &Bound<'_, PyAny>) -> PyResult<()> {
-        let mut headers = match message.get_item(intern!(py, "headers")) {
-            Ok(h) if !h.is_none() => response_headers(&h)?,
+        let mut headers = match field(message, intern!(py, "headers"))? {
+            Some(h) if !h.is_none() => response_headers(&h)?,
             _ => HeaderMap::new(),
         };
-        if let Ok(sub) = message.get_item(intern!(py, "subprotocol")) {
+        if let Some(sub) = field(message, intern!(py, "subprotocol"))? {
             if !sub.is_none() {
                 let sub = sub.cast::<PyString>()?.to_str()?;
                 let value = HeaderValue::from_str(sub)
@@ -192,8 +181,6 @@ impl WebSocketCycle {
         });
         self.state = State::Accepted;
         self.notify_io(&mut st);
-        drop(st);
-        self.log_access("[accepted]");
         Ok(())
     }
 
@@ -202,10 +189,10 @@ impl WebSocketCycle {
         py: Python<'_>,
         message: &Bound<'_, PyAny>,
     ) -> PyResult<Option<Py<PyAny>>> {
-        let out = match message.get_item(intern!(py, "bytes")) {
-            Ok(b) if !b.is_none() => Outgoing::Binary(body_bytes(&b)?),
-            _ => match message.get_item(intern!(py, "text")) {
-                Ok(t) if !t.is_none() => {
+        let out = match field(message, intern!(py, "bytes"))? {
+            Some(b) if !b.is_none() => Outgoing::Binary(body_bytes(&b)?),
+            _ => match field(message, intern!(py, "text"))? {
+                Some(t) if !t.is_none() => {
                     let s = t.cast::<PyString>().map_err(|_| {
                         PyTypeError::new_err("'text' in 'websocket.send' must be a str")
                     })?;
@@ -238,16 +225,16 @@ impl WebSocketCycle {
             self.deny(403, HeaderMap::new(), Bytes::new());
             return Ok(());
         }
-        let code: u16 = match message.get_item(intern!(py, "code")) {
-            Ok(c) if !c.is_none() => c
+        let code: u16 = match field(message, intern!(py, "code"))? {
+            Some(c) if !c.is_none() => c
                 .extract()
                 .ok()
                 .filter(|c| close_code::is_valid(*c))
                 .ok_or_else(|| PyValueError::new_err(format!("Invalid close code {c}.")))?,
             _ => close_code::NORMAL,
         };
-        let reason = match message.get_item(intern!(py, "reason")) {
-            Ok(r) if !r.is_none() => r.cast::<PyString>()?.to_str()?.to_owned(),
+        let reason = match field(message, intern!(py, "reason"))? {
+            Some(r) if !r.is_none() => r.cast::<PyString>()?.to_str()?.to_owned(),
             _ => String::new(),
         };
         let mut st = self.ex.lock();
@@ -279,11 +266,10 @@ impl WebSocketCycle {
         self.state = State::Denied;
         self.notify_io(&mut st);
         drop(st);
-        self.log_access(&status.to_string());
     }
 
     fn response_start(&mut self, py: Python<'_>, message: &Bound<'_, PyAny>) -> PyResult<()> {
-        let status = message.get_item(intern!(py, "status")).map_err(|_| {
+        let status = field(message, intern!(py, "status"))?.ok_or_else(|| {
             PyTypeError::new_err("'websocket.http.response.start' message has no 'status'")
         })?;
         let status: u16 = status
@@ -293,8 +279,8 @@ impl WebSocketCycle {
             .ok_or_else(|| {
                 PyTypeError::new_err(format!("Invalid HTTP status code {status:?} in response."))
             })?;
-        let headers = match message.get_item(intern!(py, "headers")) {
-            Ok(h) if !h.is_none() => response_headers(&h)?,
+        let headers = match field(message, intern!(py, "headers"))? {
+            Some(h) if !h.is_none() => response_headers(&h)?,
             _ => HeaderMap::new(),
         };
         let mut st = self.ex.lock();
@@ -304,8 +290,6 @@ impl WebSocketCycle {
         st.head = Some(ResponseHead { status, headers });
         self.state = State::Denying;
         self.notify_io(&mut st);
-        drop(st);
-        self.log_access(&status.to_string());
         Ok(())
     }
 
@@ -314,13 +298,13 @@ impl WebSocketCycle {
         py: Python<'_>,
         message: &Bound<'_, PyAny>,
     ) -> PyResult<Option<Py<PyAny>>> {
-        let chunk = match message.get_item(intern!(py, "body")) {
-            Ok(b) if !b.is_none() => body_bytes(&b)?,
+        let chunk = match field(message, intern!(py, "body"))? {
+            Some(b) if !b.is_none() => body_bytes(&b)?,
             _ => Bytes::new(),
         };
-        let more = match message.get_item(intern!(py, "more_body")) {
-            Ok(m) => m.is_truthy()?,
-            Err(_) => false,
+        let more = match field(message, intern!(py, "more_body"))? {
+            Some(m) => m.is_truthy()?,
+            None => false,
         };
         let mut st = self.ex.lock();
         if st.gone {
@@ -356,7 +340,8 @@ impl WebSocketCycle {
     }
 
     fn send(&mut self, py: Python<'_>, message: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
-        let kind = message.get_item(intern!(py, "type"))?;
+        let kind = field(message, intern!(py, "type"))?
+            .ok_or_else(|| PyTypeError::new_err("ASGI message has no 'type'"))?;
         let kind = kind.cast::<PyString>()?.to_str()?;
         match (kind, self.state) {
             ("websocket.send", State::Accepted) => {
