@@ -149,8 +149,6 @@ struct Session<S> {
     over: bool,
     /// A close frame to send once everything the app queued so far is written.
     pending_close: Option<u16>,
-    /// The code the app is told when the session ends without having told it anything else.
-    end_code: u16,
 
     timer: Pin<Box<Sleep>>,
     timer_kind: Timer,
@@ -162,7 +160,7 @@ struct Session<S> {
 /// something else already, and what it still had queued to send is dropped.
 impl<S> Drop for Session<S> {
     fn drop(&mut self) {
-        close_for_app(&self.ex, &self.bridge, self.end_code, String::new(), true);
+        close_for_app(&self.ex, &self.bridge, ABNORMAL, String::new(), true);
     }
 }
 
@@ -206,7 +204,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             fail_fast: false,
             over: false,
             pending_close: None,
-            end_code: ABNORMAL,
             timer: Box::pin(tokio::time::sleep(Duration::ZERO)),
             timer_kind: Timer::Off,
             ping_count: 0,
@@ -384,8 +381,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     // -- reading -------------------------------------------------------------------------
 
     fn may_read(&self) -> bool {
+        // After our close frame, only the client's close matters: its messages are dropped,
+        // so a full queue must not stop the read.
         self.reading
-            && self.queued + self.batch.len() < self.cfg.max_queue
+            && (self.close_sent || self.queued + self.batch.len() < self.cfg.max_queue)
             && self.wbuf.len() - self.wpos < WRITE_LIMIT
     }
 
@@ -487,6 +486,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     }
 
     fn on_frame(&mut self, h: Header, payload: &[u8]) {
+        if self.close_sent && !h.is_control() {
+            return;
+        }
         if h.rsv1 && (h.is_control() || h.opcode == frame::OP_CONTINUATION || self.codec.is_none())
         {
             return self.fail(PROTOCOL_ERROR);
