@@ -137,6 +137,8 @@ def main() -> int:
         "exclude-cases": [],
         "exclude-agent-cases": {},
     }
+    index_path = outdir / "index.json"
+    index_path.unlink(missing_ok=True)  # never report an earlier run's results
     spec_path = outdir / "spec.json"
     spec_path.write_text(json.dumps(spec, indent=2))
     env = dict(os.environ, PYTHONPATH=str(REPO / "python"))
@@ -159,7 +161,9 @@ def main() -> int:
     finally:
         server.terminate()
         server.wait(timeout=30)
-    index = json.loads((outdir / "index.json").read_text())
+    if not index_path.exists():
+        sys.exit(f"wstest wrote no report; see {outdir / 'wstest.log'}")
+    index = json.loads(index_path.read_text())
     print(f"Autobahn|Testsuite fuzzingclient, cases {','.join(cases)}: {elapsed:.0f} s")
     print(f"report: {outdir / 'index.html'}")
     return summarize(index)
