@@ -72,3 +72,55 @@ impl CoreConfig {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(interval: Option<f64>, timeout: Option<f64>, ws: &str) -> CoreConfig {
+        CoreConfig {
+            host: "127.0.0.1".into(),
+            port: 0,
+            uds: None,
+            fd: None,
+            backlog: 1,
+            root_path: String::new(),
+            server_header: true,
+            date_header: true,
+            headers: Vec::new(),
+            timeout_keep_alive: 5.0,
+            timeout_header_read: 30.0,
+            threads: 1,
+            limit_request_line: 8190,
+            limit_request_fields: 100,
+            limit_request_field_size: 8190,
+            limit_request_body: None,
+            limit_concurrency: None,
+            timeout_body_read: 30.0,
+            proxy_headers: false,
+            access_log_format: None,
+            log_format: String::new(),
+            request_id: false,
+            forwarded_allow_ips: String::new(),
+            ws: ws.into(),
+            ws_max_size: 0,
+            ws_max_queue: 0,
+            ws_ping_interval: interval,
+            ws_ping_timeout: timeout,
+            ws_per_message_deflate: true,
+        }
+    }
+
+    #[test]
+    fn ws_keepalive_zero_or_none_disables() {
+        let ws = config(Some(0.0), None, "auto").ws();
+        assert!(ws.enabled);
+        assert_eq!((ws.ping_interval, ws.ping_timeout), (None, None));
+        let ws = config(Some(0.25), Some(20.0), "wsproto").ws();
+        assert_eq!(ws.ping_interval, Some(Duration::from_millis(250)));
+        assert_eq!(ws.ping_timeout, Some(Duration::from_secs(20)));
+        // Limits of 0 would stall every connection: at least 1.
+        assert_eq!((ws.max_size, ws.max_queue), (1, 1));
+        assert!(!config(None, None, "none").ws().enabled);
+    }
+}

@@ -632,3 +632,30 @@ def test_fastapi_bytes(fastapi_server):
         with pytest.raises(ConnectionClosed) as info:
             ws.recv(timeout=5)
     assert info.value.rcvd.code == 1000
+
+
+# --------------------------------------------------------------------------------------
+# options
+# --------------------------------------------------------------------------------------
+
+
+@rsgi_only
+def test_ws_options_from_cli_and_environment():
+    from rsgi.config import Config, ConfigError
+
+    config = Config.from_argv(
+        ["app:app", "--ws", "WebSockets", "--ws-max-size", "1024", "--ws-ping-interval", "0"],
+        environ={"RSGI_WS_MAX_QUEUE": "8", "RSGI_WS_PER_MESSAGE_DEFLATE": "false"},
+    )
+    assert config.ws == "websockets"
+    assert (config.ws_max_size, config.ws_max_queue) == (1024, 8)
+    assert (config.ws_ping_interval, config.ws_ping_timeout) == (0.0, 20.0)
+    assert config.ws_per_message_deflate is False
+    defaults = Config(app="app:app")
+    assert (defaults.ws, defaults.ws_max_size, defaults.ws_max_queue) == ("auto", 16 * 2**20, 32)
+    assert (defaults.ws_ping_interval, defaults.ws_ping_timeout) == (20.0, 20.0)
+    assert defaults.ws_per_message_deflate is True
+    assert Config(app="app:app", ws_ping_timeout=None).ws_ping_timeout is None
+    for bad in ({"ws": "tornado"}, {"ws_max_size": 0}, {"ws_ping_interval": -1}):
+        with pytest.raises(ConfigError):
+            Config(app="app:app", **bad)
