@@ -43,29 +43,38 @@ def upgrade_headers(key: str | None = KEY, version: str | None = "13", extra=())
     return headers + list(extra)
 
 
+def frame(opcode: int, payload: bytes = b"", fin: bool = True, rsv1: bool = False) -> bytes:
+    """A masked client frame."""
+    head = bytes([(0x80 if fin else 0) | (0x40 if rsv1 else 0) | opcode])
+    n = len(payload)
+    if n < 126:
+        head += bytes([0x80 | n])
+    elif n < 65536:
+        head += bytes([0x80 | 126]) + struct.pack("!H", n)
+    else:
+        head += bytes([0x80 | 127]) + struct.pack("!Q", n)
+    mask = os.urandom(4)
+    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    return head + mask + masked
+
+
 class RawWs:
     """A WebSocket client over a plain socket: masked frames in, frames out, nothing automatic."""
 
-    def __init__(self, port: int, path: str = "/echo", extra=(), timeout: float = 10.0):
+    def __init__(
+        self, port: int, path: str = "/echo", extra=(), timeout: float = 10.0, early: bytes = b""
+    ):
         self.client = RawClient(port, timeout=timeout)
-        self.client.send(build_request("GET", path, headers=upgrade_headers(extra=extra)))
+        # `early`: bytes sent in the same write as the request, before the 101 came back.
+        request = build_request("GET", path, headers=upgrade_headers(extra=extra))
+        self.client.send(request + early)
         self.response = self.client.read_head()
         assert self.response.status == 101, self.response.raw_head
         expected = base64.b64encode(hashlib.sha1(KEY.encode() + GUID).digest())
         assert self.response.header("sec-websocket-accept") == expected
 
     def send_frame(self, opcode: int, payload: bytes = b"", fin: bool = True, rsv1: bool = False):
-        head = bytes([(0x80 if fin else 0) | (0x40 if rsv1 else 0) | opcode])
-        n = len(payload)
-        if n < 126:
-            head += bytes([0x80 | n])
-        elif n < 65536:
-            head += bytes([0x80 | 126]) + struct.pack("!H", n)
-        else:
-            head += bytes([0x80 | 127]) + struct.pack("!Q", n)
-        mask = os.urandom(4)
-        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
-        self.client.send(head + mask + masked)
+        self.client.send(frame(opcode, payload, fin, rsv1))
 
     def read_frame(self, timeout: float = 10.0) -> tuple[bool, bool, int, bytes]:
         deadline = time.monotonic() + timeout
@@ -305,6 +314,16 @@ def test_send_after_disconnect_raises_oserror(server):
     with connect(ws_url(server, "/send-after-close?id=late-send")) as ws:
         ws.close()
     assert report(server, "late-send") == {"raised": "ClientDisconnected", "oserror": True}
+
+
+def test_frames_sent_with_the_handshake_are_not_lost(server):
+    early = frame(OP_TEXT, b"early") + frame(OP_BINARY, b"x" * 70_000)
+    ws = RawWs(server.port, "/echo", early=early)
+    try:
+        assert ws.read_frame()[2:] == (OP_TEXT, b"early")
+        assert ws.read_frame()[2:] == (OP_BINARY, b"x" * 70_000)
+    finally:
+        ws.close()
 
 
 def test_fragmented_messages_are_reassembled(server):
