@@ -295,6 +295,8 @@ def test_close_before_accept_is_403(server):
         client.send(build_request("GET", "/reject?id=rejected", headers=upgrade_headers()))
         resp = client.read_response()
     assert resp.status == 403
+    if SERVER == "rsgi":
+        server.wait_for_stdout(r'"GET /reject\?id=rejected HTTP/1.1" 403')
     with pytest.raises(InvalidStatus) as info:
         connect(ws_url(server, "/reject"))
     assert info.value.response.status_code == 403

@@ -130,6 +130,12 @@ impl Drop for Completion {
     fn drop(&mut self) {
         self.ctx.in_flight.done();
         self.activity.request_done();
+        if !self.finished {
+            // hyper does not poll a body it knows to be empty (content-length: 0): the response
+            // was complete all the same.
+            let st = self.ex.lock();
+            self.finished = st.resp_done && st.resp_chunks.is_empty() && !st.abort;
+        }
         if self.finished {
             self.log_access();
             return;
