@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use tokio::sync::{oneshot, watch};
 
-use crate::asgi::bridge::LogLevel;
 use crate::http::{serve_connection, ConnInfo, Endpoint, HttpContext};
 use crate::net::Listener;
 
@@ -153,7 +152,7 @@ async fn accept_loop(
                                 let conn = Arc::new(ConnInfo { client: peer.into(), server });
                                 spawn_conn(stream, conn, &ctx, &shutdown, &counter);
                             }
-                            Err(e) => accept_failed(&ctx, e).await,
+                            Err(e) => accept_failed(e).await,
                         },
                         _ = shutdown.changed() => break,
                     }
@@ -176,7 +175,7 @@ async fn accept_loop(
                                 let conn = Arc::new(ConnInfo { client: Endpoint::Unknown, server: path.clone() });
                                 spawn_conn(stream, conn, &ctx, &shutdown, &counter);
                             }
-                            Err(e) => accept_failed(&ctx, e).await,
+                            Err(e) => accept_failed(e).await,
                         },
                         _ = shutdown.changed() => break,
                     }
@@ -187,8 +186,7 @@ async fn accept_loop(
         },
     };
     if let Err(e) = result {
-        ctx.bridge
-            .log(LogLevel::Error, format!("Cannot listen: {e}"));
+        tracing::error!("Cannot listen: {e}");
     }
 }
 
@@ -211,10 +209,7 @@ fn spawn_conn<S>(
 }
 
 /// Accept errors such as EMFILE are transient: log, back off briefly, go on.
-async fn accept_failed(ctx: &HttpContext, e: io::Error) {
-    ctx.bridge.log(
-        LogLevel::Warning,
-        format!("Error accepting a connection: {e}"),
-    );
+async fn accept_failed(e: io::Error) {
+    tracing::warn!("Error accepting a connection: {e}");
     tokio::time::sleep(Duration::from_millis(100)).await;
 }
