@@ -9,6 +9,7 @@ use std::time::Duration;
 use tokio::sync::{oneshot, watch};
 
 use crate::http::{serve_connection, ConnInfo, Endpoint, HttpContext};
+use crate::metrics::{self, Metrics};
 use crate::net::Listener;
 
 pub struct IoThread {
@@ -25,6 +26,7 @@ impl IoThread {
     pub fn start(
         ctx: Arc<HttpContext>,
         listeners: Vec<Listener>,
+        metrics: Option<std::net::TcpListener>,
         threads: usize,
     ) -> io::Result<Self> {
         let runtime = if threads <= 1 {
@@ -49,6 +51,9 @@ impl IoThread {
                 runtime.block_on(async move {
                     tokio::spawn(ctx.bridge.clone().dispatch());
                     tokio::spawn(crate::net::clock::tick());
+                    if let Some(listener) = metrics {
+                        tokio::spawn(metrics::serve::serve(listener, shutdown_rx.clone()));
+                    }
                     if ctx.access.is_some() {
                         tokio::spawn(flush_access_log(ctx.clone()));
                     }
@@ -124,6 +129,7 @@ struct Counted(Arc<AtomicUsize>);
 impl Counted {
     fn new(c: &Arc<AtomicUsize>) -> Self {
         c.fetch_add(1, Ordering::Relaxed);
+        Metrics::add(&metrics::current().connections, 1);
         Counted(c.clone())
     }
 }
@@ -131,6 +137,7 @@ impl Counted {
 impl Drop for Counted {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
+        Metrics::sub(&metrics::current().connections, 1);
     }
 }
 
