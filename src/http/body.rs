@@ -45,6 +45,9 @@ pub struct Completion {
     /// For the access log, when it is on.
     tracked: Option<Box<Tracked>>,
     request_id: Option<HeaderValue>,
+    started: Instant,
+    status: u16,
+    bytes: u64,
     /// Close the connection after this response unless it switches protocols.
     pub close_unless_switching: bool,
 }
@@ -52,9 +55,6 @@ pub struct Completion {
 /// What the access line of this request needs beyond the request head.
 struct Tracked {
     facts: RequestFacts,
-    started: Instant,
-    status: u16,
-    bytes: u64,
     response_headers: Vec<(HeaderName, HeaderValue)>,
 }
 
@@ -68,6 +68,9 @@ impl Completion {
             finished: false,
             tracked: None,
             request_id: None,
+            started: Instant::now(),
+            status: 0,
+            bytes: 0,
             close_unless_switching: false,
         }
     }
@@ -77,9 +80,6 @@ impl Completion {
         self.request_id = request_id;
         self.tracked = Some(Box::new(Tracked {
             facts,
-            started: Instant::now(),
-            status: 0,
-            bytes: 0,
             response_headers: Vec::new(),
         }));
     }
@@ -96,8 +96,8 @@ impl Completion {
         if let Some(id) = self.request_id.take() {
             headers.entry(X_REQUEST_ID).or_insert(id);
         }
+        self.status = status;
         if let (Some(t), Some(access)) = (&mut self.tracked, &self.ctx.access) {
-            t.status = status;
             t.response_headers = access.log.capture_response(headers);
         }
     }
@@ -107,9 +107,9 @@ impl Completion {
             return;
         };
         let record = Record {
-            status: t.status,
-            bytes: t.bytes,
-            duration: t.started.elapsed(),
+            status: self.status,
+            bytes: self.bytes,
+            duration: self.started.elapsed(),
             response_headers: t.response_headers,
             request: t.facts,
         };
@@ -130,6 +130,11 @@ impl Drop for Completion {
     fn drop(&mut self) {
         self.ctx.in_flight.done();
         self.activity.request_done();
+        if self.status != 0 {
+            self.ctx
+                .metrics
+                .request_done(self.status, self.started.elapsed(), self.bytes);
+        }
         if !self.finished {
             // hyper does not poll a body it knows to be empty (content-length: 0): the response
             // was complete all the same.
@@ -218,9 +223,7 @@ fn poll_stream(
     let mut st = c.ex.lock();
     if let Some(chunk) = st.resp_chunks.pop_front() {
         st.resp_buffered -= chunk.len();
-        if let Some(t) = &mut c.tracked {
-            t.bytes += chunk.len() as u64;
-        }
+        c.bytes += chunk.len() as u64;
         if st.resp_done && st.resp_chunks.is_empty() {
             c.finished = true;
         }

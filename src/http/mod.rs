@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use http::{HeaderMap, Method, Uri, Version};
 
+pub use body::ResponseBody;
 pub use conn::{serve_connection, Timeouts};
 pub use limits::{InFlight, Limits};
 pub use proxy::TrustedProxies;

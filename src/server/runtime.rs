@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use tokio::sync::{oneshot, watch};
 
-use crate::asgi::bridge::LogLevel;
 use crate::http::{serve_connection, ConnInfo, Endpoint, HttpContext};
+use crate::metrics::{self, Metrics};
 use crate::net::Listener;
 
 pub struct IoThread {
@@ -26,6 +26,7 @@ impl IoThread {
     pub fn start(
         ctx: Arc<HttpContext>,
         listeners: Vec<Listener>,
+        metrics: Option<std::net::TcpListener>,
         threads: usize,
     ) -> io::Result<Self> {
         let runtime = if threads <= 1 {
@@ -50,6 +51,9 @@ impl IoThread {
                 runtime.block_on(async move {
                     tokio::spawn(ctx.bridge.clone().dispatch());
                     tokio::spawn(crate::net::clock::tick());
+                    if let Some(listener) = metrics {
+                        tokio::spawn(metrics::serve::serve(listener, shutdown_rx.clone()));
+                    }
                     if ctx.access.is_some() {
                         tokio::spawn(flush_access_log(ctx.clone()));
                     }
@@ -125,6 +129,7 @@ struct Counted(Arc<AtomicUsize>);
 impl Counted {
     fn new(c: &Arc<AtomicUsize>) -> Self {
         c.fetch_add(1, Ordering::Relaxed);
+        Metrics::add(&metrics::current().connections, 1);
         Counted(c.clone())
     }
 }
@@ -132,6 +137,7 @@ impl Counted {
 impl Drop for Counted {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
+        Metrics::sub(&metrics::current().connections, 1);
     }
 }
 
@@ -153,7 +159,7 @@ async fn accept_loop(
                                 let conn = Arc::new(ConnInfo { client: peer.into(), server });
                                 spawn_conn(stream, conn, &ctx, &shutdown, &counter);
                             }
-                            Err(e) => accept_failed(&ctx, e).await,
+                            Err(e) => accept_failed(e).await,
                         },
                         _ = shutdown.changed() => break,
                     }
@@ -176,7 +182,7 @@ async fn accept_loop(
                                 let conn = Arc::new(ConnInfo { client: Endpoint::Unknown, server: path.clone() });
                                 spawn_conn(stream, conn, &ctx, &shutdown, &counter);
                             }
-                            Err(e) => accept_failed(&ctx, e).await,
+                            Err(e) => accept_failed(e).await,
                         },
                         _ = shutdown.changed() => break,
                     }
@@ -187,8 +193,7 @@ async fn accept_loop(
         },
     };
     if let Err(e) = result {
-        ctx.bridge
-            .log(LogLevel::Error, format!("Cannot listen: {e}"));
+        tracing::error!("Cannot listen: {e}");
     }
 }
 
@@ -211,10 +216,7 @@ fn spawn_conn<S>(
 }
 
 /// Accept errors such as EMFILE are transient: log, back off briefly, go on.
-async fn accept_failed(ctx: &HttpContext, e: io::Error) {
-    ctx.bridge.log(
-        LogLevel::Warning,
-        format!("Error accepting a connection: {e}"),
-    );
+async fn accept_failed(e: io::Error) {
+    tracing::warn!("Error accepting a connection: {e}");
     tokio::time::sleep(Duration::from_millis(100)).await;
 }
