@@ -39,10 +39,16 @@ class Core:
         event_loop: Any,
         handler: Callable[[dict[str, Any], HttpCycle], None],
         error_log: Any,
-        access_log: Callable[[str], None] | None,
+        access_log: Callable[..., None] | None,
         state: dict[str, Any] | None,
+        access_fields: bool = False,
     ) -> int:
-        """Starts the I/O thread; returns the fd to watch with ``loop.add_reader(fd, drain)``."""
+        """Starts the I/O thread; returns the fd to watch with ``loop.add_reader(fd, drain)``.
+
+        ``access_log(line)`` is called as each response starts; with ``access_fields``,
+        ``access_log(scope, target, status, headers, sent, seconds)`` once the app has
+        finished instead (``headers`` as the app sent them, or None; ``sent`` body bytes).
+        """
     def drain(self) -> None:
         """Handles every event the I/O thread queued."""
     def flush(self) -> None:
@@ -51,5 +57,8 @@ class Core:
         """Stops accepting; connections close once their in-flight request is done."""
     def connections(self) -> int: ...
     def running(self) -> int: ...
+    def requests(self) -> int:
+        """Requests ended on the I/O side since the start: a response written, or the
+        client gone first. A relaxed atomic load, cheap enough to poll."""
     def close(self) -> None:
         """Stops the I/O thread at once and waits for it."""

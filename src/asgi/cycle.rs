@@ -27,10 +27,43 @@ enum Response {
     Complete,
 }
 
-/// The request line and client, kept only when the access log is on.
-pub struct AccessInfo {
-    pub client: String,
-    pub request_line: String,
+/// What a cycle keeps for the access log; nothing at all when the access log is off.
+pub enum AccessInfo {
+    /// For a preformatted line, logged when the response starts.
+    Line {
+        client: String,
+        request_line: String,
+    },
+    /// For a logger that formats the line itself, handed over once the app has finished.
+    Fields(Box<AccessRecord>),
+}
+
+/// One request's access-log fields, gathered on the loop thread as the app responds.
+pub struct AccessRecord {
+    /// The request's scope, as given to the app.
+    pub scope: Py<PyDict>,
+    /// The request-target as received (path and query, or an absolute URI).
+    pub target: String,
+    pub started: std::time::Instant,
+    /// 0 until `http.response.start`.
+    pub status: u16,
+    /// The `headers` of `http.response.start`, as the app sent them.
+    pub headers: Option<Py<PyAny>>,
+    /// Response body bytes the app sent.
+    pub sent: u64,
+}
+
+impl AccessRecord {
+    pub fn new(scope: Py<PyDict>, target: String) -> Self {
+        AccessRecord {
+            scope,
+            target,
+            started: std::time::Instant::now(),
+            status: 0,
+            headers: None,
+            sent: 0,
+        }
+    }
 }
 
 #[pyclass(module = "rsgi._rsgi", unsendable)]
@@ -158,7 +191,13 @@ impl HttpCycle {
                 PyTypeError::new_err(format!("Invalid HTTP status code {status:?} in response."))
             })?;
         let headers = match message.get_item(intern!(py, "headers")) {
-            Ok(h) if !h.is_none() => response_headers(&h)?,
+            Ok(h) if !h.is_none() => {
+                let map = response_headers(&h)?;
+                if let Some(AccessInfo::Fields(record)) = &mut self.access {
+                    record.headers = Some(h.unbind());
+                }
+                map
+            }
             _ => HeaderMap::new(),
         };
         self.log_access(status);
@@ -195,6 +234,9 @@ impl HttpCycle {
             Ok(m) => m.is_truthy()?,
             Err(_) => false,
         };
+        if let Some(AccessInfo::Fields(record)) = &mut self.access {
+            record.sent += chunk.len() as u64;
+        }
         let mut st = self.ex.lock();
         if st.gone {
             return Err(ClientDisconnected::new_err("client disconnected"));
@@ -223,12 +265,17 @@ impl HttpCycle {
         Ok(None)
     }
 
-    fn log_access(&self, status: u16) {
-        if let Some(info) = &self.access {
-            self.ctx.log_access(&format!(
-                "{} - \"{}\" {}",
-                info.client, info.request_line, status
-            ));
+    fn log_access(&mut self, status: u16) {
+        match &mut self.access {
+            None => {}
+            Some(AccessInfo::Line {
+                client,
+                request_line,
+            }) => {
+                self.ctx
+                    .log_access(&format!("{client} - \"{request_line}\" {status}"));
+            }
+            Some(AccessInfo::Fields(record)) => record.status = status,
         }
     }
 
@@ -248,6 +295,10 @@ impl HttpCycle {
                     headers,
                 });
                 let body = Bytes::from_static(b"Internal Server Error");
+                if let Some(AccessInfo::Fields(record)) = &mut self.access {
+                    record.headers = None;
+                    record.sent = body.len() as u64;
+                }
                 st.resp_buffered += body.len();
                 st.resp_chunks.push_back(body);
                 st.resp_done = true;
@@ -294,7 +345,7 @@ impl HttpCycle {
     }
 
     /// Called once the app's coroutine has ended; `failed` when it raised.
-    pub fn finish(&mut self, failed: bool) -> Option<&'static str> {
+    pub fn finish(&mut self, py: Python<'_>, failed: bool) -> Option<&'static str> {
         let complaint = match (self.response, failed) {
             (Response::NotStarted, false) => {
                 Some("ASGI callable returned without starting response.")
@@ -305,6 +356,9 @@ impl HttpCycle {
             _ => None,
         };
         self.fail();
+        if let Some(AccessInfo::Fields(record)) = self.access.take() {
+            self.ctx.log_access_fields(py, *record);
+        }
         self.recv_waiter = None;
         self.drain_waiter = None;
         let slot = self.ex.slot();

@@ -48,6 +48,7 @@ impl Completion {
 impl Drop for Completion {
     fn drop(&mut self) {
         self.activity.request_done();
+        self.bridge.request_ended();
         if self.finished {
             return;
         }

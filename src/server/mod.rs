@@ -15,13 +15,22 @@ use pyo3::types::PyDict;
 
 use crate::asgi::awaitable::Ready;
 use crate::asgi::bridge::{Bridge, Event, LogLevel};
-use crate::asgi::cycle::{AccessInfo, HttpCycle};
+use crate::asgi::cycle::{AccessInfo, AccessRecord, HttpCycle};
 use crate::asgi::exchange::Exchange;
 use crate::asgi::scope::{self, ScopeTemplate};
 use crate::config::CoreConfig;
 use crate::http::{Endpoint, HttpContext, RequestHead, Timeouts};
 use crate::net::Listener;
 use runtime::IoThread;
+
+/// How the access log callable is called; see `Core.start`.
+pub enum AccessLog {
+    /// `log(line)`, with a preformatted line, when the response starts.
+    Line(Py<PyAny>),
+    /// `log(scope, target, status, headers, sent, seconds)` once the app has finished, for
+    /// loggers that format the line themselves (gunicorn's `--access-logformat`).
+    Fields(Py<PyAny>),
+}
 
 /// Loop-thread state shared by the `Core` and every `HttpCycle`.
 pub struct LoopContext {
@@ -33,7 +42,7 @@ pub struct LoopContext {
     ready: Py<Ready>,
     handler: Py<PyAny>,
     error_log: Py<PyAny>,
-    access_log: Option<Py<PyAny>>,
+    access_log: Option<AccessLog>,
     template: ScopeTemplate,
     /// The cycles whose app is running, indexed by `Exchange::slot`.
     slots: RefCell<Slab>,
@@ -68,12 +77,30 @@ impl LoopContext {
     }
 
     pub fn log_access(&self, line: &str) {
-        if let Some(log) = &self.access_log {
+        if let Some(AccessLog::Line(log)) = &self.access_log {
             Python::attach(|py| {
                 if let Err(e) = log.call1(py, (line,)) {
                     e.print(py);
                 }
             });
+        }
+    }
+
+    /// Hands one finished request's fields to the `Fields` access log callable.
+    pub fn log_access_fields(&self, py: Python<'_>, record: AccessRecord) {
+        if let Some(AccessLog::Fields(log)) = &self.access_log {
+            let headers = record.headers.unwrap_or_else(|| py.None());
+            let args = (
+                record.scope,
+                record.target,
+                record.status,
+                headers,
+                record.sent,
+                record.started.elapsed().as_secs_f64(),
+            );
+            if let Err(e) = log.call1(py, args) {
+                self.log(py, LogLevel::Error, &format!("Access log failed: {e}"));
+            }
         }
     }
 
@@ -175,7 +202,11 @@ impl Core {
 
     /// Starts the I/O thread. Returns the file descriptor the loop must watch with
     /// `add_reader(fd, core.drain)`.
-    #[pyo3(signature = (event_loop, handler, error_log, access_log, state))]
+    ///
+    /// `access_log`, when given, is called with one preformatted line as each response starts;
+    /// with `access_fields` it is instead called once the app has finished, as
+    /// `access_log(scope, target, status, headers, sent, seconds)`.
+    #[pyo3(signature = (event_loop, handler, error_log, access_log, state, access_fields=false))]
     fn start(
         slf: &Bound<'_, Self>,
         event_loop: Bound<'_, PyAny>,
@@ -183,6 +214,7 @@ impl Core {
         error_log: Bound<'_, PyAny>,
         access_log: Option<Bound<'_, PyAny>>,
         state: Option<Bound<'_, PyDict>>,
+        access_fields: bool,
     ) -> PyResult<i32> {
         let py = slf.py();
         let this = slf.borrow();
@@ -199,7 +231,13 @@ impl Core {
             ready: Py::new(py, Ready::new(None))?,
             handler: handler.unbind(),
             error_log: error_log.unbind(),
-            access_log: access_log.map(Bound::unbind),
+            access_log: access_log.map(|log| {
+                if access_fields {
+                    AccessLog::Fields(log.unbind())
+                } else {
+                    AccessLog::Line(log.unbind())
+                }
+            }),
             template: ScopeTemplate {
                 root_path: this.config.root_path.clone(),
                 state: state.map(Bound::unbind),
@@ -250,6 +288,12 @@ impl Core {
     /// Open connections.
     fn connections(&self) -> usize {
         self.io.borrow().as_ref().map_or(0, IoThread::connections)
+    }
+
+    /// Requests ended on the I/O side since the server started (a response written, or the
+    /// client gone first). One relaxed atomic load: cheap enough for a heartbeat to poll.
+    fn requests(&self) -> u64 {
+        self.bridge.requests()
     }
 
     /// Requests whose app is still running.
@@ -337,13 +381,20 @@ fn try_start_request(
     head: &RequestHead,
 ) -> PyResult<()> {
     let scope = scope::build(py, head, &ctx.template)?;
-    let access = ctx.access_log.as_ref().map(|_| access_info(head));
+    let access = match &ctx.access_log {
+        None => None,
+        Some(AccessLog::Line(_)) => Some(access_info(head)),
+        Some(AccessLog::Fields(_)) => Some(AccessInfo::Fields(Box::new(AccessRecord::new(
+            scope.clone().unbind(),
+            head.uri.to_string(),
+        )))),
+    };
     let cycle = Py::new(py, HttpCycle::new(ex.clone(), ctx.clone(), access))?;
     let slot = ctx.slots.borrow_mut().insert(cycle.clone_ref(py));
     ex.set_slot(slot);
     if let Err(e) = ctx.handler.call1(py, (scope, cycle.clone_ref(py))) {
         // Still answer the client: finish() sends a 500.
-        cycle.borrow_mut(py).finish(true);
+        cycle.borrow_mut(py).finish(py, true);
         return Err(e);
     }
     Ok(())
@@ -361,7 +412,7 @@ fn access_info(head: &RequestHead) -> AccessInfo {
     } else {
         "1.1"
     };
-    AccessInfo {
+    AccessInfo::Line {
         client,
         request_line: format!("{} {} HTTP/{}", head.method, target, version),
     }
