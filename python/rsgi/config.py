@@ -124,6 +124,8 @@ BINDING = "Socket binding"
 HTTP = "HTTP"
 LOGGING = "Logging"
 PROCESSES = "Processes and timeouts"
+LIMITS = "Limits"
+PROXY = "Proxies"
 
 
 @dataclass
@@ -235,6 +237,68 @@ class Config:
         group=HTTP,
         parse=parse_bool,
     )
+    # -- limits and proxies -------------------------------------------------------
+    # Declared here so that every front end (and rsgi.Worker, which maps gunicorn's settings
+    # onto them) has them now. The Rust core enforces them from issue 6 on ("Production HTTP");
+    # until then they are accepted but not applied.
+    limit_concurrency: int | None = option(
+        None,
+        help="Most requests in flight in one worker process; beyond it new requests get "
+        "503 at once. Unset means no limit.",
+        group=LIMITS,
+        parse=parse_int,
+        optional=True,
+        minimum=1,
+        metavar="N",
+    )
+    limit_request_line: int = option(
+        8190,
+        help="Longest request line, in bytes; a longer one gets 414. 0 means no limit.",
+        group=LIMITS,
+        parse=parse_int,
+        minimum=0,
+        metavar="BYTES",
+    )
+    limit_request_fields: int = option(
+        100,
+        help="Most header fields in a request; more get 431. 0 means no limit.",
+        group=LIMITS,
+        parse=parse_int,
+        minimum=0,
+        metavar="N",
+    )
+    limit_request_field_size: int = option(
+        8190,
+        help="Longest request header field, in bytes; a longer one gets 431. 0 means no limit.",
+        group=LIMITS,
+        parse=parse_int,
+        minimum=0,
+        metavar="BYTES",
+    )
+    limit_request_body: int | None = option(
+        None,
+        help="Largest request body, in bytes; a larger one gets 413. Unset means no limit.",
+        group=LIMITS,
+        parse=parse_int,
+        optional=True,
+        minimum=0,
+        metavar="BYTES",
+    )
+    proxy_headers: bool = option(
+        True,
+        help="Take the client address and scheme from X-Forwarded-For, X-Forwarded-Proto "
+        "and Forwarded, when the peer is in --forwarded-allow-ips.",
+        group=PROXY,
+        parse=parse_bool,
+    )
+    forwarded_allow_ips: str = option(
+        "127.0.0.1",
+        help='Peers trusted with proxy headers: a comma-separated list of IPs and CIDRs, "*" '
+        'for any, "unix" for unix-socket peers.',
+        group=PROXY,
+        metavar="LIST",
+        env_aliases=("FORWARDED_ALLOW_IPS",),
+    )
     log_level: str = option(
         "info",
         help="Level of the rsgi.error and rsgi.access loggers.",
@@ -274,10 +338,11 @@ class Config:
     )
     timeout_keep_alive: float = option(
         5.0,
-        help="Seconds an idle keep-alive connection stays open.",
+        help="Seconds an idle keep-alive connection stays open; 0 turns keep-alive off "
+        "(one request per connection).",
         group=PROCESSES,
         parse=parse_float,
-        positive=True,
+        minimum=0,
         metavar="SECONDS",
     )
     timeout_header_read: float = option(
