@@ -68,7 +68,14 @@ def serve(config: Config, fds: list[int] | None = None) -> int:
 
 
 class Server:
-    """Runs the app on this process's loop with the Rust core doing the I/O."""
+    """Runs the app on this process's loop with the Rust core doing the I/O.
+
+    Subclasses (the gunicorn worker) adapt it through ``install_signals``, ``access_log``
+    and ``started``, and stop it with ``request_stop``.
+    """
+
+    #: Seconds the app's lifespan shutdown may take after a forced (quick) stop.
+    FORCED_LIFESPAN_TIMEOUT = 2.0
 
     def __init__(self, config: Config, app: Any, fds: list[int] | None = None) -> None:
         self.config = config
@@ -76,6 +83,8 @@ class Server:
         self.fds = fds
         self.stop = asyncio.Event()
         self.force = False
+        #: The Rust core, once the lifespan startup succeeded.
+        self.core: _rsgi.Core | None = None
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
@@ -91,22 +100,33 @@ class Server:
             logger.error("%s", exc)
             await lifespan.shutdown()
             return 1
+        self.core = core
         self.install_signals(loop)
-        access = access_logger.info if self.access_log_enabled() else None
+        access, fields = self.access_log()
         self.handler = make_handler(self.app, loop)
-        fd = core.start(loop, self.handler, logger, access, lifespan.state)
+        fd = core.start(loop, self.handler, logger, access, lifespan.state, access_fields=fields)
         loop.add_reader(fd, core.drain)
-        for address in core.addresses:
-            logger.info("rsgi running on %s (Press CTRL+C to quit)", address)
+        self.started(core)
         await self.stop.wait()
         logger.info("Shutting down")
         await self.drain(core)
         loop.remove_reader(fd)
         core.close()
         await self.finish_tasks()
-        await lifespan.shutdown()
+        await self.shutdown_lifespan(lifespan)
         logger.info("Finished server process [%d]", os.getpid())
         return 0
+
+    # -- extension points -----------------------------------------------------
+
+    def access_log(self) -> tuple[Any, bool]:
+        """The core's access log callable, and whether it takes fields rather than a line.
+
+        A line (``access_log(line)``) is logged as the response starts. With fields, the
+        callable is called once the app has finished, as
+        ``access_log(scope, target, status, headers, sent, seconds)``.
+        """
+        return (access_logger.info if self.access_log_enabled() else None), False
 
     def access_log_enabled(self) -> bool:
         return self.config.access_log and access_logger.isEnabledFor(logging.INFO)
@@ -115,11 +135,22 @@ class Server:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self.on_signal)
 
-    def on_signal(self) -> None:
-        # A second signal skips the wait for in-flight requests.
-        if self.stop.is_set():
+    def started(self, core: _rsgi.Core) -> None:
+        """Called once the core serves."""
+        for address in core.addresses:
+            logger.info("rsgi running on %s (Press CTRL+C to quit)", address)
+
+    def request_stop(self, force: bool = False) -> None:
+        """Stops the server: gracefully, or with ``force`` without waiting for requests."""
+        if force:
             self.force = True
         self.stop.set()
+
+    # -- shutdown ---------------------------------------------------------------
+
+    def on_signal(self) -> None:
+        # A second signal skips the wait for in-flight requests.
+        self.request_stop(force=self.stop.is_set())
 
     async def drain(self, core: _rsgi.Core) -> None:
         """Stops accepting, then waits for in-flight requests within the graceful timeout."""
@@ -150,3 +181,13 @@ class Server:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def shutdown_lifespan(self, lifespan: Lifespan) -> None:
+        """Runs the app's lifespan shutdown; bounded after a forced stop."""
+        if not self.force:
+            await lifespan.shutdown()
+            return
+        try:
+            await asyncio.wait_for(lifespan.shutdown(), self.FORCED_LIFESPAN_TIMEOUT)
+        except asyncio.TimeoutError:
+            logger.warning("Application shutdown cut short after a quick stop.")
