@@ -20,6 +20,7 @@ fn _rsgi(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<server::Core>()?;
     m.add_class::<asgi::cycle::HttpCycle>()?;
     m.add_class::<asgi::awaitable::Ready>()?;
+    m.add_class::<asgi::runner::AppRunner>()?;
     m.add(
         "ClientDisconnected",
         m.py().get_type::<asgi::cycle::ClientDisconnected>(),

@@ -31,31 +31,6 @@ def new_event_loop(kind: str) -> asyncio.AbstractEventLoop:
     return asyncio.new_event_loop()
 
 
-def make_handler(app: Any, loop: asyncio.AbstractEventLoop) -> Any:
-    """The callable the core calls for each request: it starts the app in a task."""
-    create_task = loop.create_task
-
-    async def run(scope: dict, cycle: _rsgi.HttpCycle) -> None:
-        try:
-            await app(scope, cycle.receive, cycle.send)
-        except asyncio.CancelledError:
-            cycle.finish(True)
-            raise
-        except Exception as exc:
-            cycle.finish(True)
-            logger.error("Exception in ASGI application\n", exc_info=exc)
-        else:
-            complaint = cycle.finish(False)
-            if complaint:
-                logger.error(complaint)
-
-    def handle(scope: dict, cycle: _rsgi.HttpCycle) -> None:
-        create_task(run(scope, cycle))
-
-    handle.code = run.__code__  # type: ignore[attr-defined]
-    return handle
-
-
 def serve(config: Config, fds: list[int] | None = None) -> int:
     """Serve until a signal stops the server; returns the process exit code."""
     app = config.load_app()
@@ -88,23 +63,23 @@ class Server:
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
+        # Before the socket is bound: a signal must never find the default handler.
+        self.install_signals(loop)
         logger.info("Started server process [%d]", os.getpid())
         lifespan = Lifespan(self.app, self.config.lifespan, logger)
         try:
             await lifespan.startup()
         except LifespanFailure:
             return STARTUP_FAILURE
+        access, fields = self.access_log()
         try:
             core = _rsgi.Core(self.config, self.fds)
-        except OSError as exc:
+            fd = core.start(loop, self.app, logger, access, lifespan.state, access_fields=fields)
+        except (OSError, ValueError) as exc:
             logger.error("%s", exc)
             await lifespan.shutdown()
             return 1
         self.core = core
-        self.install_signals(loop)
-        access, fields = self.access_log()
-        self.handler = make_handler(self.app, loop)
-        fd = core.start(loop, self.handler, logger, access, lifespan.state, access_fields=fields)
         loop.add_reader(fd, core.drain)
         self.started(core)
         await self.stop.wait()
@@ -168,12 +143,11 @@ class Server:
 
     async def finish_tasks(self) -> None:
         """Gives apps woken by the close a moment to end, then cancels what is left."""
-        code = self.handler.code
         for _ in range(10):
             tasks = [
                 t
                 for t in asyncio.all_tasks()
-                if not t.done() and getattr(t.get_coro(), "cr_code", None) is code
+                if not t.done() and isinstance(t.get_coro(), _rsgi.AppRunner)
             ]
             if not tasks:
                 return
