@@ -386,6 +386,35 @@ def test_lifespan_failure_is_a_boot_error(tmp_path):
 # -- settings -------------------------------------------------------------------------------
 
 
+def test_limits_and_proxy_settings_reach_the_core(tmp_path):
+    server = start_gunicorn(
+        tmp_path,
+        "gunicorn_app:app",
+        "--limit-request-line", "100",
+        "--worker-connections", "1",
+        "--forwarded-allow-ips", "10.9.9.9",
+    )  # fmt: skip
+    try:
+        assert get(server, "/" + "x" * 200).status == 414
+        # One request in flight at most: the second gets 503 at once.
+        slow = RawClient(server.port, timeout=20)
+        slow.request("GET", "/slow?t=1.5")
+        wait_for((tmp_path / "slow-started").exists, message="slow request never started")
+        assert get(server).status == 503
+        assert slow.read_response().status == 200
+        slow.close()
+        # 127.0.0.1 is not among the trusted proxies: its X-Forwarded-For is ignored.
+        forwarded = [("X-Forwarded-For", "1.2.3.4"), ("X-Forwarded-Proto", "https")]
+        assert get(server, "/client", headers=forwarded).body == b"127.0.0.1 http"
+    finally:
+        server.stop()
+    server = start_gunicorn(tmp_path, "gunicorn_app:app", "--forwarded-allow-ips", "*")
+    try:
+        assert get(server, "/client", headers=forwarded).body == b"1.2.3.4 https"
+    finally:
+        server.stop()
+
+
 def make_worker(argv: list[str], worker_class=None):
     from gunicorn.config import Config as GunicornConfig
     from gunicorn.glogging import Logger
@@ -450,6 +479,31 @@ def test_settings_defaults_script_name_and_config_kwargs(monkeypatch):
     assert config.timeout_keep_alive == 0.0
     assert config.limit_concurrency == 1000  # gunicorn's default worker_connections
     assert config.limit_request_line == 4094  # gunicorn's default
+
+
+def test_request_limits_keep_gunicorns_meaning():
+    from rsgi import Config
+    from rsgi.config import C_INT_MAX
+
+    def limits(*argv: str) -> tuple[int, int, int]:
+        config = Config(app=lambda *a: None, **make_worker(list(argv)).config_kwargs())
+        return (
+            config.limit_request_line,
+            config.limit_request_fields,
+            config.limit_request_field_size,
+        )
+
+    # 0 means unlimited, the default and the maximum, as in gunicorn/http/message.py.
+    assert limits(
+        "--limit-request-line", "0",
+        "--limit-request-fields", "0",
+        "--limit-request-field_size", "0",
+    ) == (C_INT_MAX, 32768, 8190)  # fmt: skip
+    assert limits("--limit-request-line", "9000", "--limit-request-fields", "40000") == (
+        8190,
+        32768,
+        8190,
+    )
 
 
 def rsgi_has_tls() -> bool:

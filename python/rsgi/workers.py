@@ -32,7 +32,7 @@ from typing import Any
 from gunicorn.arbiter import Arbiter
 from gunicorn.workers.base import Worker as GunicornWorker
 
-from rsgi.config import Config, ConfigError, settings
+from rsgi.config import C_INT_MAX, Config, ConfigError, settings
 from rsgi.logs import LEVELS
 from rsgi.server import Server, new_event_loop
 
@@ -69,9 +69,7 @@ class RsgiWorker(GunicornWorker):
             "backlog": cfg.backlog,
             "timeout_keep_alive": float(cfg.keepalive),
             "timeout_graceful_shutdown": float(cfg.graceful_timeout),
-            "limit_request_line": cfg.limit_request_line,
-            "limit_request_fields": cfg.limit_request_fields,
-            "limit_request_field_size": cfg.limit_request_field_size,
+            **request_limits(cfg),
             "limit_concurrency": cfg.worker_connections or None,
             "forwarded_allow_ips": ",".join(str(ip) for ip in cfg.forwarded_allow_ips),
             "root_path": getattr(cfg, "root_path", "") or os.environ.get("SCRIPT_NAME", ""),
@@ -247,6 +245,29 @@ class RsgiWorker(GunicornWorker):
 
 #: ``gunicorn -k rsgi.Worker``.
 Worker = RsgiWorker
+
+# gunicorn's bounds on its request limits (gunicorn/http/message.py).
+GUNICORN_MAX_REQUEST_LINE = 8190
+GUNICORN_MAX_HEADERS = 32768
+GUNICORN_DEFAULT_FIELD_SIZE = 8190
+
+
+def request_limits(cfg: Any) -> dict[str, int]:
+    """gunicorn's request limits, with the meaning gunicorn gives them: a request line of
+    0 is unlimited (rsgi's cap on the whole head still applies) and above 8190 is 8190; 0
+    or more than 32768 fields is 32768; a field size of 0 is the default, 8190."""
+    line = cfg.limit_request_line
+    fields = cfg.limit_request_fields
+    field_size = cfg.limit_request_field_size
+    return {
+        "limit_request_line": (
+            C_INT_MAX if line == 0 else min(max(line, 1), GUNICORN_MAX_REQUEST_LINE)
+        ),
+        "limit_request_fields": (
+            fields if 0 < fields <= GUNICORN_MAX_HEADERS else GUNICORN_MAX_HEADERS
+        ),
+        "limit_request_field_size": field_size if field_size > 0 else GUNICORN_DEFAULT_FIELD_SIZE,
+    }
 
 
 class _WorkerServer(Server):

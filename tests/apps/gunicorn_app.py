@@ -50,6 +50,9 @@ async def app(scope, receive, send):
                 fh.write(pid.decode())
         await asyncio.sleep(float(params.get("t", "2")))
         await respond(send, b"slow done")
+    elif path == "/client":
+        client = scope.get("client") or ("-", 0)
+        await respond(send, f"{client[0]} {scope['scheme']}".encode())
     elif path == "/raise":
         raise RuntimeError("boom from the app")
     elif path == "/block":
