@@ -30,6 +30,7 @@ import sys
 from typing import Any
 
 from gunicorn.arbiter import Arbiter
+from gunicorn.glogging import Logger as GunicornLogger
 from gunicorn.workers.base import Worker as GunicornWorker
 
 from rsgi.config import C_INT_MAX, Config, ConfigError, settings
@@ -107,9 +108,7 @@ class RsgiWorker(GunicornWorker):
         enabled = getattr(self.log, "access_log_enabled", None)
         if enabled is None:
             enabled = bool(self.cfg.accesslog)
-        from gunicorn.glogging import Logger
-
-        return bool(enabled) or type(self.log).access is not Logger.access
+        return bool(enabled) or type(self.log).access is not GunicornLogger.access
 
     # -- process setup -----------------------------------------------------------
 
