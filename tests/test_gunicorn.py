@@ -7,6 +7,7 @@ for the server hooks, tests/apps/gunicorn_hooks.py as its config file.
 from __future__ import annotations
 
 import base64
+import json
 import os
 import re
 import signal
@@ -34,7 +35,7 @@ ACCESS_FORMAT = "|".join(
     f"%({atom})s"
     for atom in [
         "h", "l", "u", "t", "r", "s", "b", "B", "f", "a", "T", "D", "M", "L",
-        "m", "U", "q", "H", "p", "{x-req}i", "{x-resp}o", "{raw_uri}e", "{x-missing}i",
+        "m", "U", "q", "H", "p", "{x-req}i", "{x-resp}o", "{GUNICORN_TEST_DIR}e", "{x-missing}i",
     ]
 )  # fmt: skip
 
@@ -224,8 +225,49 @@ def test_access_log_in_gunicorn_format(main):
     assert atoms["p"] == f"<{pid}>"
     assert atoms["{x-req}i"] == "req-42"
     assert atoms["{x-resp}o"] == "out-value"
-    assert atoms["{raw_uri}e"] == "/headers?delay=0.05&n=1"
+    # No WSGI environ under ASGI: %({NAME}e)s is the worker's environment variable.
+    assert atoms["{GUNICORN_TEST_DIR}e"] == str(main.dir)
     assert atoms["{x-missing}i"] == "-"
+
+
+def test_access_log_to_stdout(tmp_path):
+    server = start_gunicorn(tmp_path, "gunicorn_app:app", "--access-logfile", "-")
+    try:
+        assert get(server, "/to-stdout").status == 200
+        server.wait_for_stdout(r'(?m)^127\.0\.0\.1 - - \[[^\]]+\] "GET /to-stdout HTTP/1\.1" 200 ')
+    finally:
+        server.stop()
+
+
+def test_access_log_through_gunicorns_logging_config(tmp_path):
+    # A logging config gives gunicorn.access its own handler and format: lines go through it.
+    log = tmp_path / "tagged.log"
+    config = {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"tagged": {"format": "ACCESS %(message)s"}},
+        "handlers": {
+            "tagged": {"class": "logging.FileHandler", "filename": str(log), "formatter": "tagged"}
+        },
+        "loggers": {
+            "gunicorn.access": {"handlers": ["tagged"], "level": "INFO", "propagate": False}
+        },
+        # gunicorn merges its defaults, whose root logger names a handler replaced here.
+        "root": {"level": "INFO", "handlers": []},
+    }
+    (tmp_path / "logging.json").write_text(json.dumps(config))
+    server = start_gunicorn(
+        tmp_path, "gunicorn_app:app", "--log-config-json", str(tmp_path / "logging.json")
+    )
+    try:
+        assert get(server, "/tagged").status == 200
+        wait_for(
+            lambda: log.exists() and '"GET /tagged HTTP/1.1" 200' in log.read_text(),
+            message="no access line through the logging config",
+        )
+        assert all(line.startswith("ACCESS ") for line in log.read_text().splitlines())
+    finally:
+        server.stop()
 
 
 def test_request_hooks_and_post_worker_init(main):

@@ -49,22 +49,19 @@ class Core:
         event_loop: Any,
         app: Callable[..., Awaitable[None]],
         error_log: Any,
-        access_log: Callable[..., None] | None,
+        access_log: int | str | Callable[[str], None] | None,
         state: dict[str, Any] | None,
-        access_fields: bool = False,
+        access_prefix: str = "",
     ) -> int:
-        """Starts the I/O thread; returns the fd to watch with ``loop.add_reader(fd, drain)``.
-
-        ``access_log(line)`` is called as each response starts; with ``access_fields``,
-        ``access_log(scope, target, status, headers, sent, seconds)`` once the app has
-        finished instead (``headers`` as the app sent them, or None; ``sent`` body bytes).
-        """
+        """Starts the I/O thread; returns the fd to watch with ``loop.add_reader(fd, drain)``."""
     def drain(self) -> None:
         """Handles every event the I/O thread queued."""
     def flush(self) -> None:
         """Wakes the I/O thread for the responses queued during this loop turn."""
     def shutdown(self) -> None:
         """Stops accepting; connections close once their in-flight request is done."""
+    def reopen_logs(self) -> None:
+        """Reopens the access log file (USR1, after log rotation)."""
     def connections(self) -> int: ...
     def running(self) -> int: ...
     def requests(self) -> int:

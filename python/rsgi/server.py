@@ -8,12 +8,11 @@ import os
 import signal
 from typing import Any
 
-from rsgi import _rsgi
+from rsgi import _rsgi, logs
 from rsgi.config import Config, ConfigError
 from rsgi.lifespan import Lifespan, LifespanFailure
 
 logger = logging.getLogger("rsgi.error")
-access_logger = logging.getLogger("rsgi.access")
 
 STARTUP_FAILURE = 3
 
@@ -45,8 +44,8 @@ def serve(config: Config, fds: list[int] | None = None) -> int:
 class Server:
     """Runs the app on this process's loop with the Rust core doing the I/O.
 
-    Subclasses (the gunicorn worker) adapt it through ``install_signals``, ``access_log``
-    and ``started``, and stop it with ``request_stop``.
+    Subclasses (the gunicorn worker) adapt it through ``install_signals``,
+    ``access_target``, ``started`` and ``reopen_logs``, and stop it with ``request_stop``.
     """
 
     #: Seconds the app's lifespan shutdown may take after a forced (quick) stop.
@@ -71,16 +70,17 @@ class Server:
             await lifespan.startup()
         except LifespanFailure:
             return STARTUP_FAILURE
-        access, fields = self.access_log()
+        access, prefix = self.access_target() or (None, "")
         try:
             core = _rsgi.Core(self.config, self.fds)
-            fd = core.start(loop, self.app, logger, access, lifespan.state, access_fields=fields)
+            fd = core.start(loop, self.app, logger, access, lifespan.state, prefix)
         except (OSError, ValueError) as exc:
             logger.error("%s", exc)
             await lifespan.shutdown()
             return 1
         self.core = core
         loop.add_reader(fd, core.drain)
+        loop.add_signal_handler(signal.SIGUSR1, self.reopen_logs, core)
         self.started(core)
         await self.stop.wait()
         logger.info("Shutting down")
@@ -94,21 +94,10 @@ class Server:
 
     # -- extension points -----------------------------------------------------
 
-    def access_log(self) -> tuple[Any, bool]:
-        """The core's access log callable, and whether it takes fields rather than a line.
-
-        A line (``access_log(line)``) is logged as the response starts. With fields, the
-        callable is called once the app has finished, as
-        ``access_log(scope, target, status, headers, sent, seconds)``.
-        """
-        return (access_logger.info if self.access_log_enabled() else None), False
-
-    def access_log_enabled(self) -> bool:
-        return self.config.access_log and access_logger.isEnabledFor(logging.INFO)
-
-    def install_signals(self, loop: asyncio.AbstractEventLoop) -> None:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, self.on_signal)
+    def access_target(self) -> tuple[Any, str] | None:
+        """Where the core writes access lines (a file descriptor, a path, or a callable
+        taking each line), and the text before each line; None for no access log."""
+        return logs.access_target(self.config)
 
     def started(self, core: _rsgi.Core) -> None:
         """Called once the core serves."""
@@ -121,7 +110,16 @@ class Server:
             self.force = True
         self.stop.set()
 
-    # -- shutdown ---------------------------------------------------------------
+    def reopen_logs(self, core: _rsgi.Core) -> None:
+        logs.reopen_files()
+        try:
+            core.reopen_logs()
+        except OSError as exc:
+            logger.error("Cannot reopen the access log: %s", exc)
+
+    def install_signals(self, loop: asyncio.AbstractEventLoop) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.on_signal)
 
     def on_signal(self) -> None:
         # A second signal skips the wait for in-flight requests.

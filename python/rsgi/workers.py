@@ -16,12 +16,14 @@ get ``graceful_timeout``), INT and QUIT stop at once (after the ``worker_int`` h
 (sent by the arbiter when the heartbeat stops) runs ``worker_abort`` and exits, USR1
 reopens the log files. The heartbeat is sent from the event loop, so a loop blocked by
 the app stops it and the arbiter's ``--timeout`` replaces the worker.
+
+Logs: rsgi's records go to gunicorn's error log; access lines are formatted by the core in
+gunicorn's ``access_log_format`` and written where gunicorn's access log goes.
 """
 
 from __future__ import annotations
 
 import asyncio
-import datetime
 import http
 import logging
 import os
@@ -30,7 +32,6 @@ import sys
 from typing import Any
 
 from gunicorn.arbiter import Arbiter
-from gunicorn.glogging import Logger as GunicornLogger
 from gunicorn.workers.base import Worker as GunicornWorker
 
 from rsgi.config import C_INT_MAX, Config, ConfigError, settings
@@ -76,6 +77,7 @@ class RsgiWorker(GunicornWorker):
             "root_path": getattr(cfg, "root_path", "") or os.environ.get("SCRIPT_NAME", ""),
             "log_level": cfg.loglevel.lower() if cfg.loglevel.lower() in LEVELS else "info",
             "access_log": self.access_log_wanted(),
+            "access_log_format": cfg.access_log_format,
         }
         if cfg.is_ssl:
             kwargs.update(self.ssl_kwargs())
@@ -103,12 +105,38 @@ class RsgiWorker(GunicornWorker):
         }
 
     def access_log_wanted(self) -> bool:
-        """Whether ``self.log.access`` does anything: gunicorn's access log is configured,
-        or the logger class overrides ``access`` (statsd counts requests there)."""
+        """Whether gunicorn logs access lines: an access log file, or a logging config or
+        syslog that may take them (gunicorn logs none by default)."""
         enabled = getattr(self.log, "access_log_enabled", None)
-        if enabled is None:
-            enabled = bool(self.cfg.accesslog)
-        return bool(enabled) or type(self.log).access is not GunicornLogger.access
+        return bool(self.cfg.accesslog if enabled is None else enabled)
+
+    def access_target(self) -> tuple[Any, str] | None:
+        """Where the core writes the access lines it formats in gunicorn's access_log_format.
+
+        When gunicorn's access logger has nothing but its own file or stdout handler with
+        its plain ``%(message)s`` format, the core's I/O thread writes that file (or fd 1)
+        itself, in batches. Otherwise (syslog, a logging config, a logger class) each line
+        goes through gunicorn's access logger, on the loop thread.
+        """
+        if not self.access_log_wanted():
+            return None
+        access = getattr(self.log, "access_log", None) or logging.getLogger("gunicorn.access")
+        handlers = access.handlers
+        if (
+            len(handlers) == 1
+            and getattr(handlers[0], "_gunicorn", False)
+            and not access.filters
+            and not handlers[0].filters
+            and access.isEnabledFor(logging.INFO)
+            and handlers[0].level <= logging.INFO
+            and getattr(handlers[0].formatter, "_fmt", None) == "%(message)s"
+        ):
+            handler = handlers[0]
+            if isinstance(handler, logging.FileHandler):
+                return handler.baseFilename, ""
+            if getattr(handler, "stream", None) is sys.stdout:
+                return 1, ""
+        return access.info, ""
 
     # -- process setup -----------------------------------------------------------
 
@@ -150,7 +178,8 @@ class RsgiWorker(GunicornWorker):
         loop.add_signal_handler(signal.SIGTERM, self.stop_gracefully)
         loop.add_signal_handler(signal.SIGINT, self.stop_quickly)
         loop.add_signal_handler(signal.SIGQUIT, self.stop_quickly)
-        loop.add_signal_handler(signal.SIGUSR1, self.log.reopen_files)
+        # USR1: gunicorn's handler (reopen its files) until the core starts, then the
+        # server's (gunicorn's files and the core's access log file).
         # ABRT keeps gunicorn's Python-level handler (handle_abort): it must run even while
         # the app blocks the loop, which is exactly when the arbiter sends it.
         self.tick()
@@ -207,20 +236,6 @@ class RsgiWorker(GunicornWorker):
             self.server.request_stop(force=True)
 
     # -- access log and request hooks ----------------------------------------------
-
-    def log_access(
-        self,
-        scope: dict[str, Any],
-        target: str,
-        status: int,
-        headers: Any,
-        sent: int,
-        seconds: float,
-    ) -> None:
-        """The core's access log callable (fields mode): one call per finished request."""
-        req = RequestInfo(scope, target)
-        resp = ResponseInfo(status, headers, sent)
-        self.log.access(resp, req, req.environ(), datetime.timedelta(seconds=seconds))
 
     def request_hooks(self) -> tuple[Any, Any]:
         """The pre_request and post_request hooks to call, None where calling would do
@@ -279,10 +294,13 @@ class _WorkerServer(Server):
     def install_signals(self, loop: asyncio.AbstractEventLoop) -> None:
         pass  # the worker installed gunicorn's signal handling before startup
 
-    def access_log(self) -> tuple[Any, bool]:
-        if self.config.access_log:
-            return self.worker.log_access, True
-        return None, False
+    def access_target(self) -> tuple[Any, str] | None:
+        return self.worker.access_target()
+
+    def reopen_logs(self, core: Any) -> None:
+        # gunicorn's own files (its error log, its access log handler), then the core's.
+        self.worker.log.reopen_files()
+        super().reopen_logs(core)
 
     def started(self, core: Any) -> None:
         for address in core.addresses:

@@ -27,45 +27,6 @@ enum Response {
     Complete,
 }
 
-/// What a cycle keeps for the access log; nothing at all when the access log is off.
-pub enum AccessInfo {
-    /// For a preformatted line, logged when the response starts.
-    Line {
-        client: String,
-        request_line: String,
-    },
-    /// For a logger that formats the line itself, handed over once the app has finished.
-    Fields(Box<AccessRecord>),
-}
-
-/// One request's access-log fields, gathered on the loop thread as the app responds.
-pub struct AccessRecord {
-    /// The request's scope, as given to the app.
-    pub scope: Py<PyDict>,
-    /// The request-target as received (path and query, or an absolute URI).
-    pub target: String,
-    pub started: std::time::Instant,
-    /// 0 until `http.response.start`.
-    pub status: u16,
-    /// The `headers` of `http.response.start`, as the app sent them.
-    pub headers: Option<Py<PyAny>>,
-    /// Response body bytes the app sent.
-    pub sent: u64,
-}
-
-impl AccessRecord {
-    pub fn new(scope: Py<PyDict>, target: String) -> Self {
-        AccessRecord {
-            scope,
-            target,
-            started: std::time::Instant::now(),
-            status: 0,
-            headers: None,
-            sent: 0,
-        }
-    }
-}
-
 #[pyclass(module = "rsgi._rsgi", unsendable)]
 pub struct HttpCycle {
     ex: Arc<Exchange>,
@@ -75,15 +36,10 @@ pub struct HttpCycle {
     request_complete: bool,
     recv_waiter: Option<Py<PyAny>>,
     drain_waiter: Option<Py<PyAny>>,
-    access: Option<AccessInfo>,
 }
 
 impl HttpCycle {
-    pub fn new(
-        ex: Arc<Exchange>,
-        ctx: std::rc::Rc<LoopContext>,
-        access: Option<AccessInfo>,
-    ) -> Self {
+    pub fn new(ex: Arc<Exchange>, ctx: std::rc::Rc<LoopContext>) -> Self {
         HttpCycle {
             ex,
             ctx,
@@ -91,7 +47,6 @@ impl HttpCycle {
             request_complete: false,
             recv_waiter: None,
             drain_waiter: None,
-            access,
         }
     }
 
@@ -190,16 +145,9 @@ impl HttpCycle {
                 PyTypeError::new_err(format!("Invalid HTTP status code {status:?} in response."))
             })?;
         let headers = match field(message, intern!(py, "headers"))? {
-            Some(h) if !h.is_none() => {
-                let map = response_headers(&h)?;
-                if let Some(AccessInfo::Fields(record)) = &mut self.access {
-                    record.headers = Some(h.unbind());
-                }
-                map
-            }
+            Some(h) if !h.is_none() => response_headers(&h)?,
             _ => HeaderMap::new(),
         };
-        self.log_access(status);
         let mut st = self.ex.lock();
         if st.gone {
             return Err(ClientDisconnected::new_err("client disconnected"));
@@ -233,9 +181,6 @@ impl HttpCycle {
             Some(m) => m.is_truthy()?,
             None => false,
         };
-        if let Some(AccessInfo::Fields(record)) = &mut self.access {
-            record.sent += chunk.len() as u64;
-        }
         let mut st = self.ex.lock();
         if st.gone {
             return Err(ClientDisconnected::new_err("client disconnected"));
@@ -264,20 +209,6 @@ impl HttpCycle {
         Ok(None)
     }
 
-    fn log_access(&mut self, status: u16) {
-        match &mut self.access {
-            None => {}
-            Some(AccessInfo::Line {
-                client,
-                request_line,
-            }) => {
-                self.ctx
-                    .log_access(&format!("{client} - \"{request_line}\" {status}"));
-            }
-            Some(AccessInfo::Fields(record)) => record.status = status,
-        }
-    }
-
     /// Answers 500 when nothing was sent yet, or cuts the connection when a response started.
     fn fail(&mut self) {
         let mut st = self.ex.lock();
@@ -294,16 +225,11 @@ impl HttpCycle {
                     headers,
                 });
                 let body = Bytes::from_static(b"Internal Server Error");
-                if let Some(AccessInfo::Fields(record)) = &mut self.access {
-                    record.headers = None;
-                    record.sent = body.len() as u64;
-                }
                 st.resp_buffered += body.len();
                 st.resp_chunks.push_back(body);
                 st.resp_done = true;
                 self.response = Response::Complete;
                 drop(st);
-                self.log_access(500);
                 st = self.ex.lock();
             }
             Response::Started => st.abort = true,
@@ -345,7 +271,7 @@ impl HttpCycle {
     }
 
     /// Called once the app's coroutine has ended; `failed` when it raised.
-    pub fn finish(&mut self, py: Python<'_>, failed: bool) -> Option<&'static str> {
+    pub fn finish(&mut self, failed: bool) -> Option<&'static str> {
         let complaint = match (self.response, failed) {
             (Response::NotStarted, false) => {
                 Some("ASGI callable returned without starting response.")
@@ -356,9 +282,6 @@ impl HttpCycle {
             _ => None,
         };
         self.fail();
-        if let Some(AccessInfo::Fields(record)) = self.access.take() {
-            self.ctx.log_access_fields(py, *record);
-        }
         self.recv_waiter = None;
         self.drain_waiter = None;
         let slot = self.ex.slot();

@@ -29,7 +29,7 @@ impl AppRunner {
 
     /// The app's coroutine returned.
     fn returned(&self, py: Python<'_>) -> PyErr {
-        if let Some(complaint) = self.cycle.borrow_mut(py).finish(py, false) {
+        if let Some(complaint) = self.cycle.borrow_mut(py).finish(false) {
             self.log_error(py, complaint, None);
         }
         PyStopIteration::new_err(())
@@ -38,7 +38,7 @@ impl AppRunner {
     /// The app's coroutine raised: an Exception is the app's failure, logged and absorbed;
     /// anything else (cancellation, exit) still ends the exchange and goes on up.
     fn raised(&self, py: Python<'_>, err: PyErr) -> PyErr {
-        self.cycle.borrow_mut(py).finish(py, true);
+        self.cycle.borrow_mut(py).finish(true);
         if !err.is_instance_of::<PyException>(py) {
             return err;
         }

@@ -15,23 +15,16 @@ use pyo3::types::PyDict;
 
 use crate::asgi::awaitable::Ready;
 use crate::asgi::bridge::{Bridge, Event, LogLevel};
-use crate::asgi::cycle::{AccessInfo, AccessRecord, HttpCycle};
+use crate::asgi::cycle::HttpCycle;
 use crate::asgi::exchange::Exchange;
 use crate::asgi::runner::AppRunner;
 use crate::asgi::scope::{self, ScopeTemplate};
 use crate::config::CoreConfig;
-use crate::http::{Endpoint, HttpContext, InFlight, Limits, RequestHead, Timeouts, TrustedProxies};
+use crate::http::Access;
+use crate::http::{HttpContext, InFlight, Limits, RequestHead, Timeouts, TrustedProxies};
+use crate::log::{AccessLog, Format, Sink, Target};
 use crate::net::Listener;
 use runtime::IoThread;
-
-/// How the access log callable is called; see `Core.start`.
-pub enum AccessLog {
-    /// `log(line)`, with a preformatted line, when the response starts.
-    Line(Py<PyAny>),
-    /// `log(scope, target, status, headers, sent, seconds)` once the app has finished, for
-    /// loggers that format the line themselves (gunicorn's `--access-logformat`).
-    Fields(Py<PyAny>),
-}
 
 /// Loop-thread state shared by the `Core` and every `HttpCycle`.
 pub struct LoopContext {
@@ -47,7 +40,7 @@ pub struct LoopContext {
     new_task: Py<PyAny>,
     task_kwargs: Option<Py<PyDict>>,
     pub error_log: Py<PyAny>,
-    access_log: Option<AccessLog>,
+    access_log: Option<Py<PyAny>>,
     template: ScopeTemplate,
     /// The cycles whose app is running, indexed by `Exchange::slot`.
     slots: RefCell<Slab>,
@@ -82,30 +75,12 @@ impl LoopContext {
     }
 
     pub fn log_access(&self, line: &str) {
-        if let Some(AccessLog::Line(log)) = &self.access_log {
+        if let Some(log) = &self.access_log {
             Python::attach(|py| {
                 if let Err(e) = log.call1(py, (line,)) {
                     e.print(py);
                 }
             });
-        }
-    }
-
-    /// Hands one finished request's fields to the `Fields` access log callable.
-    pub fn log_access_fields(&self, py: Python<'_>, record: AccessRecord) {
-        if let Some(AccessLog::Fields(log)) = &self.access_log {
-            let headers = record.headers.unwrap_or_else(|| py.None());
-            let args = (
-                record.scope,
-                record.target,
-                record.status,
-                headers,
-                record.sent,
-                record.started.elapsed().as_secs_f64(),
-            );
-            if let Err(e) = log.call1(py, args) {
-                self.log(py, LogLevel::Error, &format!("Access log failed: {e}"));
-            }
         }
     }
 
@@ -207,11 +182,13 @@ impl Core {
 
     /// Starts the I/O thread. Returns the file descriptor the loop must watch with
     /// `add_reader(fd, core.drain)`.
+    /// Starts the I/O thread. Returns the file descriptor the loop must watch with
+    /// `add_reader(fd, core.drain)`.
     ///
-    /// `access_log`, when given, is called with one preformatted line as each response starts;
-    /// with `access_fields` it is instead called once the app has finished, as
-    /// `access_log(scope, target, status, headers, sent, seconds)`.
-    #[pyo3(signature = (event_loop, app, error_log, access_log, state, access_fields=false))]
+    /// `access_log` is where access lines go: `None` (off), a file descriptor or a path (written
+    /// by the I/O thread, each line after `access_prefix`), or a callable such as a logger's
+    /// `info` (called on the loop thread, for logging configurations that need Python).
+    #[pyo3(signature = (event_loop, app, error_log, access_log, state, access_prefix=String::new()))]
     fn start(
         slf: &Bound<'_, Self>,
         event_loop: Bound<'_, PyAny>,
@@ -219,7 +196,7 @@ impl Core {
         error_log: Bound<'_, PyAny>,
         access_log: Option<Bound<'_, PyAny>>,
         state: Option<Bound<'_, PyDict>>,
-        access_fields: bool,
+        access_prefix: String,
     ) -> PyResult<i32> {
         let py = slf.py();
         let this = slf.borrow();
@@ -227,6 +204,20 @@ impl Core {
         if listeners.is_empty() {
             return Err(PyRuntimeError::new_err("the server was already started"));
         }
+        let (access, access_callable) = match access_log {
+            None => (None, None),
+            Some(target) => {
+                let log = AccessLog::new(access_format(&this.config)?);
+                let (sink, callable) = if let Ok(fd) = target.extract::<i32>() {
+                    (Sink::write(Target::Fd(fd), access_prefix)?, None)
+                } else if let Ok(path) = target.extract::<String>() {
+                    (Sink::write(Target::Path(path), access_prefix)?, None)
+                } else {
+                    (Sink::Python(this.bridge.clone()), Some(target.unbind()))
+                };
+                (Some(Access { log, sink }), callable)
+            }
+        };
         let (new_task, task_kwargs) = task_maker(&event_loop)?;
         let ctx = LoopContext {
             bridge: this.bridge.clone(),
@@ -239,13 +230,7 @@ impl Core {
             new_task,
             task_kwargs,
             error_log: error_log.unbind(),
-            access_log: access_log.map(|log| {
-                if access_fields {
-                    AccessLog::Fields(log.unbind())
-                } else {
-                    AccessLog::Line(log.unbind())
-                }
-            }),
+            access_log: access_callable,
             template: ScopeTemplate {
                 root_path: this.config.root_path.clone(),
                 state: state.map(Bound::unbind),
@@ -253,7 +238,8 @@ impl Core {
             slots: RefCell::new(Slab::default()),
         };
         let _ = this.ctx.set(Rc::new(ctx));
-        let http = Arc::new(http_context(&this.config, this.bridge.clone())?);
+        crate::log::events::route_to(this.bridge.clone());
+        let http = Arc::new(http_context(&this.config, this.bridge.clone(), access)?);
         let io = IoThread::start(http, listeners, this.config.threads)
             .map_err(|e| PyOSError::new_err(e.to_string()))?;
         *this.io.borrow_mut() = Some(io);
@@ -272,6 +258,7 @@ impl Core {
                 Event::Request(ex, head) => start_request(py, ctx, ex, &head),
                 Event::Wake(ex) => wake(py, ctx, &ex),
                 Event::Log(level, msg) => ctx.log(py, level, &msg),
+                Event::Access(line) => ctx.log_access(&line),
             }
         }
         *self.spare.borrow_mut() = events;
@@ -291,6 +278,15 @@ impl Core {
         if let Some(io) = self.io.borrow().as_ref() {
             io.shutdown();
         }
+    }
+
+    /// Reopens the access log file, for USR1 after log rotation.
+    fn reopen_logs(&self) -> PyResult<()> {
+        if let Some(io) = self.io.borrow().as_ref() {
+            io.reopen_logs()
+                .map_err(|e| PyOSError::new_err(e.to_string()))?;
+        }
+        Ok(())
     }
 
     /// Open connections.
@@ -340,11 +336,11 @@ fn bind(config: &CoreConfig) -> std::io::Result<Listener> {
     }
 }
 
-/// The largest request head accepted, whatever the limits say. hyper also uses this as the
-/// bound of its write buffer.
-const MAX_HEAD: usize = 64 * 1024;
-
-fn http_context(config: &CoreConfig, bridge: Arc<Bridge>) -> PyResult<HttpContext> {
+fn http_context(
+    config: &CoreConfig,
+    bridge: Arc<Bridge>,
+    access: Option<Access>,
+) -> PyResult<HttpContext> {
     let mut default_headers = HeaderMap::new();
     if config.server_header {
         default_headers.insert(http::header::SERVER, HeaderValue::from_static("rsgi"));
@@ -366,7 +362,7 @@ fn http_context(config: &CoreConfig, bridge: Arc<Bridge>) -> PyResult<HttpContex
         .header_read_timeout(None)
         // Fields beyond the limit, and heads beyond 64 KiB whatever the limits, get 431.
         .max_headers(config.limit_request_fields)
-        .max_buf_size(MAX_HEAD)
+        .max_buf_size(crate::http::framing::MAX_HEAD)
         .auto_date_header(config.date_header)
         // Not `pipeline_flush`: it lifts hyper's bound on buffered response bytes, and with it
         // the backpressure on the app.
@@ -385,6 +381,8 @@ fn http_context(config: &CoreConfig, bridge: Arc<Bridge>) -> PyResult<HttpContex
         false => None,
     };
     Ok(HttpContext {
+        access,
+        request_id: config.request_id,
         bridge,
         default_headers,
         http1,
@@ -412,15 +410,7 @@ fn try_start_request(
     head: &RequestHead,
 ) -> PyResult<()> {
     let scope = scope::build(py, head, &ctx.template)?;
-    let access = match &ctx.access_log {
-        None => None,
-        Some(AccessLog::Line(_)) => Some(access_info(head)),
-        Some(AccessLog::Fields(_)) => Some(AccessInfo::Fields(Box::new(AccessRecord::new(
-            scope.clone().unbind(),
-            head.uri.to_string(),
-        )))),
-    };
-    let cycle = Bound::new(py, HttpCycle::new(ex.clone(), ctx.clone(), access))?;
+    let cycle = Bound::new(py, HttpCycle::new(ex.clone(), ctx.clone()))?;
     let slot = ctx.slots.borrow_mut().insert(cycle.clone().unbind());
     ex.set_slot(slot);
     let receive = cycle.getattr(intern!(py, "receive"))?;
@@ -432,7 +422,7 @@ fn try_start_request(
     });
     if let Err(e) = started {
         // Still answer the client: finish() sends a 500.
-        cycle.borrow_mut().finish(py, true);
+        cycle.borrow_mut().finish(true);
         return Err(e);
     }
     Ok(())
@@ -458,21 +448,13 @@ fn task_maker(event_loop: &Bound<'_, PyAny>) -> PyResult<(Py<PyAny>, Option<Py<P
     Ok((task.unbind(), Some(kwargs.unbind())))
 }
 
-fn access_info(head: &RequestHead) -> AccessInfo {
-    let client = match &head.conn.client {
-        Endpoint::Tcp(host, port) => format!("{host}:{port}"),
-        Endpoint::Unix(p) => p.clone(),
-        Endpoint::Unknown => "-".into(),
-    };
-    let target = head.uri.path_and_query().map_or("/", |p| p.as_str());
-    let version = if head.version == http::Version::HTTP_10 {
-        "1.0"
-    } else {
-        "1.1"
-    };
-    AccessInfo::Line {
-        client,
-        request_line: format!("{} {} HTTP/{}", head.method, target, version),
+fn access_format(config: &CoreConfig) -> PyResult<Format> {
+    if config.log_format == "json" {
+        return Ok(Format::Json);
+    }
+    match &config.access_log_format {
+        Some(text) => Format::parse_atoms(text).map_err(PyValueError::new_err),
+        None => Ok(Format::Default),
     }
 }
 
