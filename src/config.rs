@@ -22,6 +22,11 @@ pub struct CoreConfig {
     pub timeout_keep_alive: f64,
     pub timeout_header_read: f64,
     pub threads: usize,
+    pub ssl_certfile: Option<String>,
+    pub ssl_keyfile: Option<String>,
+    pub ssl_keyfile_password: Option<String>,
+    pub ssl_ca_certs: Option<String>,
+    pub ssl_cert_reqs: u8,
 }
 
 impl CoreConfig {
@@ -31,5 +36,16 @@ impl CoreConfig {
 
     pub fn header_read(&self) -> Duration {
         Duration::from_secs_f64(self.timeout_header_read.max(0.0))
+    }
+
+    /// The TLS settings, when TLS is on (`ssl_certfile` is set).
+    pub fn tls(&self) -> Option<crate::tls::TlsSettings> {
+        Some(crate::tls::TlsSettings {
+            certfile: self.ssl_certfile.clone()?,
+            keyfile: self.ssl_keyfile.clone(),
+            password: self.ssl_keyfile_password.clone(),
+            ca_certs: self.ssl_ca_certs.clone(),
+            cert_reqs: self.ssl_cert_reqs,
+        })
     }
 }

@@ -6,6 +6,7 @@ mod config;
 mod http;
 mod net;
 mod server;
+mod tls;
 
 use pyo3::prelude::*;
 

@@ -20,7 +20,11 @@ pub struct AppRunner {
 
 impl AppRunner {
     pub fn new(coro: Py<PyAny>, cycle: Py<HttpCycle>, error_log: Py<PyAny>) -> Self {
-        AppRunner { coro, cycle, error_log }
+        AppRunner {
+            coro,
+            cycle,
+            error_log,
+        }
     }
 
     /// The app's coroutine returned.
@@ -48,7 +52,8 @@ impl AppRunner {
             if let Some(err) = err {
                 kwargs.set_item(intern!(py, "exc_info"), err.into_value(py))?;
             }
-            self.error_log.call_method(py, intern!(py, "error"), (msg,), Some(&kwargs))?;
+            self.error_log
+                .call_method(py, intern!(py, "error"), (msg,), Some(&kwargs))?;
             Ok(())
         })();
         if let Err(e) = result {
@@ -77,7 +82,9 @@ impl AppRunner {
             }
             _ => {
                 let err = PyErr::take(py).unwrap_or_else(|| {
-                    pyo3::exceptions::PySystemError::new_err("coroutine failed without an exception")
+                    pyo3::exceptions::PySystemError::new_err(
+                        "coroutine failed without an exception",
+                    )
                 });
                 Err(self.raised(py, err))
             }

@@ -9,7 +9,8 @@ use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 
 use super::conn::Activity;
-use crate::asgi::bridge::{Bridge, Event};
+use super::file::FileStream;
+use crate::asgi::bridge::{Bridge, Event, LogLevel};
 use crate::asgi::exchange::{Exchange, RESPONSE_LOW_WATER};
 
 /// The app failed after the response started: hyper must close the connection rather than end
@@ -32,6 +33,8 @@ pub struct Completion {
     bridge: Arc<Bridge>,
     activity: Arc<Activity>,
     finished: bool,
+    /// The `http.response.pathsend` file being streamed.
+    file: Option<FileStream>,
 }
 
 impl Completion {
@@ -41,6 +44,7 @@ impl Completion {
             bridge,
             activity,
             finished: false,
+            file: None,
         }
     }
 }
@@ -112,7 +116,7 @@ impl http_body::Body for ResponseBody {
 /// When the app already sent its whole body, hyper can frame it with `content-length`.
 fn stream_size_hint(c: &Completion) -> SizeHint {
     let st = c.ex.lock();
-    if st.resp_done {
+    if st.resp_done && st.resp_file.is_none() && c.file.is_none() && !st.trailers_announced {
         SizeHint::with_exact(st.resp_buffered as u64)
     } else {
         SizeHint::default()
@@ -126,10 +130,38 @@ fn poll_stream(
     if c.finished {
         return Poll::Ready(None);
     }
+    if let Some(file) = &mut c.file {
+        match file.poll_chunk(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Some(Ok(chunk))) => {
+                if file.is_done() {
+                    // The last chunk: say so, so that hyper ends the body in the same write.
+                    c.file = None;
+                    let st = c.ex.lock();
+                    c.finished = st.resp_done && st.resp_trailers.is_none();
+                }
+                return Poll::Ready(Some(Ok(Frame::data(chunk))));
+            }
+            Poll::Ready(Some(Err(e))) => {
+                let msg = format!(
+                    "http.response.pathsend: cannot send {}: {e}; closing the connection",
+                    file.path().display()
+                );
+                c.file = None;
+                c.bridge.log(LogLevel::Error, msg);
+                return Poll::Ready(Some(Err(Aborted)));
+            }
+            Poll::Ready(None) => c.file = None,
+        }
+    }
     let mut st = c.ex.lock();
     if let Some(chunk) = st.resp_chunks.pop_front() {
         st.resp_buffered -= chunk.len();
-        if st.resp_done && st.resp_chunks.is_empty() {
+        if st.resp_done
+            && st.resp_chunks.is_empty()
+            && st.resp_file.is_none()
+            && st.resp_trailers.is_none()
+        {
             c.finished = true;
         }
         let notify = st.loop_waiting && st.resp_buffered < RESPONSE_LOW_WATER;
@@ -142,11 +174,20 @@ fn poll_stream(
         }
         return Poll::Ready(Some(Ok(Frame::data(chunk))));
     }
+    if let Some(path) = st.resp_file.take() {
+        // The app's queued chunks are out: the file is the rest of the body.
+        drop(st);
+        c.file = Some(FileStream::open(path));
+        return poll_stream(c, cx);
+    }
     if st.abort {
         return Poll::Ready(Some(Err(Aborted)));
     }
     if st.resp_done {
         c.finished = true;
+        if let Some(trailers) = st.resp_trailers.take() {
+            return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+        }
         return Poll::Ready(None);
     }
     st.io_waker = Some(cx.waker().clone());

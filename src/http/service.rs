@@ -27,6 +27,8 @@ pub struct HttpContext {
     pub default_headers: HeaderMap,
     pub http1: hyper::server::conn::http1::Builder,
     pub timeouts: super::conn::Timeouts,
+    /// TLS termination, when `--ssl-certfile` is set.
+    pub tls: Option<crate::tls::Tls>,
 }
 
 #[derive(Clone)]

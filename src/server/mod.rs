@@ -22,6 +22,7 @@ use crate::asgi::scope::{self, ScopeTemplate};
 use crate::config::CoreConfig;
 use crate::http::{Endpoint, HttpContext, RequestHead, Timeouts};
 use crate::net::Listener;
+use crate::tls::Tls;
 use runtime::IoThread;
 
 /// Loop-thread state shared by the `Core` and every `HttpCycle`.
@@ -144,6 +145,8 @@ pub struct Core {
     io: RefCell<Option<IoThread>>,
     ctx: OnceCell<Rc<LoopContext>>,
     spare: RefCell<Vec<Event>>,
+    /// Loaded when the core is made, so bad TLS files fail before anything is served.
+    tls: RefCell<Option<Tls>>,
 }
 
 #[pymethods]
@@ -152,6 +155,12 @@ impl Core {
     #[new]
     #[pyo3(signature = (config, fds=None))]
     fn new(config: CoreConfig, fds: Option<Vec<i32>>) -> PyResult<Self> {
+        let tls = match config.tls() {
+            Some(settings) => Some(
+                Tls::from_config(&settings, config.header_read()).map_err(PyOSError::new_err)?,
+            ),
+            None => None,
+        };
         let listeners = match fds {
             Some(fds) => fds
                 .into_iter()
@@ -160,7 +169,14 @@ impl Core {
             None => bind(&config).map(|l| vec![l]),
         }
         .map_err(|e| PyOSError::new_err(e.to_string()))?;
-        let addresses = listeners.iter().map(Listener::describe).collect();
+        let addresses = listeners
+            .iter()
+            .map(Listener::describe)
+            .map(|a| match (&tls, a.strip_prefix("http://")) {
+                (Some(_), Some(rest)) => format!("https://{rest}"),
+                _ => a,
+            })
+            .collect();
         Ok(Core {
             config,
             bridge: Arc::new(Bridge::new()?),
@@ -169,6 +185,7 @@ impl Core {
             io: RefCell::new(None),
             ctx: OnceCell::new(),
             spare: RefCell::new(Vec::with_capacity(256)),
+            tls: RefCell::new(tls),
         })
     }
 
@@ -215,7 +232,11 @@ impl Core {
             slots: RefCell::new(Slab::default()),
         };
         let _ = this.ctx.set(Rc::new(ctx));
-        let http = Arc::new(http_context(&this.config, this.bridge.clone())?);
+        let http = Arc::new(http_context(
+            &this.config,
+            this.bridge.clone(),
+            this.tls.borrow_mut().take(),
+        )?);
         let io = IoThread::start(http, listeners, this.config.threads)
             .map_err(|e| PyOSError::new_err(e.to_string()))?;
         *this.io.borrow_mut() = Some(io);
@@ -296,7 +317,11 @@ fn bind(config: &CoreConfig) -> std::io::Result<Listener> {
     }
 }
 
-fn http_context(config: &CoreConfig, bridge: Arc<Bridge>) -> PyResult<HttpContext> {
+fn http_context(
+    config: &CoreConfig,
+    bridge: Arc<Bridge>,
+    tls: Option<Tls>,
+) -> PyResult<HttpContext> {
     let mut default_headers = HeaderMap::new();
     if config.server_header {
         default_headers.insert(http::header::SERVER, HeaderValue::from_static("rsgi"));
@@ -325,6 +350,7 @@ fn http_context(config: &CoreConfig, bridge: Arc<Bridge>) -> PyResult<HttpContex
         default_headers,
         http1,
         timeouts,
+        tls,
     })
 }
 
@@ -338,7 +364,12 @@ fn start_request(py: Python<'_>, ctx: &Rc<LoopContext>, ex: Arc<Exchange>, head:
     }
 }
 
-fn try_start_request(py: Python<'_>, ctx: &Rc<LoopContext>, ex: Arc<Exchange>, head: &RequestHead) -> PyResult<()> {
+fn try_start_request(
+    py: Python<'_>,
+    ctx: &Rc<LoopContext>,
+    ex: Arc<Exchange>,
+    head: &RequestHead,
+) -> PyResult<()> {
     let scope = scope::build(py, head, &ctx.template)?;
     let access = ctx.access_log.as_ref().map(|_| access_info(head));
     let cycle = Bound::new(py, HttpCycle::new(ex.clone(), ctx.clone(), access))?;
@@ -363,8 +394,14 @@ fn try_start_request(py: Python<'_>, ctx: &Rc<LoopContext>, ex: Arc<Exchange>, h
 /// spares CPython 3.11 from formatting a "Task-N" name for every request.
 fn task_maker(event_loop: &Bound<'_, PyAny>) -> PyResult<(Py<PyAny>, Option<Py<PyDict>>)> {
     let py = event_loop.py();
-    if !event_loop.call_method0(intern!(py, "get_task_factory"))?.is_none() {
-        return Ok((event_loop.getattr(intern!(py, "create_task"))?.unbind(), None));
+    if !event_loop
+        .call_method0(intern!(py, "get_task_factory"))?
+        .is_none()
+    {
+        return Ok((
+            event_loop.getattr(intern!(py, "create_task"))?.unbind(),
+            None,
+        ));
     }
     let task = py.import("asyncio")?.getattr(intern!(py, "Task"))?;
     let kwargs = PyDict::new(py);
