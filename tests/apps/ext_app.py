@@ -4,12 +4,14 @@
 - ``/file?path=...``: ``http.response.pathsend`` of that file, with its Content-Length
   (``&length=0`` leaves Content-Length out, ``&chunks=N`` sends N small body chunks first
   without Content-Length).
-- ``/starlette?path=...``: a Starlette ``FileResponse`` of that file.
+- ``/starlette?path=...``: a Starlette ``FileResponse`` of that file; the types of the
+  messages it sent are kept for ``/report``.
 - ``/trailers``: a chunked body in two messages and trailers, announced with ``Trailer``;
   ``?split=1`` sends the trailers in two messages, ``?undeclared=1`` leaves out the
   ``Trailer`` header.
 - ``/bad-trailers``: ``http.response.trailers`` without ``trailers`` in the start.
-- ``/report``: errors that ``send()`` raised, as JSON.
+- ``/misuse?case=...``: pathsend sent out of order; the error ``send()`` raised is kept.
+- ``/report``: ``{"errors": [...], "messages": [...]}`` kept by the endpoints above.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import os
 from urllib.parse import parse_qs
 
 ERRORS: list[str] = []
+MESSAGES: list[str] = []
 
 
 def query(scope) -> dict[str, str]:
@@ -68,7 +71,31 @@ async def pathsend(scope, send) -> None:
 async def starlette_file(scope, receive, send) -> None:
     from starlette.responses import FileResponse
 
-    await FileResponse(query(scope)["path"])(scope, receive, send)
+    MESSAGES.clear()
+
+    async def recording_send(message) -> None:
+        MESSAGES.append(message["type"])
+        await send(message)
+
+    await FileResponse(query(scope)["path"])(scope, receive, recording_send)
+
+
+async def misuse(scope, send) -> None:
+    case = query(scope)["case"]
+    pathsend = {"type": "http.response.pathsend", "path": __file__}
+    try:
+        if case == "before-start":
+            await send(pathsend)
+        elif case == "body-after":
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send(pathsend)
+            await send({"type": "http.response.body", "body": b"more"})
+        elif case == "no-path":
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.pathsend"})
+    except (RuntimeError, TypeError) as exc:
+        ERRORS.append(f"{case}: {type(exc).__name__}: {exc}")
+        raise
 
 
 async def trailers(scope, send) -> None:
@@ -123,7 +150,9 @@ async def app(scope, receive, send) -> None:
         await trailers(scope, send)
     elif path == "/bad-trailers":
         await bad_trailers(send)
+    elif path == "/misuse":
+        await misuse(scope, send)
     elif path == "/report":
-        await send_json(send, ERRORS)
+        await send_json(send, {"errors": ERRORS, "messages": MESSAGES})
     else:
         await send_json(send, {"path": path})
