@@ -131,6 +131,8 @@ def option(default: Any = dataclasses.MISSING, **meta: Any) -> Any:
 APPLICATION = "Application"
 BINDING = "Socket binding"
 HTTP = "HTTP"
+PROXY = "Proxies"
+LIMITS = "Limits"
 LOGGING = "Logging"
 PROCESSES = "Processes and timeouts"
 TLS = "TLS"
@@ -248,6 +250,66 @@ class Config:
         group=HTTP,
         parse=parse_bool,
     )
+    proxy_headers: bool = option(
+        True,
+        help="Take the client address and scheme from X-Forwarded-For/X-Forwarded-Proto "
+        "and Forwarded (RFC 7239), from trusted peers only (see --forwarded-allow-ips).",
+        group=PROXY,
+        parse=parse_bool,
+    )
+    forwarded_allow_ips: str = option(
+        "127.0.0.1",
+        help="Peers trusted to send proxy headers: a comma list of IPs and CIDRs, '*' for "
+        "all, 'unix' for unix-socket peers.",
+        group=PROXY,
+        env_aliases=("FORWARDED_ALLOW_IPS",),
+        metavar="LIST",
+    )
+    limit_request_line: int = option(
+        8190,
+        help="Longest request line, in bytes; longer gets 414.",
+        group=LIMITS,
+        parse=parse_int,
+        minimum=1,
+        maximum=C_INT_MAX,
+        metavar="BYTES",
+    )
+    limit_request_fields: int = option(
+        100,
+        help="Most header fields in a request; more gets 431.",
+        group=LIMITS,
+        parse=parse_int,
+        minimum=1,
+        maximum=32768,
+        metavar="N",
+    )
+    limit_request_field_size: int = option(
+        8190,
+        help="Largest header field (name and value), in bytes; larger gets 431.",
+        group=LIMITS,
+        parse=parse_int,
+        minimum=1,
+        maximum=C_INT_MAX,
+        metavar="BYTES",
+    )
+    limit_request_body: int | None = option(
+        None,
+        help="Largest request body, in bytes; larger gets 413. Default: no limit.",
+        group=LIMITS,
+        parse=parse_int,
+        optional=True,
+        minimum=0,
+        metavar="BYTES",
+    )
+    limit_concurrency: int | None = option(
+        None,
+        help="Most requests in flight per process; beyond it, 503 at once with Retry-After.",
+        group=LIMITS,
+        parse=parse_int,
+        optional=True,
+        minimum=1,
+        metavar="N",
+    )
     log_level: str = option(
         "info",
         help="Level of the rsgi.error and rsgi.access loggers.",
@@ -258,6 +320,42 @@ class Config:
         True,
         help="Log one line per request to stdout (logger rsgi.access).",
         group=LOGGING,
+        parse=parse_bool,
+    )
+    access_log_format: str | None = option(
+        None,
+        help="Access line format with gunicorn's atoms, e.g. "
+        '\'%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s" %(D)s\'. '
+        "Default: uvicorn's line, '127.0.0.1:5555 - \"GET / HTTP/1.1\" 200'.",
+        group=LOGGING,
+        optional=True,
+        metavar="FORMAT",
+    )
+    log_format: str = option(
+        "text",
+        help='"json" writes access and error logs as JSON lines (for ELK, Loki).',
+        group=LOGGING,
+        choices=("text", "json"),
+    )
+    access_logfile: str | None = option(
+        None,
+        help="Write access lines to this file ('-' is stdout, the default). Reopened on USR1.",
+        group=LOGGING,
+        optional=True,
+        metavar="PATH",
+    )
+    error_logfile: str | None = option(
+        None,
+        help="Write server messages to this file ('-' is stderr, the default). Reopened on USR1.",
+        group=LOGGING,
+        optional=True,
+        metavar="PATH",
+    )
+    request_id: bool = option(
+        True,
+        help="Take each request's X-Request-ID, or make one; the app sees it, the response "
+        "echoes it, the access log records it.",
+        group=HTTP,
         parse=parse_bool,
     )
     log_config: str | None = option(
@@ -297,6 +395,15 @@ class Config:
         30.0,
         help="Seconds a client has to send a complete request head, counted from its first "
         "byte; slower clients (slowloris) are disconnected.",
+        group=PROCESSES,
+        parse=parse_float,
+        positive=True,
+        metavar="SECONDS",
+    )
+    timeout_body_read: float = option(
+        60.0,
+        help="Seconds a request body may stall (no bytes while the app waits for them) before "
+        "the request is answered 408 and the app sees http.disconnect.",
         group=PROCESSES,
         parse=parse_float,
         positive=True,

@@ -9,7 +9,7 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use pyo3::exceptions::{PyRuntimeError, PyTypeError};
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict};
+use pyo3::types::{PyBytes, PyDict, PyString, PyTuple};
 
 use super::exchange::{Exchange, ResponseHead, NO_SLOT, RESPONSE_HIGH_WATER, RESPONSE_LOW_WATER};
 use crate::server::LoopContext;
@@ -21,6 +21,9 @@ pyo3::create_exception!(
     "The client closed the connection; raised by send() after a disconnect."
 );
 
+const UNDECLARED_TRAILERS: &str =
+    "Response announces trailers but has no 'Trailer' header naming them: they will not be sent.";
+
 #[derive(PartialEq, Eq, Clone, Copy)]
 enum Response {
     NotStarted,
@@ -28,12 +31,6 @@ enum Response {
     /// The body is complete; the announced `http.response.trailers` are still to come.
     Trailers,
     Complete,
-}
-
-/// The request line and client, kept only when the access log is on.
-pub struct AccessInfo {
-    pub client: String,
-    pub request_line: String,
 }
 
 #[pyclass(module = "rsgi._rsgi", unsendable)]
@@ -47,15 +44,10 @@ pub struct HttpCycle {
     request_complete: bool,
     recv_waiter: Option<Py<PyAny>>,
     drain_waiter: Option<Py<PyAny>>,
-    access: Option<AccessInfo>,
 }
 
 impl HttpCycle {
-    pub fn new(
-        ex: Arc<Exchange>,
-        ctx: std::rc::Rc<LoopContext>,
-        access: Option<AccessInfo>,
-    ) -> Self {
+    pub fn new(ex: Arc<Exchange>, ctx: std::rc::Rc<LoopContext>) -> Self {
         HttpCycle {
             ex,
             ctx,
@@ -64,7 +56,6 @@ impl HttpCycle {
             request_complete: false,
             recv_waiter: None,
             drain_waiter: None,
-            access,
         }
     }
 
@@ -153,9 +144,8 @@ impl HttpCycle {
                 "Unexpected ASGI message 'http.response.start' sent, after response already started.",
             ));
         }
-        let status = message
-            .get_item(intern!(py, "status"))
-            .map_err(|_| PyTypeError::new_err("'http.response.start' message has no 'status'"))?;
+        let status = field(message, intern!(py, "status"))?
+            .ok_or_else(|| PyTypeError::new_err("'http.response.start' message has no 'status'"))?;
         let status: u16 = status
             .extract()
             .ok()
@@ -163,26 +153,20 @@ impl HttpCycle {
             .ok_or_else(|| {
                 PyTypeError::new_err(format!("Invalid HTTP status code {status:?} in response."))
             })?;
-        let headers = match message.get_item(intern!(py, "headers")) {
-            Ok(h) if !h.is_none() => response_headers(&h)?,
+        let headers = match field(message, intern!(py, "headers"))? {
+            Some(h) if !h.is_none() => response_headers(&h)?,
             _ => HeaderMap::new(),
         };
-        let trailers = match message.get_item(intern!(py, "trailers")) {
-            Ok(t) => t.is_truthy()?,
-            Err(_) => false,
+        let trailers = match field(message, intern!(py, "trailers"))? {
+            Some(t) => t.is_truthy()?,
+            None => false,
         };
         if trailers && !headers.contains_key(http::header::TRAILER) {
             // hyper writes only the trailer fields that the `Trailer` header names.
-            self.ctx.error_log.call_method1(
-                py,
-                intern!(py, "warning"),
-                (
-                    "Response announces trailers but has no 'Trailer' header naming them: \
-                  they will not be sent.",
-                ),
-            )?;
+            self.ctx
+                .error_log
+                .call_method1(py, intern!(py, "warning"), (UNDECLARED_TRAILERS,))?;
         }
-        self.log_access(status);
         let mut st = self.ex.lock();
         if st.gone {
             return Err(ClientDisconnected::new_err("client disconnected"));
@@ -210,13 +194,13 @@ impl HttpCycle {
             }
             Response::Started => {}
         }
-        let chunk = match message.get_item(intern!(py, "body")) {
-            Ok(b) if !b.is_none() => body_bytes(&b)?,
+        let chunk = match field(message, intern!(py, "body"))? {
+            Some(b) if !b.is_none() => body_bytes(&b)?,
             _ => Bytes::new(),
         };
-        let more = match message.get_item(intern!(py, "more_body")) {
-            Ok(m) => m.is_truthy()?,
-            Err(_) => false,
+        let more = match field(message, intern!(py, "more_body"))? {
+            Some(m) => m.is_truthy()?,
+            None => false,
         };
         let mut st = self.ex.lock();
         if st.gone {
@@ -261,9 +245,9 @@ impl HttpCycle {
             }
             Response::Started => {}
         }
-        let path = message
-            .get_item(intern!(py, "path"))
-            .map_err(|_| PyTypeError::new_err("'http.response.pathsend' message has no 'path'"))?;
+        let path = field(message, intern!(py, "path"))?.ok_or_else(|| {
+            PyTypeError::new_err("'http.response.pathsend' message has no 'path'")
+        })?;
         let path: PathBuf = path.extract().map_err(|_| {
             PyTypeError::new_err(format!("'path' must be a string, got {}", type_name(&path)))
         })?;
@@ -298,13 +282,13 @@ impl HttpCycle {
                 ))
             }
         }
-        let fields = match message.get_item(intern!(py, "headers")) {
-            Ok(h) if !h.is_none() => response_headers(&h)?,
+        let fields = match field(message, intern!(py, "headers"))? {
+            Some(h) if !h.is_none() => response_headers(&h)?,
             _ => HeaderMap::new(),
         };
-        let more = match message.get_item(intern!(py, "more_trailers")) {
-            Ok(m) => m.is_truthy()?,
-            Err(_) => false,
+        let more = match field(message, intern!(py, "more_trailers"))? {
+            Some(m) => m.is_truthy()?,
+            None => false,
         };
         let mut st = self.ex.lock();
         if st.gone {
@@ -324,15 +308,6 @@ impl HttpCycle {
         self.notify_io(&mut st);
         drop(st);
         self.on_wake(py)
-    }
-
-    fn log_access(&self, status: u16) {
-        if let Some(info) = &self.access {
-            self.ctx.log_access(&format!(
-                "{} - \"{}\" {}",
-                info.client, info.request_line, status
-            ));
-        }
     }
 
     /// Answers 500 when nothing was sent yet, or cuts the connection when a response started.
@@ -356,7 +331,6 @@ impl HttpCycle {
                 st.resp_done = true;
                 self.response = Response::Complete;
                 drop(st);
-                self.log_access(500);
                 st = self.ex.lock();
             }
             Response::Started | Response::Trailers => st.abort = true,
@@ -378,8 +352,9 @@ impl HttpCycle {
     }
 
     fn send(&mut self, py: Python<'_>, message: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
-        let kind = message.get_item(intern!(py, "type"))?;
-        let kind = kind.cast::<pyo3::types::PyString>()?.to_str()?;
+        let kind = field(message, intern!(py, "type"))?
+            .ok_or_else(|| PyTypeError::new_err("ASGI message has no 'type'"))?;
+        let kind = kind.cast::<PyString>()?.to_str()?;
         match kind {
             "http.response.body" => {
                 if let Some(fut) = self.body(py, message)? {
@@ -429,6 +404,22 @@ fn body_complete(trailers: bool, st: &mut super::exchange::Inner) -> Response {
     } else {
         st.resp_done = true;
         Response::Complete
+    }
+}
+
+/// A message key, or `None` when absent. Messages are dicts in practice: the dict path
+/// avoids raising and catching a KeyError for every optional key left out.
+fn field<'py>(
+    message: &Bound<'py, PyAny>,
+    key: &Bound<'py, PyString>,
+) -> PyResult<Option<Bound<'py, PyAny>>> {
+    match message.cast::<PyDict>() {
+        Ok(d) => d.get_item(key),
+        Err(_) => match message.get_item(key) {
+            Ok(v) => Ok(Some(v)),
+            Err(e) if e.is_instance_of::<pyo3::exceptions::PyKeyError>(message.py()) => Ok(None),
+            Err(e) => Err(e),
+        },
     }
 }
 
@@ -501,8 +492,10 @@ fn response_headers(headers: &Bound<'_, PyAny>) -> PyResult<HeaderMap> {
     let mut map = HeaderMap::new();
     for item in headers.try_iter()? {
         let item = item?;
-        let name = item.get_item(0)?;
-        let value = item.get_item(1)?;
+        let (name, value) = match item.cast::<PyTuple>() {
+            Ok(t) if t.len() == 2 => (t.get_item(0)?, t.get_item(1)?),
+            _ => (item.get_item(0)?, item.get_item(1)?),
+        };
         let name = HeaderName::from_bytes(header_part(&name, "name")?)
             .map_err(|_| PyRuntimeError::new_err(format!("Invalid HTTP header name {name:?}.")))?;
         let value = HeaderValue::from_bytes(header_part(&value, "value")?).map_err(|_| {

@@ -27,12 +27,11 @@ pub fn build<'py>(
     scope.set_item(intern!(py, "asgi"), asgi_version(py)?)?;
     scope.set_item(intern!(py, "http_version"), http_version(py, head.version))?;
     scope.set_item(intern!(py, "method"), method(py, &head.method))?;
-    let scheme = if head.conn.tls {
-        intern!(py, "https")
-    } else {
-        intern!(py, "http")
-    };
-    scope.set_item(intern!(py, "scheme"), scheme)?;
+    // A trusted proxy's X-Forwarded-Proto or Forwarded wins over the connection's own scheme.
+    let forwarded = head.forwarded.as_ref();
+    let own = if head.conn.tls { "https" } else { "http" };
+    let scheme = forwarded.and_then(|f| f.scheme).unwrap_or(own);
+    scope.set_item(intern!(py, "scheme"), scheme_str(py, scheme))?;
 
     let raw_path = head.uri.path().as_bytes();
     let decoded = percent_decode(raw_path).decode_utf8_lossy();
@@ -56,7 +55,10 @@ pub fn build<'py>(
     let query = head.uri.query().unwrap_or("").as_bytes();
     scope.set_item(intern!(py, "query_string"), PyBytes::new(py, query))?;
     scope.set_item(intern!(py, "headers"), headers(py, head)?)?;
-    scope.set_item(intern!(py, "client"), endpoint(py, &head.conn.client)?)?;
+    let client = forwarded
+        .and_then(|f| f.client.as_ref())
+        .unwrap_or(&head.conn.client);
+    scope.set_item(intern!(py, "client"), endpoint(py, client)?)?;
     scope.set_item(intern!(py, "server"), endpoint(py, &head.conn.server)?)?;
     scope.set_item(intern!(py, "extensions"), extensions(py, head)?)?;
     if let Some(state) = &tpl.state {
@@ -113,6 +115,14 @@ fn asgi_version(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
     d.set_item(intern!(py, "version"), intern!(py, "3.0"))?;
     d.set_item(intern!(py, "spec_version"), intern!(py, "2.5"))?;
     Ok(d)
+}
+
+fn scheme_str<'py>(py: Python<'py>, scheme: &str) -> &'py Bound<'py, PyString> {
+    if scheme == "https" {
+        intern!(py, "https")
+    } else {
+        intern!(py, "http")
+    }
 }
 
 fn http_version(py: Python<'_>, v: Version) -> &Bound<'_, PyString> {

@@ -4,7 +4,11 @@
 mod body;
 mod conn;
 mod file;
+pub mod framing;
+pub mod limits;
+pub mod proxy;
 mod service;
+mod stream;
 mod validate;
 
 use std::net::SocketAddr;
@@ -15,10 +19,12 @@ use http::{HeaderMap, Method, Uri, Version};
 use crate::tls::TlsInfo;
 
 pub use conn::{serve_connection, Timeouts};
-pub use service::HttpContext;
+pub use limits::{InFlight, Limits};
+pub use proxy::TrustedProxies;
+pub use service::{Access, HttpContext};
 
 /// One side of a connection, as the ASGI scope reports it.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Endpoint {
     /// Host text made once per connection, so requests need not format the address again.
     Tcp(Box<str>, u16),
@@ -72,4 +78,6 @@ pub struct RequestHead {
     pub version: Version,
     pub headers: HeaderMap,
     pub conn: Arc<ConnInfo>,
+    /// What a trusted proxy reported about the client, if anything.
+    pub forwarded: Option<proxy::Forwarded>,
 }

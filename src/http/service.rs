@@ -1,5 +1,6 @@
 //! The hyper service: turns each request into an [`Exchange`], hands its head to the loop
-//! thread, and waits for the app's response head.
+//! thread, and waits for the app's response head. Requests refused by a limit never reach
+//! the app.
 
 use std::convert::Infallible;
 use std::future::{poll_fn, Future};
@@ -8,17 +9,20 @@ use std::sync::Arc;
 use std::task::Poll;
 
 use bytes::Bytes;
-use http::header::{HeaderValue, CONNECTION, EXPECT};
+use http::header::{HeaderValue, CONNECTION, EXPECT, RETRY_AFTER};
 use http::{HeaderMap, Request, Response, StatusCode};
 use http_body::Body as _;
 use hyper::body::Incoming;
 
 use super::body::{Completion, ResponseBody};
-use super::conn::Activity;
+use super::conn::{Activity, Timeouts};
+use super::limits::{InFlight, Limits, Refusal};
+use super::proxy::TrustedProxies;
 use super::validate::check_head;
-use super::{ConnInfo, RequestHead};
-use crate::asgi::bridge::{Bridge, Event};
-use crate::asgi::exchange::{Exchange, ResponseHead, REQUEST_READ_AHEAD};
+use super::{ConnInfo, Endpoint, RequestHead};
+use crate::asgi::bridge::{Bridge, Event, LogLevel};
+use crate::asgi::exchange::{Exchange, Inner, ResponseHead, REQUEST_READ_AHEAD};
+use crate::log::{AccessLog, Sink};
 
 /// What every connection of a server shares.
 pub struct HttpContext {
@@ -26,9 +30,34 @@ pub struct HttpContext {
     /// `server` and `--header` defaults, added to responses that do not set them.
     pub default_headers: HeaderMap,
     pub http1: hyper::server::conn::http1::Builder,
-    pub timeouts: super::conn::Timeouts,
+    pub timeouts: Timeouts,
+    pub limits: Limits,
+    pub in_flight: InFlight,
+    /// `None` when proxy headers are off.
+    pub proxies: Option<TrustedProxies>,
+    /// `None` when the access log is off.
+    pub access: Option<Access>,
+    /// Take or make an `x-request-id` for every request, and echo it in the response.
+    pub request_id: bool,
     /// TLS termination, when `--ssl-certfile` is set.
     pub tls: Option<crate::tls::Tls>,
+}
+
+/// The access log: its format and where its lines go.
+pub struct Access {
+    pub log: AccessLog,
+    pub sink: Sink,
+}
+
+impl HttpContext {
+    /// Logs a refused request, one line, through the loop thread.
+    pub fn log_refusal(&self, (status, why): Refusal, client: &Endpoint) {
+        let who = client_text(client);
+        self.bridge.log(
+            LogLevel::Warning,
+            format!("{} {why} ({who})", status.as_u16()),
+        );
+    }
 }
 
 #[derive(Clone)]
@@ -53,31 +82,79 @@ impl hyper::service::Service<Request<Incoming>> for AsgiService {
 
 impl AsgiService {
     async fn handle(self, req: Request<Incoming>) -> Response<ResponseBody> {
+        if let Some(&violation) = self.activity.refusal.get() {
+            return self.refuse(violation);
+        }
         let (parts, mut body) = req.into_parts();
-        if let Some(status) = check_head(parts.version, &parts.headers) {
-            return reject(status);
+        let refused = check_head(parts.version, &parts.headers)
+            .map(|status| (status, "malformed or ambiguous request head"))
+            .or_else(|| self.ctx.limits.check_head(&parts));
+        if let Some(refusal) = refused {
+            return self.refuse(refusal);
+        }
+        if !self.ctx.in_flight.admit(self.ctx.limits.concurrency) {
+            let mut resp =
+                self.refuse((StatusCode::SERVICE_UNAVAILABLE, "concurrency limit reached"));
+            resp.headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+            return resp;
         }
         let expect_continue = parts
             .headers
             .get(EXPECT)
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
 
+        let mut parts = parts;
+        // The framing check stops checking after an upgrade request; unless the upgrade
+        // happens, the connection must not carry another request.
+        let upgrade = parts.headers.contains_key(http::header::UPGRADE);
+        let request_id = self.ctx.request_id.then(|| request_id(&mut parts.headers));
+        let forwarded = self
+            .ctx
+            .proxies
+            .as_ref()
+            .and_then(|p| p.resolve(&self.conn.client, &parts.headers));
         let ex = Arc::new(Exchange::new(body.is_end_stream()));
         self.activity.request_started();
-        let completion =
-            Completion::new(ex.clone(), self.ctx.bridge.clone(), self.activity.clone());
+        let mut completion = Completion::new(ex.clone(), self.ctx.clone(), self.activity.clone());
+        completion.close_unless_switching = upgrade;
+        if let Some(access) = &self.ctx.access {
+            let client = forwarded
+                .as_ref()
+                .and_then(|f| f.client.as_ref())
+                .unwrap_or(&self.conn.client);
+            let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+            let facts = access.log.capture(
+                client_text(client),
+                client_host(client),
+                &parts.method,
+                target,
+                parts.version,
+                &parts.headers,
+            );
+            completion.track(facts, request_id.clone());
+        } else if let Some(id) = request_id {
+            completion.echo_request_id(id);
+        }
         if !body.is_end_stream() {
-            if expect_continue {
-                // Reading would send `100 Continue`; wait until the app asks for the body.
-            } else {
+            let mut taken = 0;
+            // Reading would send `100 Continue`: with it, wait until the app asks for the body.
+            if !expect_continue {
                 ex.lock().req_wanted = true;
-                take_ready_body(&ex, &mut body).await;
-                if ex.lock().req_failed {
-                    return reject(StatusCode::BAD_REQUEST);
+                taken = take_ready_body(&ex, &mut body, self.ctx.limits.body).await;
+                let failed = ex.lock().req_failed;
+                if failed != 0 {
+                    return self.refuse(body_refusal(failed));
                 }
             }
             if !ex.lock().req_done {
-                tokio::spawn(pump(ex.clone(), body, self.ctx.bridge.clone()));
+                tokio::spawn(pump(
+                    ex.clone(),
+                    body,
+                    self.ctx.clone(),
+                    self.conn.clone(),
+                    taken,
+                ));
             }
         }
 
@@ -87,6 +164,7 @@ impl AsgiService {
             version: parts.version,
             headers: parts.headers,
             conn: self.conn.clone(),
+            forwarded,
         };
         self.ctx
             .bridge
@@ -94,11 +172,11 @@ impl AsgiService {
 
         let head = poll_fn(|cx| {
             let mut st = ex.lock();
-            if st.req_failed {
-                return Poll::Ready(None);
+            if st.req_failed != 0 {
+                return Poll::Ready(Err(st.req_failed));
             }
             match st.head.take() {
-                Some(head) => Poll::Ready(Some(head)),
+                Some(head) => Poll::Ready(Ok(head)),
                 None => {
                     st.io_waker = Some(cx.waker().clone());
                     Poll::Pending
@@ -107,30 +185,74 @@ impl AsgiService {
         })
         .await;
         match head {
-            Some(head) => self.respond(head, completion),
-            None => reject(StatusCode::BAD_REQUEST),
+            Ok(head) => self.respond(head, completion),
+            // The pump logged why.
+            Err(status) => reject(StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST)),
         }
     }
 
-    fn respond(&self, head: ResponseHead, completion: Completion) -> Response<ResponseBody> {
-        let body = ResponseBody::new(completion);
-        let mut resp = Response::new(body);
-        *resp.status_mut() =
-            StatusCode::from_u16(head.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    fn respond(&self, head: ResponseHead, mut completion: Completion) -> Response<ResponseBody> {
         let mut headers = head.headers;
         for (name, value) in &self.ctx.default_headers {
             if !headers.contains_key(name) {
                 headers.insert(name.clone(), value.clone());
             }
         }
+        completion.responding(head.status, &mut headers);
+        let mut resp = Response::new(ResponseBody::new(completion));
+        *resp.status_mut() =
+            StatusCode::from_u16(head.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         *resp.headers_mut() = headers;
         resp
+    }
+
+    fn refuse(&self, refusal: Refusal) -> Response<ResponseBody> {
+        self.ctx.log_refusal(refusal, &self.conn.client);
+        reject(refusal.0)
+    }
+}
+
+/// The request's `x-request-id`: the client's when it sent one, otherwise a new one added to
+/// the headers the app sees.
+fn request_id(headers: &mut HeaderMap) -> HeaderValue {
+    if let Some(id) = headers.get(X_REQUEST_ID) {
+        return id.clone();
+    }
+    let id = crate::log::new_request_id();
+    headers.insert(X_REQUEST_ID, id.clone());
+    id
+}
+
+pub const X_REQUEST_ID: http::header::HeaderName =
+    http::header::HeaderName::from_static("x-request-id");
+
+fn client_text(client: &Endpoint) -> String {
+    match client {
+        Endpoint::Tcp(host, port) => format!("{host}:{port}"),
+        Endpoint::Unix(path) => path.clone(),
+        Endpoint::Unknown => "-".into(),
+    }
+}
+
+fn client_host(client: &Endpoint) -> String {
+    match client {
+        Endpoint::Tcp(host, _) => host.to_string(),
+        _ => "-".into(),
+    }
+}
+
+fn body_refusal(status: u16) -> Refusal {
+    match status {
+        413 => (StatusCode::PAYLOAD_TOO_LARGE, "request body too large"),
+        408 => (StatusCode::REQUEST_TIMEOUT, "request body stalled"),
+        _ => (StatusCode::BAD_REQUEST, "malformed request body"),
     }
 }
 
 /// Moves the body bytes hyper already holds into the exchange, so that a small request body
-/// reaches the app with its head and `receive()` need not wait.
-async fn take_ready_body(ex: &Exchange, body: &mut Incoming) {
+/// reaches the app with its head and `receive()` need not wait. Returns the bytes taken.
+async fn take_ready_body(ex: &Exchange, body: &mut Incoming, limit: Option<u64>) -> u64 {
+    let mut taken = 0;
     loop {
         let frame = poll_fn(|cx| match Pin::new(&mut *body).poll_frame(cx) {
             Poll::Ready(f) => Poll::Ready(Some(f)),
@@ -139,29 +261,35 @@ async fn take_ready_body(ex: &Exchange, body: &mut Incoming) {
         .await;
         let mut st = ex.lock();
         match frame {
-            None => return,
+            None => return taken,
             Some(None) => {
                 st.req_done = true;
-                return;
+                return taken;
             }
             Some(Some(Ok(frame))) => {
                 if let Ok(data) = frame.into_data() {
+                    taken += data.len() as u64;
+                    if limit.is_some_and(|l| taken > l) {
+                        st.req_failed = 413;
+                        st.gone = true;
+                        return taken;
+                    }
                     push_chunk(&mut st, data);
                 }
                 if st.req_buffered >= REQUEST_READ_AHEAD {
-                    return;
+                    return taken;
                 }
             }
             Some(Some(Err(_))) => {
-                st.req_failed = true;
+                st.req_failed = 400;
                 st.gone = true;
-                return;
+                return taken;
             }
         }
     }
 }
 
-fn push_chunk(st: &mut crate::asgi::exchange::Inner, data: Bytes) {
+fn push_chunk(st: &mut Inner, data: Bytes) {
     if !data.is_empty() {
         st.req_buffered += data.len();
         st.req_chunks.push_back(data);
@@ -169,8 +297,14 @@ fn push_chunk(st: &mut crate::asgi::exchange::Inner, data: Bytes) {
 }
 
 /// Reads the request body while the app wants it, never more than [`REQUEST_READ_AHEAD`] bytes
-/// ahead of what the app has taken.
-async fn pump(ex: Arc<Exchange>, mut body: Incoming, bridge: Arc<Bridge>) {
+/// ahead of what the app has taken, and fails it when it breaks a limit.
+async fn pump(
+    ex: Arc<Exchange>,
+    mut body: Incoming,
+    ctx: Arc<HttpContext>,
+    conn: Arc<ConnInfo>,
+    mut total: u64,
+) {
     loop {
         let go = poll_fn(|cx| {
             let mut st = ex.lock();
@@ -187,31 +321,42 @@ async fn pump(ex: Arc<Exchange>, mut body: Incoming, bridge: Arc<Bridge>) {
         if !go {
             return;
         }
-        let frame = poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await;
-        let mut st = ex.lock();
-        let done = match frame {
-            Some(Ok(frame)) => {
-                if let Ok(data) = frame.into_data() {
-                    push_chunk(&mut st, data);
+        let read = poll_fn(|cx| Pin::new(&mut body).poll_frame(cx));
+        let (done, failed) = match tokio::time::timeout(ctx.limits.body_read, read).await {
+            Err(_) => (true, 408),
+            Ok(None) => (true, 0),
+            // A malformed or cut body: the app must see a disconnect, never a short body.
+            Ok(Some(Err(_))) => (true, 400),
+            Ok(Some(Ok(frame))) => match frame.into_data() {
+                Ok(data) => {
+                    total += data.len() as u64;
+                    if ctx.limits.body.is_some_and(|l| total > l) {
+                        (true, 413)
+                    } else {
+                        push_chunk(&mut ex.lock(), data);
+                        (false, 0)
+                    }
                 }
-                false
-            }
-            None => {
-                st.req_done = true;
-                true
-            }
-            Some(Err(_)) => {
-                // A malformed or cut body: the app must see a disconnect, never a short body.
-                st.req_failed = true;
-                st.gone = true;
-                true
-            }
+                Err(_) => (false, 0),
+            },
         };
+        let mut st = ex.lock();
+        if failed != 0 {
+            st.req_failed = failed;
+            st.gone = true;
+            // A response already under way cannot carry the status: cut the connection.
+            st.abort = true;
+        } else if done {
+            st.req_done = true;
+        }
         let notify = std::mem::take(&mut st.loop_waiting);
         let head_waiter = if done { st.io_waker.take() } else { None };
         drop(st);
+        if failed != 0 {
+            ctx.log_refusal(body_refusal(failed), &conn.client);
+        }
         if notify {
-            bridge.push(Event::Wake(ex.clone()));
+            ctx.bridge.push(Event::Wake(ex.clone()));
         }
         if let Some(w) = head_waiter {
             w.wake();

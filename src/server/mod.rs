@@ -15,12 +15,14 @@ use pyo3::types::PyDict;
 
 use crate::asgi::awaitable::Ready;
 use crate::asgi::bridge::{Bridge, Event, LogLevel};
-use crate::asgi::cycle::{AccessInfo, HttpCycle};
+use crate::asgi::cycle::HttpCycle;
 use crate::asgi::exchange::Exchange;
 use crate::asgi::runner::AppRunner;
 use crate::asgi::scope::{self, ScopeTemplate};
 use crate::config::CoreConfig;
-use crate::http::{Endpoint, HttpContext, RequestHead, Timeouts};
+use crate::http::Access;
+use crate::http::{HttpContext, InFlight, Limits, RequestHead, Timeouts, TrustedProxies};
+use crate::log::{AccessLog, Format, Sink, Target};
 use crate::net::Listener;
 use crate::tls::Tls;
 use runtime::IoThread;
@@ -197,7 +199,13 @@ impl Core {
 
     /// Starts the I/O thread. Returns the file descriptor the loop must watch with
     /// `add_reader(fd, core.drain)`.
-    #[pyo3(signature = (event_loop, app, error_log, access_log, state))]
+    /// Starts the I/O thread. Returns the file descriptor the loop must watch with
+    /// `add_reader(fd, core.drain)`.
+    ///
+    /// `access_log` is where access lines go: `None` (off), a file descriptor or a path (written
+    /// by the I/O thread, each line after `access_prefix`), or a callable such as a logger's
+    /// `info` (called on the loop thread, for logging configurations that need Python).
+    #[pyo3(signature = (event_loop, app, error_log, access_log, state, access_prefix=String::new()))]
     fn start(
         slf: &Bound<'_, Self>,
         event_loop: Bound<'_, PyAny>,
@@ -205,6 +213,7 @@ impl Core {
         error_log: Bound<'_, PyAny>,
         access_log: Option<Bound<'_, PyAny>>,
         state: Option<Bound<'_, PyDict>>,
+        access_prefix: String,
     ) -> PyResult<i32> {
         let py = slf.py();
         let this = slf.borrow();
@@ -212,6 +221,20 @@ impl Core {
         if listeners.is_empty() {
             return Err(PyRuntimeError::new_err("the server was already started"));
         }
+        let (access, access_callable) = match access_log {
+            None => (None, None),
+            Some(target) => {
+                let log = AccessLog::new(access_format(&this.config)?);
+                let (sink, callable) = if let Ok(fd) = target.extract::<i32>() {
+                    (Sink::write(Target::Fd(fd), access_prefix)?, None)
+                } else if let Ok(path) = target.extract::<String>() {
+                    (Sink::write(Target::Path(path), access_prefix)?, None)
+                } else {
+                    (Sink::Python(this.bridge.clone()), Some(target.unbind()))
+                };
+                (Some(Access { log, sink }), callable)
+            }
+        };
         let (new_task, task_kwargs) = task_maker(&event_loop)?;
         let ctx = LoopContext {
             bridge: this.bridge.clone(),
@@ -224,7 +247,7 @@ impl Core {
             new_task,
             task_kwargs,
             error_log: error_log.unbind(),
-            access_log: access_log.map(Bound::unbind),
+            access_log: access_callable,
             template: ScopeTemplate {
                 root_path: this.config.root_path.clone(),
                 state: state.map(Bound::unbind),
@@ -235,6 +258,7 @@ impl Core {
         let http = Arc::new(http_context(
             &this.config,
             this.bridge.clone(),
+            access,
             this.tls.borrow_mut().take(),
         )?);
         let io = IoThread::start(http, listeners, this.config.threads)
@@ -255,6 +279,7 @@ impl Core {
                 Event::Request(ex, head) => start_request(py, ctx, ex, &head),
                 Event::Wake(ex) => wake(py, ctx, &ex),
                 Event::Log(level, msg) => ctx.log(py, level, &msg),
+                Event::Access(line) => ctx.log_access(&line),
             }
         }
         *self.spare.borrow_mut() = events;
@@ -274,6 +299,15 @@ impl Core {
         if let Some(io) = self.io.borrow().as_ref() {
             io.shutdown();
         }
+    }
+
+    /// Reopens the access log file, for USR1 after log rotation.
+    fn reopen_logs(&self) -> PyResult<()> {
+        if let Some(io) = self.io.borrow().as_ref() {
+            io.reopen_logs()
+                .map_err(|e| PyOSError::new_err(e.to_string()))?;
+        }
+        Ok(())
     }
 
     /// Open connections.
@@ -320,6 +354,7 @@ fn bind(config: &CoreConfig) -> std::io::Result<Listener> {
 fn http_context(
     config: &CoreConfig,
     bridge: Arc<Bridge>,
+    access: Option<Access>,
     tls: Option<Tls>,
 ) -> PyResult<HttpContext> {
     let mut default_headers = HeaderMap::new();
@@ -341,15 +376,36 @@ fn http_context(
     http1
         // The connection driver enforces the head-read timeout with its own timer.
         .header_read_timeout(None)
+        // Fields beyond the limit, and heads beyond 64 KiB whatever the limits, get 431.
+        .max_headers(config.limit_request_fields)
+        .max_buf_size(crate::http::framing::MAX_HEAD)
         .auto_date_header(config.date_header)
         // Not `pipeline_flush`: it lifts hyper's bound on buffered response bytes, and with it
         // the backpressure on the app.
         .keep_alive(!timeouts.keep_alive.is_zero());
+    let limits = Limits {
+        request_line: config.limit_request_line,
+        field_size: config.limit_request_field_size,
+        body: config.limit_request_body,
+        concurrency: config.limit_concurrency,
+        body_read: config.body_read(),
+    };
+    let proxies = match config.proxy_headers {
+        true => Some(
+            TrustedProxies::parse(&config.forwarded_allow_ips).map_err(PyValueError::new_err)?,
+        ),
+        false => None,
+    };
     Ok(HttpContext {
+        access,
+        request_id: config.request_id,
         bridge,
         default_headers,
         http1,
         timeouts,
+        limits,
+        in_flight: InFlight::default(),
+        proxies,
         tls,
     })
 }
@@ -371,8 +427,7 @@ fn try_start_request(
     head: &RequestHead,
 ) -> PyResult<()> {
     let scope = scope::build(py, head, &ctx.template)?;
-    let access = ctx.access_log.as_ref().map(|_| access_info(head));
-    let cycle = Bound::new(py, HttpCycle::new(ex.clone(), ctx.clone(), access))?;
+    let cycle = Bound::new(py, HttpCycle::new(ex.clone(), ctx.clone()))?;
     let slot = ctx.slots.borrow_mut().insert(cycle.clone().unbind());
     ex.set_slot(slot);
     let receive = cycle.getattr(intern!(py, "receive"))?;
@@ -410,21 +465,13 @@ fn task_maker(event_loop: &Bound<'_, PyAny>) -> PyResult<(Py<PyAny>, Option<Py<P
     Ok((task.unbind(), Some(kwargs.unbind())))
 }
 
-fn access_info(head: &RequestHead) -> AccessInfo {
-    let client = match &head.conn.client {
-        Endpoint::Tcp(host, port) => format!("{host}:{port}"),
-        Endpoint::Unix(p) => p.clone(),
-        Endpoint::Unknown => "-".into(),
-    };
-    let target = head.uri.path_and_query().map_or("/", |p| p.as_str());
-    let version = if head.version == http::Version::HTTP_10 {
-        "1.0"
-    } else {
-        "1.1"
-    };
-    AccessInfo {
-        client,
-        request_line: format!("{} {} HTTP/{}", head.method, target, version),
+fn access_format(config: &CoreConfig) -> PyResult<Format> {
+    if config.log_format == "json" {
+        return Ok(Format::Json);
+    }
+    match &config.access_log_format {
+        Some(text) => Format::parse_atoms(text).map_err(PyValueError::new_err),
+        None => Ok(Format::Default),
     }
 }
 
