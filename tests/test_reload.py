@@ -189,6 +189,38 @@ def test_server_stops_when_reloader_is_killed(reloading):
     wait_for(lambda: not alive(pid), timeout=10, message="orphaned server kept running")
 
 
+def test_reload_on_a_unix_socket(tmp_path):
+    write_app(tmp_path, "one")
+    uds = str(tmp_path / "rsgi.sock")
+    server = spawn_server(
+        "reload_app:app",
+        "--reload",
+        "--reload-dir",
+        str(tmp_path),
+        "--lifespan",
+        "off",
+        app_dir=tmp_path,
+        port=False,
+        uds=uds,
+    )
+
+    def message() -> str | None:
+        try:
+            with RawClient(uds=uds, timeout=2) as client:
+                client.request("GET", "/", headers=[("Connection", "close")])
+                return client.read_response().body.decode().rsplit(" ", 1)[0]
+        except (OSError, AssertionError):
+            return None
+
+    try:
+        wait_until_accepting(server)
+        wait_for(lambda: message() == "one", timeout=RELOAD_TIMEOUT)
+        write_app(tmp_path, "two")
+        wait_for(lambda: message() == "two", timeout=RELOAD_TIMEOUT)
+    finally:
+        server.stop()
+
+
 def test_reload_with_workers_is_an_error(tmp_path):
     write_app(tmp_path, "one")
     server = spawn_server("reload_app:app", "--reload", "--workers", "2", app_dir=tmp_path)

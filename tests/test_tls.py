@@ -356,6 +356,17 @@ def test_silent_client_is_cut_after_handshake_timeout(server_factory, pki):
     wait_for(lambda: https_get(server.port, pki.context()).status_code == 200)
 
 
+def test_ambiguous_framing_is_refused_over_tls(tls_server, pki):
+    with tls_client(tls_server.port, pki.context()) as client:
+        client.send(
+            b"POST /scope HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /scope HTTP/1.1\r\nHost: t\r\n\r\n"
+        )
+        resp = client.read_response()
+        assert resp.status == 400
+        assert client.closed_within(5)
+
+
 def test_pathsend_over_tls(tls_server, pki, tmp_path):
     data = bytes(range(256)) * 4096 + b"tail"  # 1 MiB + 4
     path = tmp_path / "blob.bin"

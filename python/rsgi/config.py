@@ -455,6 +455,7 @@ class Config:
         "(verified when sent), 2 required. 1 and 2 need --ssl-ca-certs.",
         group=TLS,
         parse=parse_int,
+        metavar="LEVEL",
         minimum=CERT_NONE,
         maximum=CERT_REQUIRED,
     )
