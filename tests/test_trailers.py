@@ -100,3 +100,15 @@ def test_trailers_message_without_announcement_is_refused(server):
     assert resp.status == 200 and resp.body == b"ok"
     errors = json.loads(simple_get(server.port, "/report").body)["errors"]
     assert any("without 'trailers' set in 'http.response.start'" in e for e in errors), errors
+
+
+def test_app_returning_without_its_trailers_cuts_the_response(server):
+    offset = server.stderr_offset()
+    raw = read_all(
+        server.port,
+        b"GET /trailers?forget=1 HTTP/1.1\r\nHost: t\r\nTE: trailers\r\nConnection: close\r\n\r\n",
+    )
+    # The body is not terminated: the client cannot take it for a complete response.
+    assert not split(raw)[1].endswith(b"0\r\n\r\n")
+    server.wait_for_stderr("returned without completing response", since=offset)
+    assert simple_get(server.port, "/scope").status == 200

@@ -8,7 +8,7 @@
   messages it sent are kept for ``/report``.
 - ``/trailers``: a chunked body in two messages and trailers, announced with ``Trailer``;
   ``?split=1`` sends the trailers in two messages, ``?undeclared=1`` leaves out the
-  ``Trailer`` header.
+  ``Trailer`` header, ``?forget=1`` returns without sending the trailers.
 - ``/bad-trailers``: ``http.response.trailers`` without ``trailers`` in the start.
 - ``/misuse?case=...``: pathsend sent out of order; the error ``send()`` raised is kept.
 - ``/report``: ``{"errors": [...], "messages": [...]}`` kept by the endpoints above.
@@ -106,6 +106,8 @@ async def trailers(scope, send) -> None:
     await send({"type": "http.response.start", "status": 200, "headers": headers, "trailers": True})
     await send({"type": "http.response.body", "body": b"hello", "more_body": True})
     await send({"type": "http.response.body", "body": b" world", "more_body": False})
+    if args.get("forget") == "1":
+        return
     if args.get("split") == "1":
         first = [(b"x-checksum", b"abc123")]
         await send({"type": "http.response.trailers", "headers": first, "more_trailers": True})
