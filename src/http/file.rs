@@ -13,7 +13,6 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
@@ -28,22 +27,39 @@ pub struct FileStream {
 }
 
 enum State {
-    Opening(JoinHandle<io::Result<(File, u64)>>),
+    /// A blocking task is opening the file (and reading its first chunk), or reading the next.
+    Busy(JoinHandle<io::Result<(Reader, Bytes)>>),
     Idle(Reader),
-    Reading(JoinHandle<(Reader, io::Result<Bytes>)>),
     Done,
 }
 
 /// The open file and how far it has been read. The length is the one the file had when it
 /// was opened: a file that shrinks meanwhile is an error, one that grows is cut there.
 struct Reader {
-    file: Arc<File>,
+    file: File,
     offset: u64,
     len: u64,
 }
 
 impl Reader {
-    fn read_chunk(self) -> (Reader, io::Result<Bytes>) {
+    fn open(path: PathBuf) -> io::Result<Reader> {
+        let file = File::open(path)?;
+        let meta = file.metadata()?;
+        if !meta.is_file() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "not a regular file",
+            ));
+        }
+        Ok(Reader {
+            file,
+            offset: 0,
+            len: meta.len(),
+        })
+    }
+
+    /// Reads the next chunk (empty at the end of the file).
+    fn read_chunk(mut self) -> io::Result<(Reader, Bytes)> {
         let want = (self.len - self.offset).min(FILE_CHUNK as u64) as usize;
         let mut buf = BytesMut::zeroed(want);
         let mut filled = 0;
@@ -53,48 +69,30 @@ impl Reader {
                 .read_at(&mut buf[filled..], self.offset + filled as u64)
             {
                 Ok(0) => {
-                    let err = io::Error::new(
+                    return Err(io::Error::new(
                         io::ErrorKind::UnexpectedEof,
                         "the file became shorter while it was sent",
-                    );
-                    return (self, Err(err));
+                    ))
                 }
                 Ok(n) => filled += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return (self, Err(e)),
+                Err(e) => return Err(e),
             }
         }
-        let reader = Reader {
-            offset: self.offset + want as u64,
-            ..self
-        };
-        (reader, Ok(buf.freeze()))
+        self.offset += want as u64;
+        Ok((self, buf.freeze()))
     }
-}
-
-fn open(path: PathBuf) -> io::Result<(File, u64)> {
-    let file = File::open(path)?;
-    let meta = file.metadata()?;
-    if !meta.is_file() {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "not a regular file",
-        ));
-    }
-    Ok((file, meta.len()))
-}
-
-fn joined<T>(r: Result<T, tokio::task::JoinError>) -> io::Result<T> {
-    r.map_err(|e| io::Error::other(format!("file task failed: {e}")))
 }
 
 impl FileStream {
-    /// Starts opening `path`; must be called on the I/O thread's runtime.
+    /// Starts opening `path` (one blocking task opens it and reads the first chunk, so a
+    /// small file costs one trip to the blocking pool); must be called on the I/O runtime.
     pub fn open(path: PathBuf) -> Self {
         let p = path.clone();
+        let task = tokio::task::spawn_blocking(move || Reader::open(p)?.read_chunk());
         FileStream {
             path,
-            state: State::Opening(tokio::task::spawn_blocking(move || open(p))),
+            state: State::Busy(task),
         }
     }
 
@@ -106,18 +104,19 @@ impl FileStream {
     pub fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Bytes>>> {
         loop {
             match &mut self.state {
-                State::Opening(task) => {
-                    let opened = match Pin::new(task).poll(cx) {
+                State::Busy(task) => {
+                    let done = match Pin::new(task).poll(cx) {
                         Poll::Pending => return Poll::Pending,
-                        Poll::Ready(r) => joined(r).and_then(|r| r),
+                        Poll::Ready(r) => r
+                            .map_err(|e| io::Error::other(format!("file task failed: {e}")))
+                            .and_then(|r| r),
                     };
-                    match opened {
-                        Ok((file, len)) => {
-                            self.state = State::Idle(Reader {
-                                file: Arc::new(file),
-                                offset: 0,
-                                len,
-                            })
+                    match done {
+                        Ok((reader, chunk)) => {
+                            self.state = State::Idle(reader);
+                            if !chunk.is_empty() {
+                                return Poll::Ready(Some(Ok(chunk)));
+                            }
                         }
                         Err(e) => {
                             self.state = State::Done;
@@ -128,32 +127,10 @@ impl FileStream {
                 State::Idle(_) => {
                     if let State::Idle(reader) = std::mem::replace(&mut self.state, State::Done) {
                         if reader.offset < reader.len {
-                            let read = tokio::task::spawn_blocking(move || reader.read_chunk());
-                            self.state = State::Reading(read);
+                            let task = tokio::task::spawn_blocking(move || reader.read_chunk());
+                            self.state = State::Busy(task);
                         }
                     }
-                }
-                State::Reading(task) => {
-                    let (reader, chunk) = match Pin::new(task).poll(cx) {
-                        Poll::Pending => return Poll::Pending,
-                        Poll::Ready(r) => match joined(r) {
-                            Ok(done) => done,
-                            Err(e) => {
-                                self.state = State::Done;
-                                return Poll::Ready(Some(Err(e)));
-                            }
-                        },
-                    };
-                    return Poll::Ready(Some(match chunk {
-                        Ok(bytes) => {
-                            self.state = State::Idle(reader);
-                            Ok(bytes)
-                        }
-                        Err(e) => {
-                            self.state = State::Done;
-                            Err(e)
-                        }
-                    }));
                 }
                 State::Done => return Poll::Ready(None),
             }
