@@ -32,6 +32,7 @@ pub struct CoreConfig {
     pub access_log_format: Option<String>,
     pub log_format: String,
     pub request_id: bool,
+    pub metrics_bind: Option<String>,
     pub forwarded_allow_ips: String,
     pub ssl_certfile: Option<String>,
     pub ssl_keyfile: Option<String>,

@@ -5,6 +5,7 @@ mod asgi;
 mod config;
 mod http;
 mod log;
+mod metrics;
 mod net;
 mod server;
 mod tls;

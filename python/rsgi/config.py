@@ -358,6 +358,14 @@ class Config:
         group=HTTP,
         parse=parse_bool,
     )
+    metrics_bind: str | None = option(
+        None,
+        help="Serve Prometheus metrics at http://HOST:PORT/metrics (summed over all workers, "
+        "served by the master with -w N). Keep it on a private address.",
+        group=LOGGING,
+        optional=True,
+        metavar="HOST:PORT",
+    )
     log_config: str | None = option(
         None,
         help="Logging configuration file: .json or .yaml/.yml for logging.config.dictConfig "

@@ -31,7 +31,6 @@ pub enum Event {
 
 #[derive(Clone, Copy, Debug)]
 pub enum LogLevel {
-    Debug = 10,
     Warning = 30,
     Error = 40,
 }

@@ -16,7 +16,7 @@ use super::conn::Activity;
 use super::file::FileStream;
 use super::service::HttpContext;
 use super::service::X_REQUEST_ID;
-use crate::asgi::bridge::{Event, LogLevel};
+use crate::asgi::bridge::Event;
 use crate::asgi::exchange::{Exchange, RESPONSE_LOW_WATER};
 use crate::log::access::RequestFacts;
 use crate::log::Record;
@@ -48,6 +48,9 @@ pub struct Completion {
     /// For the access log, when it is on.
     tracked: Option<Box<Tracked>>,
     request_id: Option<HeaderValue>,
+    started: Instant,
+    status: u16,
+    bytes: u64,
     /// Close the connection after this response unless it switches protocols.
     pub close_unless_switching: bool,
 }
@@ -55,9 +58,6 @@ pub struct Completion {
 /// What the access line of this request needs beyond the request head.
 struct Tracked {
     facts: RequestFacts,
-    started: Instant,
-    status: u16,
-    bytes: u64,
     response_headers: Vec<(HeaderName, HeaderValue)>,
 }
 
@@ -72,6 +72,9 @@ impl Completion {
             file: None,
             tracked: None,
             request_id: None,
+            started: Instant::now(),
+            status: 0,
+            bytes: 0,
             close_unless_switching: false,
         }
     }
@@ -81,9 +84,6 @@ impl Completion {
         self.request_id = request_id;
         self.tracked = Some(Box::new(Tracked {
             facts,
-            started: Instant::now(),
-            status: 0,
-            bytes: 0,
             response_headers: Vec::new(),
         }));
     }
@@ -100,8 +100,8 @@ impl Completion {
         if let Some(id) = self.request_id.take() {
             headers.entry(X_REQUEST_ID).or_insert(id);
         }
+        self.status = status;
         if let (Some(t), Some(access)) = (&mut self.tracked, &self.ctx.access) {
-            t.status = status;
             t.response_headers = access.log.capture_response(headers);
         }
     }
@@ -111,9 +111,9 @@ impl Completion {
             return;
         };
         let record = Record {
-            status: t.status,
-            bytes: t.bytes,
-            duration: t.started.elapsed(),
+            status: self.status,
+            bytes: self.bytes,
+            duration: self.started.elapsed(),
             response_headers: t.response_headers,
             request: t.facts,
         };
@@ -127,6 +127,11 @@ impl Drop for Completion {
     fn drop(&mut self) {
         self.ctx.in_flight.done();
         self.activity.request_done();
+        if self.status != 0 {
+            self.ctx
+                .metrics
+                .request_done(self.status, self.started.elapsed(), self.bytes);
+        }
         if self.finished {
             self.log_access();
             return;
@@ -210,9 +215,7 @@ fn poll_stream(
         match file.poll_chunk(cx) {
             Poll::Pending => return Poll::Pending,
             Poll::Ready(Some(Ok(chunk))) => {
-                if let Some(t) = &mut c.tracked {
-                    t.bytes += chunk.len() as u64;
-                }
+                c.bytes += chunk.len() as u64;
                 if file.is_done() {
                     // The last chunk: say so, so that hyper ends the body in the same write.
                     c.file = None;
@@ -222,12 +225,11 @@ fn poll_stream(
                 return Poll::Ready(Some(Ok(Frame::data(chunk))));
             }
             Poll::Ready(Some(Err(e))) => {
-                let msg = format!(
+                tracing::error!(
                     "http.response.pathsend: cannot send {}: {e}; closing the connection",
                     file.path().display()
                 );
                 c.file = None;
-                c.ctx.bridge.log(LogLevel::Error, msg);
                 return Poll::Ready(Some(Err(Aborted)));
             }
             Poll::Ready(None) => c.file = None,
@@ -236,9 +238,7 @@ fn poll_stream(
     let mut st = c.ex.lock();
     if let Some(chunk) = st.resp_chunks.pop_front() {
         st.resp_buffered -= chunk.len();
-        if let Some(t) = &mut c.tracked {
-            t.bytes += chunk.len() as u64;
-        }
+        c.bytes += chunk.len() as u64;
         if st.resp_done
             && st.resp_chunks.is_empty()
             && st.resp_file.is_none()

@@ -20,9 +20,10 @@ use super::limits::{InFlight, Limits, Refusal};
 use super::proxy::TrustedProxies;
 use super::validate::check_head;
 use super::{ConnInfo, Endpoint, RequestHead};
-use crate::asgi::bridge::{Bridge, Event, LogLevel};
+use crate::asgi::bridge::{Bridge, Event};
 use crate::asgi::exchange::{Exchange, Inner, ResponseHead, REQUEST_READ_AHEAD};
 use crate::log::{AccessLog, Sink};
+use crate::metrics::Metrics;
 
 /// What every connection of a server shares.
 pub struct HttpContext {
@@ -33,6 +34,8 @@ pub struct HttpContext {
     pub timeouts: Timeouts,
     pub limits: Limits,
     pub in_flight: InFlight,
+    /// This process's counters.
+    pub metrics: &'static Metrics,
     /// `None` when proxy headers are off.
     pub proxies: Option<TrustedProxies>,
     /// `None` when the access log is off.
@@ -52,11 +55,9 @@ pub struct Access {
 impl HttpContext {
     /// Logs a refused request, one line, through the loop thread.
     pub fn log_refusal(&self, (status, why): Refusal, client: &Endpoint) {
+        self.metrics.refused(status.as_u16());
         let who = client_text(client);
-        self.bridge.log(
-            LogLevel::Warning,
-            format!("{} {why} ({who})", status.as_u16()),
-        );
+        tracing::warn!("{} {why} ({who})", status.as_u16());
     }
 }
 

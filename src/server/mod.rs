@@ -149,19 +149,31 @@ pub struct Core {
     spare: RefCell<Vec<Event>>,
     /// Loaded when the core is made, so bad TLS files fail before anything is served.
     tls: RefCell<Option<Tls>>,
+    /// The `--metrics-bind` listener, until the I/O thread takes it.
+    metrics: RefCell<Option<std::net::TcpListener>>,
 }
 
 #[pymethods]
 impl Core {
     /// Binds the sockets the config names, or adopts `fds` (already listening) instead.
+    ///
+    /// `serve_metrics`: answer `--metrics-bind` here. A supervised worker passes False: its
+    /// master serves the metrics of every worker.
     #[new]
-    #[pyo3(signature = (config, fds=None))]
-    fn new(config: CoreConfig, fds: Option<Vec<i32>>) -> PyResult<Self> {
+    #[pyo3(signature = (config, fds=None, serve_metrics=true))]
+    fn new(config: CoreConfig, fds: Option<Vec<i32>>, serve_metrics: bool) -> PyResult<Self> {
         let tls = match config.tls() {
             Some(settings) => Some(
                 Tls::from_config(&settings, config.header_read()).map_err(PyOSError::new_err)?,
             ),
             None => None,
+        };
+        let metrics = match (&config.metrics_bind, serve_metrics) {
+            (Some(addr), true) => Some(
+                bind_metrics(addr, config.backlog)
+                    .map_err(|e| PyOSError::new_err(format!("--metrics-bind {addr}: {e}")))?,
+            ),
+            _ => None,
         };
         let listeners = match fds {
             Some(fds) => fds
@@ -188,6 +200,7 @@ impl Core {
             ctx: OnceCell::new(),
             spare: RefCell::new(Vec::with_capacity(256)),
             tls: RefCell::new(tls),
+            metrics: RefCell::new(metrics),
         })
     }
 
@@ -255,13 +268,15 @@ impl Core {
             slots: RefCell::new(Slab::default()),
         };
         let _ = this.ctx.set(Rc::new(ctx));
+        crate::log::events::route_to(this.bridge.clone());
         let http = Arc::new(http_context(
             &this.config,
             this.bridge.clone(),
             access,
             this.tls.borrow_mut().take(),
         )?);
-        let io = IoThread::start(http, listeners, this.config.threads)
+        let metrics = this.metrics.borrow_mut().take();
+        let io = IoThread::start(http, listeners, metrics, this.config.threads)
             .map_err(|e| PyOSError::new_err(e.to_string()))?;
         *this.io.borrow_mut() = Some(io);
         Ok(this.bridge.loop_fd())
@@ -341,6 +356,24 @@ impl Core {
     }
 }
 
+fn bind_metrics(addr: &str, backlog: i32) -> std::io::Result<std::net::TcpListener> {
+    let (host, port) = addr
+        .rsplit_once(':')
+        .and_then(|(h, p)| {
+            Some((
+                h.trim_start_matches('[').trim_end_matches(']'),
+                p.parse().ok()?,
+            ))
+        })
+        .ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, "expected HOST:PORT")
+        })?;
+    match Listener::bind_tcp(host, port, backlog)? {
+        Listener::Tcp(l) => Ok(l),
+        Listener::Unix(_) => unreachable!("bind_tcp makes TCP listeners"),
+    }
+}
+
 fn bind(config: &CoreConfig) -> std::io::Result<Listener> {
     if let Some(path) = &config.uds {
         Listener::bind_unix(path, config.backlog)
@@ -383,6 +416,7 @@ fn http_context(
         // Not `pipeline_flush`: it lifts hyper's bound on buffered response bytes, and with it
         // the backpressure on the app.
         .keep_alive(!timeouts.keep_alive.is_zero());
+    let metrics = crate::metrics::current();
     let limits = Limits {
         request_line: config.limit_request_line,
         field_size: config.limit_request_field_size,
@@ -404,7 +438,8 @@ fn http_context(
         http1,
         timeouts,
         limits,
-        in_flight: InFlight::default(),
+        in_flight: InFlight::new(&metrics.in_flight),
+        metrics,
         proxies,
         tls,
     })

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use tokio::sync::{oneshot, watch};
 
-use crate::asgi::bridge::LogLevel;
 use crate::http::{serve_connection, ConnInfo, Endpoint, HttpContext};
+use crate::metrics::{self, Metrics};
 use crate::net::Listener;
 
 pub struct IoThread {
@@ -26,6 +26,7 @@ impl IoThread {
     pub fn start(
         ctx: Arc<HttpContext>,
         listeners: Vec<Listener>,
+        metrics: Option<std::net::TcpListener>,
         threads: usize,
     ) -> io::Result<Self> {
         let runtime = if threads <= 1 {
@@ -50,6 +51,9 @@ impl IoThread {
                 runtime.block_on(async move {
                     tokio::spawn(ctx.bridge.clone().dispatch());
                     tokio::spawn(crate::net::clock::tick());
+                    if let Some(listener) = metrics {
+                        tokio::spawn(metrics::serve::serve(listener, shutdown_rx.clone()));
+                    }
                     if ctx.access.is_some() {
                         tokio::spawn(flush_access_log(ctx.clone()));
                     }
@@ -125,6 +129,7 @@ struct Counted(Arc<AtomicUsize>);
 impl Counted {
     fn new(c: &Arc<AtomicUsize>) -> Self {
         c.fetch_add(1, Ordering::Relaxed);
+        Metrics::add(&metrics::current().connections, 1);
         Counted(c.clone())
     }
 }
@@ -132,6 +137,7 @@ impl Counted {
 impl Drop for Counted {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
+        Metrics::sub(&metrics::current().connections, 1);
     }
 }
 
@@ -152,7 +158,7 @@ async fn accept_loop(
                                 let server = stream.local_addr().map_or(Endpoint::Unknown, Endpoint::from);
                                 spawn_conn(stream, peer.into(), server, &ctx, &shutdown, &counter);
                             }
-                            Err(e) => accept_failed(&ctx, e).await,
+                            Err(e) => accept_failed(e).await,
                         },
                         _ = shutdown.changed() => break,
                     }
@@ -174,7 +180,7 @@ async fn accept_loop(
                             Ok((stream, _)) => {
                                 spawn_conn(stream, Endpoint::Unknown, path.clone(), &ctx, &shutdown, &counter);
                             }
-                            Err(e) => accept_failed(&ctx, e).await,
+                            Err(e) => accept_failed(e).await,
                         },
                         _ = shutdown.changed() => break,
                     }
@@ -185,8 +191,7 @@ async fn accept_loop(
         },
     };
     if let Err(e) = result {
-        ctx.bridge
-            .log(LogLevel::Error, format!("Cannot listen: {e}"));
+        tracing::error!("Cannot listen: {e}");
     }
 }
 
@@ -215,10 +220,7 @@ fn spawn_conn<S>(
                     let conn = Arc::new(ConnInfo::new(client, server, Some(info)));
                     serve_connection(stream, conn, ctx.clone(), shutdown).await;
                 }
-                Err(e) => ctx.bridge.log(
-                    LogLevel::Debug,
-                    format!("TLS handshake with {} failed: {e}", client.describe()),
-                ),
+                Err(e) => tracing::debug!("TLS handshake with {} failed: {e}", client.describe()),
             },
         }
         drop(counted);
@@ -226,10 +228,7 @@ fn spawn_conn<S>(
 }
 
 /// Accept errors such as EMFILE are transient: log, back off briefly, go on.
-async fn accept_failed(ctx: &HttpContext, e: io::Error) {
-    ctx.bridge.log(
-        LogLevel::Warning,
-        format!("Error accepting a connection: {e}"),
-    );
+async fn accept_failed(e: io::Error) {
+    tracing::warn!("Error accepting a connection: {e}");
     tokio::time::sleep(Duration::from_millis(100)).await;
 }
