@@ -5,8 +5,10 @@ mod asgi;
 mod config;
 mod http;
 mod log;
+mod metrics;
 mod net;
 mod server;
+mod tls;
 
 use pyo3::prelude::*;
 
