@@ -577,6 +577,40 @@ def test_ssl_settings_map_onto_rsgi_config(tmp_path):
     assert (config.ssl_ca_certs, config.ssl_cert_reqs) == (str(cas), 1)
 
 
+@pytest.mark.skipif(not rsgi_has_tls(), reason="this rsgi has no TLS support")
+def test_serves_https_with_gunicorns_certfile(tmp_path):
+    trustme = pytest.importorskip("trustme")
+    import http.client
+    import ssl
+
+    ca = trustme.CA()
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    server_cert = ca.issue_cert("127.0.0.1")
+    server_cert.cert_chain_pems[0].write_to_path(str(cert))
+    server_cert.private_key_pem.write_to_path(str(key))
+    server = start_gunicorn(
+        tmp_path, "gunicorn_app:app", "--certfile", str(cert), "--keyfile", str(key), wait=False
+    )
+    try:
+        wait_until_accepting(server)
+        context = ssl.create_default_context()
+        ca.configure_trust(context)
+
+        def answer() -> bytes | None:
+            conn = http.client.HTTPSConnection("127.0.0.1", server.port, context=context)
+            try:
+                conn.request("GET", "/client")
+                return conn.getresponse().read()
+            except OSError:
+                return None
+            finally:
+                conn.close()
+
+        assert wait_for(answer, timeout=10, message="no HTTPS answer") == b"127.0.0.1 https"
+    finally:
+        server.stop()
+
+
 @pytest.mark.skipif(rsgi_has_tls(), reason="this rsgi serves TLS")
 def test_tls_settings_refuse_to_serve_without_tls_support(tmp_path):
     # Never serve plain HTTP where HTTPS was asked for: the worker does not boot.
