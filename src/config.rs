@@ -42,6 +42,11 @@ pub struct CoreConfig {
     pub ws_ping_interval: Option<f64>,
     pub ws_ping_timeout: Option<f64>,
     pub ws_per_message_deflate: bool,
+    pub ssl_certfile: Option<String>,
+    pub ssl_keyfile: Option<String>,
+    pub ssl_keyfile_password: Option<String>,
+    pub ssl_ca_certs: Option<String>,
+    pub ssl_cert_reqs: u8,
 }
 
 impl CoreConfig {
@@ -55,6 +60,17 @@ impl CoreConfig {
 
     pub fn header_read(&self) -> Duration {
         Duration::from_secs_f64(self.timeout_header_read.max(0.0))
+    }
+
+    /// The TLS settings, when TLS is on (`ssl_certfile` is set).
+    pub fn tls(&self) -> Option<crate::tls::TlsSettings> {
+        Some(crate::tls::TlsSettings {
+            certfile: self.ssl_certfile.clone()?,
+            keyfile: self.ssl_keyfile.clone(),
+            password: self.ssl_keyfile_password.clone(),
+            ca_certs: self.ssl_ca_certs.clone(),
+            cert_reqs: self.ssl_cert_reqs,
+        })
     }
 
     pub fn ws(&self) -> WsConfig {
@@ -104,6 +120,11 @@ mod tests {
             request_id: false,
             metrics_bind: None,
             forwarded_allow_ips: String::new(),
+            ssl_certfile: None,
+            ssl_keyfile: None,
+            ssl_keyfile_password: None,
+            ssl_ca_certs: None,
+            ssl_cert_reqs: 0,
             ws: ws.into(),
             ws_max_size: 0,
             ws_max_queue: 0,

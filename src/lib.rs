@@ -8,6 +8,7 @@ mod log;
 mod metrics;
 mod net;
 mod server;
+mod tls;
 mod ws;
 
 use pyo3::prelude::*;

@@ -680,3 +680,28 @@ def test_ws_options_from_cli_and_environment():
     for bad in ({"ws": "tornado"}, {"ws_max_size": 0}, {"ws_ping_interval": -1}):
         with pytest.raises(ConfigError):
             Config(app="app:app", **bad)
+
+
+@rsgi_only
+def test_wss_over_tls(tmp_path):
+    trustme = pytest.importorskip("trustme")
+    import ssl
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("localhost", "127.0.0.1")
+    certfile, keyfile = tmp_path / "chain.pem", tmp_path / "key.pem"
+    certfile.write_bytes(b"".join(blob.bytes() for blob in cert.cert_chain_pems))
+    keyfile.write_bytes(cert.private_key_pem.bytes())
+    ctx = ssl.create_default_context()
+    ca.configure_trust(ctx)
+    args = ("--ssl-certfile", str(certfile), "--ssl-keyfile", str(keyfile))
+    with running_server("ws_app:app", *args) as s:
+        url = f"wss://127.0.0.1:{s.port}/scope"
+        with connect(url, ssl=ctx, server_hostname="127.0.0.1") as ws:
+            scope = json.loads(ws.recv(timeout=5))["scope"]
+            assert scope["scheme"] == "wss"
+            assert "tls" in scope["extensions"]
+            assert "websocket.http.response" in scope["extensions"]
+            big = "é" * 100_000
+            ws.send(big)
+            assert ws.recv(timeout=5) == big

@@ -82,5 +82,8 @@ class Core:
         """Reopens the access log file (USR1, after log rotation)."""
     def connections(self) -> int: ...
     def running(self) -> int: ...
+    def requests(self) -> int:
+        """Requests ended on the I/O side since the start: a response written, or the
+        client gone first. A relaxed atomic load, cheap enough to poll."""
     def close(self) -> None:
         """Stops the I/O thread at once and waits for it."""

@@ -28,9 +28,14 @@ def run_config(config: Config) -> None:
         config.setup_logging()
         # Before serve(): the app is imported there and may read the environment.
         config.load_env_file()
-        from rsgi.server import serve
+        if config.reload:
+            from rsgi.supervisors.reload import run_reloader
 
-        code = serve(config)
+            code = run_reloader(config)
+        else:
+            from rsgi.server import serve
+
+            code = serve(config)
     except ConfigError as exc:
         logging.getLogger("rsgi.error").error("%s", exc)
         code = 1

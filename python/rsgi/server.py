@@ -42,7 +42,14 @@ def serve(config: Config, fds: list[int] | None = None) -> int:
 
 
 class Server:
-    """Runs the app on this process's loop with the Rust core doing the I/O."""
+    """Runs the app on this process's loop with the Rust core doing the I/O.
+
+    Subclasses (the gunicorn worker) adapt it through ``install_signals``,
+    ``access_target``, ``started`` and ``reopen_logs``, and stop it with ``request_stop``.
+    """
+
+    #: Seconds the app's lifespan shutdown may take after a forced (quick) stop.
+    FORCED_LIFESPAN_TIMEOUT = 2.0
 
     def __init__(self, config: Config, app: Any, fds: list[int] | None = None) -> None:
         self.config = config
@@ -50,6 +57,8 @@ class Server:
         self.fds = fds
         self.stop = asyncio.Event()
         self.force = False
+        #: The Rust core, once the lifespan startup succeeded.
+        self.core: _rsgi.Core | None = None
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
@@ -61,7 +70,7 @@ class Server:
             await lifespan.startup()
         except LifespanFailure:
             return STARTUP_FAILURE
-        access, prefix = logs.access_target(self.config) or (None, "")
+        access, prefix = self.access_target() or (None, "")
         try:
             core = _rsgi.Core(self.config, self.fds)
             fd = core.start(loop, self.app, logger, access, lifespan.state, prefix)
@@ -69,19 +78,37 @@ class Server:
             logger.error("%s", exc)
             await lifespan.shutdown()
             return 1
+        self.core = core
         loop.add_reader(fd, core.drain)
         loop.add_signal_handler(signal.SIGUSR1, self.reopen_logs, core)
-        for address in core.addresses:
-            logger.info("rsgi running on %s (Press CTRL+C to quit)", address)
+        self.started(core)
         await self.stop.wait()
         logger.info("Shutting down")
         await self.drain(core)
         loop.remove_reader(fd)
         core.close()
         await self.finish_tasks()
-        await lifespan.shutdown()
+        await self.shutdown_lifespan(lifespan)
         logger.info("Finished server process [%d]", os.getpid())
         return 0
+
+    # -- extension points -----------------------------------------------------
+
+    def access_target(self) -> tuple[Any, str] | None:
+        """Where the core writes access lines (a file descriptor, a path, or a callable
+        taking each line), and the text before each line; None for no access log."""
+        return logs.access_target(self.config)
+
+    def started(self, core: _rsgi.Core) -> None:
+        """Called once the core serves."""
+        for address in core.addresses:
+            logger.info("rsgi running on %s (Press CTRL+C to quit)", address)
+
+    def request_stop(self, force: bool = False) -> None:
+        """Stops the server: gracefully, or with ``force`` without waiting for requests."""
+        if force:
+            self.force = True
+        self.stop.set()
 
     def reopen_logs(self, core: _rsgi.Core) -> None:
         logs.reopen_files()
@@ -96,9 +123,7 @@ class Server:
 
     def on_signal(self) -> None:
         # A second signal skips the wait for in-flight requests.
-        if self.stop.is_set():
-            self.force = True
-        self.stop.set()
+        self.request_stop(force=self.stop.is_set())
 
     async def drain(self, core: _rsgi.Core) -> None:
         """Stops accepting, then waits for in-flight requests within the graceful timeout."""
@@ -128,3 +153,13 @@ class Server:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def shutdown_lifespan(self, lifespan: Lifespan) -> None:
+        """Runs the app's lifespan shutdown; bounded after a forced stop."""
+        if not self.force:
+            await lifespan.shutdown()
+            return
+        try:
+            await asyncio.wait_for(lifespan.shutdown(), self.FORCED_LIFESPAN_TIMEOUT)
+        except asyncio.TimeoutError:
+            logger.warning("Application shutdown cut short after a quick stop.")

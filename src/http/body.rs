@@ -13,6 +13,7 @@ use std::time::Instant;
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 use super::conn::Activity;
+use super::file::FileStream;
 use super::service::HttpContext;
 use super::service::X_REQUEST_ID;
 use crate::asgi::bridge::Event;
@@ -42,6 +43,8 @@ pub struct Completion {
     ctx: Arc<HttpContext>,
     activity: Arc<Activity>,
     finished: bool,
+    /// The `http.response.pathsend` file being streamed.
+    file: Option<FileStream>,
     /// For the access log, when it is on.
     tracked: Option<Box<Tracked>>,
     request_id: Option<HeaderValue>,
@@ -66,6 +69,7 @@ impl Completion {
             ctx,
             activity,
             finished: false,
+            file: None,
             tracked: None,
             request_id: None,
             started: Instant::now(),
@@ -130,6 +134,7 @@ impl Drop for Completion {
     fn drop(&mut self) {
         self.ctx.in_flight.done();
         self.activity.request_done();
+        self.ctx.bridge.request_ended();
         if self.status != 0 {
             self.ctx
                 .metrics
@@ -206,7 +211,7 @@ impl http_body::Body for ResponseBody {
 /// When the app already sent its whole body, hyper can frame it with `content-length`.
 fn stream_size_hint(c: &Completion) -> SizeHint {
     let st = c.ex.lock();
-    if st.resp_done {
+    if st.resp_done && st.resp_file.is_none() && c.file.is_none() && !st.trailers_announced {
         SizeHint::with_exact(st.resp_buffered as u64)
     } else {
         SizeHint::default()
@@ -220,11 +225,39 @@ fn poll_stream(
     if c.finished {
         return Poll::Ready(None);
     }
+    if let Some(file) = &mut c.file {
+        match file.poll_chunk(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Some(Ok(chunk))) => {
+                c.bytes += chunk.len() as u64;
+                if file.is_done() {
+                    // The last chunk: say so, so that hyper ends the body in the same write.
+                    c.file = None;
+                    let st = c.ex.lock();
+                    c.finished = st.resp_done && st.resp_trailers.is_none();
+                }
+                return Poll::Ready(Some(Ok(Frame::data(chunk))));
+            }
+            Poll::Ready(Some(Err(e))) => {
+                tracing::error!(
+                    "http.response.pathsend: cannot send {}: {e}; closing the connection",
+                    file.path().display()
+                );
+                c.file = None;
+                return Poll::Ready(Some(Err(Aborted)));
+            }
+            Poll::Ready(None) => c.file = None,
+        }
+    }
     let mut st = c.ex.lock();
     if let Some(chunk) = st.resp_chunks.pop_front() {
         st.resp_buffered -= chunk.len();
         c.bytes += chunk.len() as u64;
-        if st.resp_done && st.resp_chunks.is_empty() {
+        if st.resp_done
+            && st.resp_chunks.is_empty()
+            && st.resp_file.is_none()
+            && st.resp_trailers.is_none()
+        {
             c.finished = true;
         }
         let notify = st.loop_waiting && st.resp_buffered < RESPONSE_LOW_WATER;
@@ -237,11 +270,20 @@ fn poll_stream(
         }
         return Poll::Ready(Some(Ok(Frame::data(chunk))));
     }
+    if let Some(path) = st.resp_file.take() {
+        // The app's queued chunks are out: the file is the rest of the body.
+        drop(st);
+        c.file = Some(FileStream::open(path));
+        return poll_stream(c, cx);
+    }
     if st.abort {
         return Poll::Ready(Some(Err(Aborted)));
     }
     if st.resp_done {
         c.finished = true;
+        if let Some(trailers) = st.resp_trailers.take() {
+            return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+        }
         return Poll::Ready(None);
     }
     st.io_waker = Some(cx.waker().clone());

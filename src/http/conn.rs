@@ -4,7 +4,8 @@
 //! One timer per connection serves both timeouts: when it fires, the connection's [`Activity`]
 //! says which deadline applies now, and the timer either closes the connection or re-arms.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::future::{poll_fn, Future};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -30,6 +31,8 @@ pub struct Activity {
     idle_since: AtomicU64,
     /// When the first byte of the next request head arrived; 0 while none has.
     head_since: AtomicU64,
+    /// A request has started on this connection.
+    used: AtomicBool,
 }
 
 impl Activity {
@@ -39,7 +42,13 @@ impl Activity {
             in_flight: AtomicU32::new(0),
             idle_since: AtomicU64::new(now_ms()),
             head_since: AtomicU64::new(0),
+            used: AtomicBool::new(false),
         }
+    }
+
+    /// Nothing has arrived yet on this connection.
+    fn fresh(&self) -> bool {
+        !self.used.load(Ordering::Relaxed) && self.head_since.load(Ordering::Relaxed) == 0
     }
 
     pub(super) fn bytes_arrived(&self) {
@@ -52,6 +61,7 @@ impl Activity {
     }
 
     pub fn request_started(&self) {
+        self.used.store(true, Ordering::Relaxed);
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         self.head_since.store(0, Ordering::Relaxed);
     }
@@ -72,18 +82,37 @@ impl Activity {
         if head != 0 {
             Some(head + limits.header_read.as_millis() as u64)
         } else {
-            Some(self.idle_since.load(Ordering::Relaxed) + limits.keep_alive.as_millis() as u64)
+            Some(self.idle_since.load(Ordering::Relaxed) + limits.idle().as_millis() as u64)
         }
     }
 }
 
 #[derive(Clone, Copy, Debug)]
 pub struct Timeouts {
-    /// How long an idle keep-alive connection stays open.
+    /// How long an idle keep-alive connection stays open; zero turns keep-alive off.
     pub keep_alive: Duration,
     /// How long a client may take to send a request head, from its first byte.
     pub header_read: Duration,
 }
+
+impl Timeouts {
+    /// How long a connection may stay idle. Without keep-alive, hyper closes the connection
+    /// after its one response, so this only bounds the wait for the first request.
+    fn idle(&self) -> Duration {
+        if self.keep_alive.is_zero() {
+            self.header_read
+        } else {
+            self.keep_alive
+        }
+    }
+}
+
+/// On a graceful shutdown, how long a connection that has received nothing yet may take to
+/// send its first request (at most the idle timeout). hyper would close it at once, yet its
+/// client connected before the shutdown and its request is most likely on the way: under a
+/// process manager that keeps the listening socket open (gunicorn), closing it would fail a
+/// request that no other worker can pick up.
+const FIRST_REQUEST_GRACE: Duration = Duration::from_secs(1);
 
 /// Serves one connection until the client leaves, a timeout closes it, or a graceful shutdown
 /// lets its in-flight request finish.
@@ -108,29 +137,58 @@ pub async fn serve_connection<S>(
     tokio::pin!(driver);
 
     let limits = ctx.timeouts;
-    let timer = tokio::time::sleep(limits.keep_alive.min(limits.header_read));
+    let timer = tokio::time::sleep(limits.idle().min(limits.header_read));
     tokio::pin!(timer);
-    let mut closing = *shutdown.borrow();
-    if closing {
-        driver.as_mut().graceful_shutdown();
+    // Shutting down, but waiting for the first request of a fresh connection (until the
+    // deadline, in ms) before telling hyper.
+    let mut deferred: Option<u64> = None;
+    let mut closing = false;
+    // hyper closes a connection that has read nothing yet as soon as it is told to shut down.
+    macro_rules! begin_shutdown {
+        () => {{
+            closing = true;
+            if activity.fresh() {
+                let grace = FIRST_REQUEST_GRACE.min(limits.idle());
+                deferred = Some(now_ms() + grace.as_millis() as u64);
+                timer.as_mut().reset(tokio::time::Instant::now() + grace);
+            } else {
+                driver.as_mut().graceful_shutdown();
+            }
+        }};
+    }
+    if *shutdown.borrow() {
+        begin_shutdown!();
     }
     let mut served = false;
     loop {
         tokio::select! {
             biased;
-            result = driver.as_mut() => {
+            result = poll_fn(|cx| {
+                let done = driver.as_mut().poll(cx);
+                if done.is_pending() && deferred.is_some() && !activity.fresh() {
+                    // The first request's bytes are in: hyper now finishes it, then closes.
+                    deferred = None;
+                    driver.as_mut().graceful_shutdown();
+                    cx.waker().wake_by_ref();
+                }
+                done
+            }) => {
                 if let Err(e) = result {
                     log_parse_error(&ctx, &conn, &e);
                 }
                 served = true;
                 break;
             }
-            _ = shutdown.changed(), if !closing => {
-                closing = true;
-                driver.as_mut().graceful_shutdown();
-            }
+            _ = shutdown.changed(), if !closing => begin_shutdown!(),
             _ = timer.as_mut() => {
                 let now = now_ms();
+                if let Some(until) = deferred {
+                    if now >= until {
+                        // Nothing came: let hyper close it.
+                        deferred = None;
+                        driver.as_mut().graceful_shutdown();
+                    }
+                }
                 let wait = match activity.deadline(&limits) {
                     // Idle too long, or too slow to send a head: drop the connection.
                     Some(deadline) if now >= deadline => {
@@ -141,7 +199,7 @@ pub async fn serve_connection<S>(
                         break;
                     }
                     Some(deadline) => Duration::from_millis(deadline - now),
-                    None => limits.keep_alive,
+                    None => limits.idle(),
                 };
                 timer.as_mut().reset(tokio::time::Instant::now() + wait);
             }

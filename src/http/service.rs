@@ -48,6 +48,8 @@ pub struct HttpContext {
     /// Take or make an `x-request-id` for every request, and echo it in the response.
     pub request_id: bool,
     pub ws: WsConfig,
+    /// TLS termination, when `--ssl-certfile` is set.
+    pub tls: Option<crate::tls::Tls>,
 }
 
 /// The access log: its format and where its lines go.

@@ -24,6 +24,7 @@ use crate::http::Access;
 use crate::http::{HttpContext, InFlight, Limits, RequestHead, Timeouts, TrustedProxies};
 use crate::log::{AccessLog, Format, Sink, Target};
 use crate::net::Listener;
+use crate::tls::Tls;
 use crate::ws::cycle::WebSocketCycle;
 use runtime::IoThread;
 
@@ -147,6 +148,8 @@ pub struct Core {
     io: RefCell<Option<IoThread>>,
     ctx: OnceCell<Rc<LoopContext>>,
     spare: RefCell<Vec<Event>>,
+    /// Loaded when the core is made, so bad TLS files fail before anything is served.
+    tls: RefCell<Option<Tls>>,
     /// The `--metrics-bind` listener, until the I/O thread takes it.
     metrics: RefCell<Option<std::net::TcpListener>>,
 }
@@ -160,6 +163,12 @@ impl Core {
     #[new]
     #[pyo3(signature = (config, fds=None, serve_metrics=true))]
     fn new(config: CoreConfig, fds: Option<Vec<i32>>, serve_metrics: bool) -> PyResult<Self> {
+        let tls = match config.tls() {
+            Some(settings) => Some(
+                Tls::from_config(&settings, config.header_read()).map_err(PyOSError::new_err)?,
+            ),
+            None => None,
+        };
         let metrics = match (&config.metrics_bind, serve_metrics) {
             (Some(addr), true) => Some(
                 bind_metrics(addr, config.backlog)
@@ -175,7 +184,14 @@ impl Core {
             None => bind(&config).map(|l| vec![l]),
         }
         .map_err(|e| PyOSError::new_err(e.to_string()))?;
-        let addresses = listeners.iter().map(Listener::describe).collect();
+        let addresses = listeners
+            .iter()
+            .map(Listener::describe)
+            .map(|a| match (&tls, a.strip_prefix("http://")) {
+                (Some(_), Some(rest)) => format!("https://{rest}"),
+                _ => a,
+            })
+            .collect();
         Ok(Core {
             config,
             bridge: Arc::new(Bridge::new()?),
@@ -184,6 +200,7 @@ impl Core {
             io: RefCell::new(None),
             ctx: OnceCell::new(),
             spare: RefCell::new(Vec::with_capacity(256)),
+            tls: RefCell::new(tls),
             metrics: RefCell::new(metrics),
         })
     }
@@ -253,7 +270,12 @@ impl Core {
         };
         let _ = this.ctx.set(Rc::new(ctx));
         crate::log::events::route_to(this.bridge.clone());
-        let http = Arc::new(http_context(&this.config, this.bridge.clone(), access)?);
+        let http = Arc::new(http_context(
+            &this.config,
+            this.bridge.clone(),
+            access,
+            this.tls.borrow_mut().take(),
+        )?);
         let metrics = this.metrics.borrow_mut().take();
         let io = IoThread::start(http, listeners, metrics, this.config.threads)
             .map_err(|e| PyOSError::new_err(e.to_string()))?;
@@ -308,6 +330,12 @@ impl Core {
     /// Open connections.
     fn connections(&self) -> usize {
         self.io.borrow().as_ref().map_or(0, IoThread::connections)
+    }
+
+    /// Requests ended on the I/O side since the server started (a response written, or the
+    /// client gone first). One relaxed atomic load: cheap enough for a heartbeat to poll.
+    fn requests(&self) -> u64 {
+        self.bridge.requests()
     }
 
     /// Requests whose app is still running.
@@ -368,6 +396,7 @@ fn http_context(
     config: &CoreConfig,
     bridge: Arc<Bridge>,
     access: Option<Access>,
+    tls: Option<Tls>,
 ) -> PyResult<HttpContext> {
     let mut default_headers = HeaderMap::new();
     if config.server_header {
@@ -421,6 +450,7 @@ fn http_context(
         metrics,
         proxies,
         ws: config.ws(),
+        tls,
     })
 }
 

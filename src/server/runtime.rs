@@ -156,8 +156,7 @@ async fn accept_loop(
                             Ok((stream, peer)) => {
                                 let _ = stream.set_nodelay(true);
                                 let server = stream.local_addr().map_or(Endpoint::Unknown, Endpoint::from);
-                                let conn = Arc::new(ConnInfo { client: peer.into(), server });
-                                spawn_conn(stream, conn, &ctx, &shutdown, &counter);
+                                spawn_conn(stream, peer.into(), server, &ctx, &shutdown, &counter);
                             }
                             Err(e) => accept_failed(e).await,
                         },
@@ -179,8 +178,7 @@ async fn accept_loop(
                     tokio::select! {
                         r = l.accept() => match r {
                             Ok((stream, _)) => {
-                                let conn = Arc::new(ConnInfo { client: Endpoint::Unknown, server: path.clone() });
-                                spawn_conn(stream, conn, &ctx, &shutdown, &counter);
+                                spawn_conn(stream, Endpoint::Unknown, path.clone(), &ctx, &shutdown, &counter);
                             }
                             Err(e) => accept_failed(e).await,
                         },
@@ -199,7 +197,8 @@ async fn accept_loop(
 
 fn spawn_conn<S>(
     stream: S,
-    conn: Arc<ConnInfo>,
+    client: Endpoint,
+    server: Endpoint,
     ctx: &Arc<HttpContext>,
     shutdown: &watch::Receiver<bool>,
     counter: &Arc<AtomicUsize>,
@@ -208,9 +207,22 @@ fn spawn_conn<S>(
 {
     let counted = Counted::new(counter);
     let ctx = ctx.clone();
-    let shutdown = shutdown.clone();
+    let mut shutdown = shutdown.clone();
     tokio::spawn(async move {
-        serve_connection(stream, conn, ctx, shutdown).await;
+        match &ctx.tls {
+            None => {
+                let conn = Arc::new(ConnInfo::new(client, server, None));
+                serve_connection(stream, conn, ctx.clone(), shutdown).await;
+            }
+            // The handshake runs here, in the connection's task on the I/O thread.
+            Some(tls) => match tls.accept(stream, &mut shutdown).await {
+                Ok((stream, info)) => {
+                    let conn = Arc::new(ConnInfo::new(client, server, Some(info)));
+                    serve_connection(stream, conn, ctx.clone(), shutdown).await;
+                }
+                Err(e) => tracing::debug!("TLS handshake with {} failed: {e}", client.describe()),
+            },
+        }
         drop(counted);
     });
 }
