@@ -4,6 +4,7 @@
 //! One timer per connection serves both timeouts: when it fires, the connection's [`Activity`]
 //! says which deadline applies now, and the timer either closes the connection or re-arms.
 
+use std::future::{poll_fn, Future};
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -51,6 +52,10 @@ impl Activity {
         self.head_since.store(0, Ordering::Relaxed);
     }
 
+    fn has_request(&self) -> bool {
+        self.in_flight.load(Ordering::Relaxed) > 0
+    }
+
     pub fn request_done(&self) {
         self.in_flight.fetch_sub(1, Ordering::Relaxed);
         self.head_since.store(0, Ordering::Relaxed);
@@ -71,6 +76,10 @@ impl Activity {
         }
     }
 }
+
+/// How long an idle connection stays open after a graceful shutdown began, in case a request
+/// is on its way (see `serve_connection`).
+const SHUTDOWN_LINGER: Duration = Duration::from_secs(1);
 
 #[derive(Clone, Copy, Debug)]
 pub struct Timeouts {
@@ -158,16 +167,38 @@ pub async fn serve_connection<S>(
     let limits = ctx.timeouts;
     let timer = tokio::time::sleep(limits.keep_alive.min(limits.header_read));
     tokio::pin!(timer);
-    let mut closing = *shutdown.borrow();
-    if closing {
-        driver.as_mut().graceful_shutdown();
+    // Graceful shutdown, in two steps. Told to shut down, the connection first lingers: an
+    // idle one (just accepted, or between keep-alive requests) may be about to receive a
+    // request, and closing it then would fail that request. A request that arrives while it
+    // lingers is served with `connection: close`; without one, the connection closes when
+    // the linger ends.
+    let mut closing = false;
+    let mut shut = false;
+    let linger = tokio::time::sleep(SHUTDOWN_LINGER);
+    tokio::pin!(linger);
+    if *shutdown.borrow() {
+        closing = true;
     }
     loop {
+        if closing && !shut && activity.has_request() {
+            shut = true;
+            driver.as_mut().graceful_shutdown();
+        }
+        // The driver, or a wake-up as soon as a request starts on a lingering connection.
+        let step = poll_fn(|cx| match driver.as_mut().poll(cx) {
+            Poll::Ready(_) => Poll::Ready(true),
+            Poll::Pending if closing && !shut && activity.has_request() => Poll::Ready(false),
+            Poll::Pending => Poll::Pending,
+        });
         tokio::select! {
             biased;
-            _ = driver.as_mut() => break,
+            done = step => if done { break },
             _ = shutdown.changed(), if !closing => {
                 closing = true;
+                linger.as_mut().reset(tokio::time::Instant::now() + SHUTDOWN_LINGER);
+            }
+            _ = linger.as_mut(), if closing && !shut => {
+                shut = true;
                 driver.as_mut().graceful_shutdown();
             }
             _ = timer.as_mut() => {
