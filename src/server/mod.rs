@@ -37,6 +37,8 @@ pub struct LoopContext {
     template: ScopeTemplate,
     /// The cycles whose app is running, indexed by `Exchange::slot`.
     slots: RefCell<Slab>,
+    /// Requests handed to the app so far (read by the supervisor's max-requests check).
+    requests: Cell<u64>,
 }
 
 impl LoopContext {
@@ -152,7 +154,7 @@ impl Core {
                 .into_iter()
                 .map(Listener::from_fd)
                 .collect::<Result<Vec<_>, _>>(),
-            None => bind(&config).map(|l| vec![l]),
+            None => crate::net::bind(&config),
         }
         .map_err(|e| PyOSError::new_err(e.to_string()))?;
         let addresses = listeners.iter().map(Listener::describe).collect();
@@ -205,6 +207,7 @@ impl Core {
                 state: state.map(Bound::unbind),
             },
             slots: RefCell::new(Slab::default()),
+            requests: Cell::new(0),
         };
         let _ = this.ctx.set(Rc::new(ctx));
         let http = Arc::new(http_context(&this.config, this.bridge.clone())?);
@@ -252,6 +255,12 @@ impl Core {
         self.io.borrow().as_ref().map_or(0, IoThread::connections)
     }
 
+    /// Requests handed to the app since the server started.
+    #[getter]
+    fn requests(&self) -> u64 {
+        self.ctx.get().map_or(0, |c| c.requests.get())
+    }
+
     /// Requests whose app is still running.
     fn running(&self) -> usize {
         self.ctx
@@ -275,16 +284,6 @@ impl Core {
             }
         }
         let _ = self.drain(py);
-    }
-}
-
-fn bind(config: &CoreConfig) -> std::io::Result<Listener> {
-    if let Some(path) = &config.uds {
-        Listener::bind_unix(path, config.backlog)
-    } else if let Some(fd) = config.fd {
-        Listener::from_fd(fd)
-    } else {
-        Listener::bind_tcp(&config.host, config.port, config.backlog)
     }
 }
 
@@ -336,6 +335,7 @@ fn try_start_request(
     ex: Arc<Exchange>,
     head: &RequestHead,
 ) -> PyResult<()> {
+    ctx.requests.set(ctx.requests.get() + 1);
     let scope = scope::build(py, head, &ctx.template)?;
     let access = ctx.access_log.as_ref().map(|_| access_info(head));
     let cycle = Py::new(py, HttpCycle::new(ex.clone(), ctx.clone(), access))?;
