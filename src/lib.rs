@@ -6,6 +6,7 @@ mod config;
 mod http;
 mod net;
 mod server;
+mod supervisor;
 
 use pyo3::prelude::*;
 
@@ -18,6 +19,7 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn _rsgi(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_class::<server::Core>()?;
+    m.add_class::<supervisor::Supervisor>()?;
     m.add_class::<asgi::cycle::HttpCycle>()?;
     m.add_class::<asgi::awaitable::Ready>()?;
     m.add(

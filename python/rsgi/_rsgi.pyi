@@ -49,7 +49,30 @@ class Core:
         """Wakes the I/O thread for the responses queued during this loop turn."""
     def shutdown(self) -> None:
         """Stops accepting; connections close once their in-flight request is done."""
+    @property
+    def requests(self) -> int:
+        """Requests handed to the app since the server started."""
     def connections(self) -> int: ...
     def running(self) -> int: ...
     def close(self) -> None:
         """Stops the I/O thread at once and waits for it."""
+
+class Supervisor:
+    """The pre-fork master: binds the sockets, forks and watches the workers."""
+
+    def __init__(self, config: Any) -> None:
+        """Binds the sockets named by ``config``, or takes over a previous image's."""
+    @property
+    def addresses(self) -> list[str]: ...
+    @property
+    def adopted(self) -> int:
+        """Workers left running by the master image this process replaced (HUP)."""
+    def run(
+        self,
+        worker_main: Callable[[list[int], int, int | None, int], Any],
+        logger: Any,
+        environ: Mapping[str, str] | None = None,
+    ) -> int:
+        """Runs the master until it stops; returns the exit code."""
+    def close(self, logger: Any, code: int) -> int:
+        """Gives up without serving (stops adopted workers); returns ``code``."""

@@ -167,3 +167,28 @@ def set_access_log(enabled: bool) -> None:
     access.propagate = False
     access.setLevel(logging.CRITICAL + 1)
     access.disabled = True
+
+
+def reopen_files() -> None:
+    """Reopen every file a logging.FileHandler writes to (SIGUSR1, after log rotation)."""
+    loggers = [logging.getLogger()] + [
+        item
+        for item in logging.Logger.manager.loggerDict.values()
+        if isinstance(item, logging.Logger)
+    ]
+    handlers = {handler for item in loggers for handler in item.handlers}
+    for handler in handlers:
+        if not isinstance(handler, logging.FileHandler):
+            continue
+        handler.acquire()
+        try:
+            if handler.stream is not None:
+                handler.stream.flush()
+                handler.stream.close()
+            handler.stream = handler._open()
+        except OSError as exc:
+            logging.getLogger("rsgi.error").error(
+                "Cannot reopen log file %s: %s", handler.baseFilename, exc
+            )
+        finally:
+            handler.release()

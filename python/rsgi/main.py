@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from typing import Any
 
@@ -22,15 +23,22 @@ def run_config(config: Config) -> None:
     """Set up logging and the environment, then serve; exit non-zero on failure.
 
     Exit codes: 1 when the app cannot be loaded (or logging/env file setup
-    fails), otherwise whatever ``serve`` returns (3 for a failed startup).
+    fails), otherwise whatever ``serve`` returns (3 for a failed startup). With a
+    master process (``config.supervised()``), 3 when a worker cannot boot.
     """
     try:
         config.setup_logging()
+        environ = dict(os.environ)
         # Before serve(): the app is imported there and may read the environment.
         config.load_env_file()
-        from rsgi.server import serve
+        if config.supervised():
+            from rsgi import supervisor
 
-        code = serve(config)
+            code = supervisor.run(config, environ)
+        else:
+            from rsgi.server import serve
+
+            code = serve(config)
     except ConfigError as exc:
         logging.getLogger("rsgi.error").error("%s", exc)
         code = 1

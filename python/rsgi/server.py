@@ -56,13 +56,25 @@ def make_handler(app: Any, loop: asyncio.AbstractEventLoop) -> Any:
     return handle
 
 
-def serve(config: Config, fds: list[int] | None = None) -> int:
-    """Serve until a signal stops the server; returns the process exit code."""
-    app = config.load_app()
+def serve(
+    config: Config,
+    fds: list[int] | None = None,
+    *,
+    app: Any = None,
+    link: Any = None,
+) -> int:
+    """Serve until a signal stops the server; returns the process exit code.
+
+    ``app`` is the loaded application (loaded from ``config`` when None); ``link`` is
+    the supervisor's hook object when a master process runs this worker
+    (``rsgi.supervisor.WorkerLink``).
+    """
+    if app is None:
+        app = config.load_app()
     loop = new_event_loop(config.loop)
     asyncio.set_event_loop(loop)
     try:
-        return loop.run_until_complete(Server(config, app, fds).run())
+        return loop.run_until_complete(Server(config, app, fds, link).run())
     finally:
         loop.close()
 
@@ -70,10 +82,13 @@ def serve(config: Config, fds: list[int] | None = None) -> int:
 class Server:
     """Runs the app on this process's loop with the Rust core doing the I/O."""
 
-    def __init__(self, config: Config, app: Any, fds: list[int] | None = None) -> None:
+    def __init__(
+        self, config: Config, app: Any, fds: list[int] | None = None, link: Any = None
+    ) -> None:
         self.config = config
         self.app = app
         self.fds = fds
+        self.link = link
         self.stop = asyncio.Event()
         self.force = False
 
@@ -96,8 +111,12 @@ class Server:
         self.handler = make_handler(self.app, loop)
         fd = core.start(loop, self.handler, logger, access, lifespan.state)
         loop.add_reader(fd, core.drain)
-        for address in core.addresses:
-            logger.info("rsgi running on %s (Press CTRL+C to quit)", address)
+        if self.link is not None:
+            # The master logged the addresses; the link reports readiness and heartbeats.
+            self.link.serving(loop, core, self)
+        else:
+            for address in core.addresses:
+                logger.info("rsgi running on %s (Press CTRL+C to quit)", address)
         await self.stop.wait()
         logger.info("Shutting down")
         await self.drain(core)
@@ -117,7 +136,11 @@ class Server:
 
     def on_signal(self) -> None:
         # A second signal skips the wait for in-flight requests.
-        if self.stop.is_set():
+        self.request_stop(force=self.stop.is_set())
+
+    def request_stop(self, force: bool = False) -> None:
+        """Starts the shutdown; ``force`` closes in-flight requests without waiting."""
+        if force:
             self.force = True
         self.stop.set()
 
