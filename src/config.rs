@@ -22,11 +22,23 @@ pub struct CoreConfig {
     pub timeout_keep_alive: f64,
     pub timeout_header_read: f64,
     pub threads: usize,
+    pub limit_request_line: usize,
+    pub limit_request_fields: usize,
+    pub limit_request_field_size: usize,
+    pub limit_request_body: Option<u64>,
+    pub limit_concurrency: Option<usize>,
+    pub timeout_body_read: f64,
+    pub proxy_headers: bool,
+    pub forwarded_allow_ips: String,
 }
 
 impl CoreConfig {
     pub fn keep_alive(&self) -> Duration {
         Duration::from_secs_f64(self.timeout_keep_alive.max(0.0))
+    }
+
+    pub fn body_read(&self) -> Duration {
+        Duration::from_secs_f64(self.timeout_body_read.max(0.0))
     }
 
     pub fn header_read(&self) -> Duration {

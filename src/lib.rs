@@ -22,6 +22,7 @@ fn _rsgi(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<supervisor::Supervisor>()?;
     m.add_class::<asgi::cycle::HttpCycle>()?;
     m.add_class::<asgi::awaitable::Ready>()?;
+    m.add_class::<asgi::runner::AppRunner>()?;
     m.add(
         "ClientDisconnected",
         m.py().get_type::<asgi::cycle::ClientDisconnected>(),

@@ -122,6 +122,8 @@ def option(default: Any = dataclasses.MISSING, **meta: Any) -> Any:
 APPLICATION = "Application"
 BINDING = "Socket binding"
 HTTP = "HTTP"
+PROXY = "Proxies"
+LIMITS = "Limits"
 LOGGING = "Logging"
 PROCESSES = "Processes and timeouts"
 
@@ -243,6 +245,66 @@ class Config:
         group=HTTP,
         parse=parse_bool,
     )
+    proxy_headers: bool = option(
+        True,
+        help="Take the client address and scheme from X-Forwarded-For/X-Forwarded-Proto "
+        "and Forwarded (RFC 7239), from trusted peers only (see --forwarded-allow-ips).",
+        group=PROXY,
+        parse=parse_bool,
+    )
+    forwarded_allow_ips: str = option(
+        "127.0.0.1",
+        help="Peers trusted to send proxy headers: a comma list of IPs and CIDRs, '*' for "
+        "all, 'unix' for unix-socket peers.",
+        group=PROXY,
+        env_aliases=("FORWARDED_ALLOW_IPS",),
+        metavar="LIST",
+    )
+    limit_request_line: int = option(
+        8190,
+        help="Longest request line, in bytes; longer gets 414.",
+        group=LIMITS,
+        parse=parse_int,
+        minimum=1,
+        maximum=C_INT_MAX,
+        metavar="BYTES",
+    )
+    limit_request_fields: int = option(
+        100,
+        help="Most header fields in a request; more gets 431.",
+        group=LIMITS,
+        parse=parse_int,
+        minimum=1,
+        maximum=32768,
+        metavar="N",
+    )
+    limit_request_field_size: int = option(
+        8190,
+        help="Largest header field (name and value), in bytes; larger gets 431.",
+        group=LIMITS,
+        parse=parse_int,
+        minimum=1,
+        maximum=C_INT_MAX,
+        metavar="BYTES",
+    )
+    limit_request_body: int | None = option(
+        None,
+        help="Largest request body, in bytes; larger gets 413. Default: no limit.",
+        group=LIMITS,
+        parse=parse_int,
+        optional=True,
+        minimum=0,
+        metavar="BYTES",
+    )
+    limit_concurrency: int | None = option(
+        None,
+        help="Most requests in flight per process; beyond it, 503 at once with Retry-After.",
+        group=LIMITS,
+        parse=parse_int,
+        optional=True,
+        minimum=1,
+        metavar="N",
+    )
     log_level: str = option(
         "info",
         help="Level of the rsgi.error and rsgi.access loggers.",
@@ -338,6 +400,15 @@ class Config:
         30.0,
         help="Seconds a client has to send a complete request head, counted from its first "
         "byte; slower clients (slowloris) are disconnected.",
+        group=PROCESSES,
+        parse=parse_float,
+        positive=True,
+        metavar="SECONDS",
+    )
+    timeout_body_read: float = option(
+        60.0,
+        help="Seconds a request body may stall (no bytes while the app waits for them) before "
+        "the request is answered 408 and the app sees http.disconnect.",
         group=PROCESSES,
         parse=parse_float,
         positive=True,

@@ -31,31 +31,6 @@ def new_event_loop(kind: str) -> asyncio.AbstractEventLoop:
     return asyncio.new_event_loop()
 
 
-def make_handler(app: Any, loop: asyncio.AbstractEventLoop) -> Any:
-    """The callable the core calls for each request: it starts the app in a task."""
-    create_task = loop.create_task
-
-    async def run(scope: dict, cycle: _rsgi.HttpCycle) -> None:
-        try:
-            await app(scope, cycle.receive, cycle.send)
-        except asyncio.CancelledError:
-            cycle.finish(True)
-            raise
-        except Exception as exc:
-            cycle.finish(True)
-            logger.error("Exception in ASGI application\n", exc_info=exc)
-        else:
-            complaint = cycle.finish(False)
-            if complaint:
-                logger.error(complaint)
-
-    def handle(scope: dict, cycle: _rsgi.HttpCycle) -> None:
-        create_task(run(scope, cycle))
-
-    handle.code = run.__code__  # type: ignore[attr-defined]
-    return handle
-
-
 def serve(
     config: Config,
     fds: list[int] | None = None,
@@ -66,7 +41,7 @@ def serve(
     """Serve until a signal stops the server; returns the process exit code.
 
     ``app`` is the loaded application (loaded from ``config`` when None); ``link`` is
-    the supervisor's hook object when a master process runs this worker
+    the supervisor's side of a worker that a master process runs
     (``rsgi.supervisor.WorkerLink``).
     """
     if app is None:
@@ -94,22 +69,22 @@ class Server:
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
+        # Before the socket is bound: a signal must never find the default handler.
+        self.install_signals(loop)
         logger.info("Started server process [%d]", os.getpid())
         lifespan = Lifespan(self.app, self.config.lifespan, logger)
         try:
             await lifespan.startup()
         except LifespanFailure:
             return STARTUP_FAILURE
+        access = access_logger.info if self.access_log_enabled() else None
         try:
             core = _rsgi.Core(self.config, self.fds)
-        except OSError as exc:
+            fd = core.start(loop, self.app, logger, access, lifespan.state)
+        except (OSError, ValueError) as exc:
             logger.error("%s", exc)
             await lifespan.shutdown()
             return 1
-        self.install_signals(loop)
-        access = access_logger.info if self.access_log_enabled() else None
-        self.handler = make_handler(self.app, loop)
-        fd = core.start(loop, self.handler, logger, access, lifespan.state)
         loop.add_reader(fd, core.drain)
         if self.link is not None:
             # The master logged the addresses; the link reports readiness and heartbeats.
@@ -131,6 +106,9 @@ class Server:
         return self.config.access_log and access_logger.isEnabledFor(logging.INFO)
 
     def install_signals(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self.link is not None:
+            self.link.install_signals(loop, self)
+            return
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self.on_signal)
 
@@ -160,12 +138,11 @@ class Server:
 
     async def finish_tasks(self) -> None:
         """Gives apps woken by the close a moment to end, then cancels what is left."""
-        code = self.handler.code
         for _ in range(10):
             tasks = [
                 t
                 for t in asyncio.all_tasks()
-                if not t.done() and getattr(t.get_coro(), "cr_code", None) is code
+                if not t.done() and isinstance(t.get_coro(), _rsgi.AppRunner)
             ]
             if not tasks:
                 return

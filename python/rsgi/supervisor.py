@@ -157,15 +157,19 @@ class WorkerLink:
             self.tick_every = min(self.tick_every, 0.1)
         self.next_beat = 0.0
 
-    def serving(self, loop: asyncio.AbstractEventLoop, core: Any, server: Any) -> None:
-        """The worker listens: install its signal handlers, report ready, start ticking."""
-        self.loop, self.core, self.server = loop, core, server
-        # TERM (the master) and INT both stop gracefully; a second one does not escalate,
-        # since the terminal's Ctrl-C reaches the worker as well as the master.
+    def install_signals(self, loop: asyncio.AbstractEventLoop, server: Any) -> None:
+        """The worker's signal handlers, installed by ``Server`` as its loop starts."""
+        # TERM (from the master) and INT both stop gracefully, and a second one does not
+        # escalate: the terminal's Ctrl-C reaches the worker as well as the master, which
+        # forwards it. QUIT (the master's quick stop) does not wait for requests.
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, server.request_stop)
         loop.add_signal_handler(signal.SIGQUIT, server.request_stop, True)
         loop.add_signal_handler(signal.SIGUSR1, reopen_files)
+
+    def serving(self, loop: asyncio.AbstractEventLoop, core: Any, server: Any) -> None:
+        """The worker listens: report ready, start ticking."""
+        self.loop, self.core, self.server = loop, core, server
         self.send(READY)
         self.tick()
 

@@ -177,3 +177,48 @@ impl Wakeup {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pending_wakeups(bridge: &Bridge) -> u64 {
+        let mut buf = [0u8; 8];
+        // SAFETY: reads at most 8 bytes into a live local buffer from a descriptor we own.
+        let n = unsafe { libc::read(bridge.loop_fd(), buf.as_mut_ptr().cast(), 8) };
+        if n == 8 {
+            u64::from_ne_bytes(buf)
+        } else {
+            0
+        }
+    }
+
+    #[test]
+    fn one_wakeup_per_batch() {
+        let bridge = Bridge::new().unwrap();
+        for _ in 0..3 {
+            bridge.log(LogLevel::Warning, "x".into());
+        }
+        assert_eq!(
+            pending_wakeups(&bridge),
+            1,
+            "only the first push of a batch wakes the loop"
+        );
+        let mut events = Vec::new();
+        bridge.take_events(&mut events);
+        assert_eq!(events.len(), 3, "one drain takes the whole batch");
+        bridge.log(LogLevel::Error, "y".into());
+        bridge.log(LogLevel::Error, "z".into());
+        let mut again = Vec::new();
+        bridge.take_events(&mut again);
+        assert_eq!(again.len(), 2);
+    }
+
+    #[test]
+    fn queue_io_asks_for_one_flush_per_batch() {
+        let bridge = Bridge::new().unwrap();
+        let ex = Arc::new(Exchange::new(true));
+        assert!(bridge.queue_io(&ex), "first of a batch");
+        assert!(!bridge.queue_io(&ex), "the batch is already due a flush");
+    }
+}

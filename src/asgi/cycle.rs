@@ -8,7 +8,7 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use pyo3::exceptions::{PyRuntimeError, PyTypeError};
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict};
+use pyo3::types::{PyBytes, PyDict, PyString, PyTuple};
 
 use super::exchange::{Exchange, ResponseHead, NO_SLOT, RESPONSE_HIGH_WATER, RESPONSE_LOW_WATER};
 use crate::server::LoopContext;
@@ -147,9 +147,8 @@ impl HttpCycle {
                 "Unexpected ASGI message 'http.response.start' sent, after response already started.",
             ));
         }
-        let status = message
-            .get_item(intern!(py, "status"))
-            .map_err(|_| PyTypeError::new_err("'http.response.start' message has no 'status'"))?;
+        let status = field(message, intern!(py, "status"))?
+            .ok_or_else(|| PyTypeError::new_err("'http.response.start' message has no 'status'"))?;
         let status: u16 = status
             .extract()
             .ok()
@@ -157,8 +156,8 @@ impl HttpCycle {
             .ok_or_else(|| {
                 PyTypeError::new_err(format!("Invalid HTTP status code {status:?} in response."))
             })?;
-        let headers = match message.get_item(intern!(py, "headers")) {
-            Ok(h) if !h.is_none() => response_headers(&h)?,
+        let headers = match field(message, intern!(py, "headers"))? {
+            Some(h) if !h.is_none() => response_headers(&h)?,
             _ => HeaderMap::new(),
         };
         self.log_access(status);
@@ -187,13 +186,13 @@ impl HttpCycle {
             }
             Response::Started => {}
         }
-        let chunk = match message.get_item(intern!(py, "body")) {
-            Ok(b) if !b.is_none() => body_bytes(&b)?,
+        let chunk = match field(message, intern!(py, "body"))? {
+            Some(b) if !b.is_none() => body_bytes(&b)?,
             _ => Bytes::new(),
         };
-        let more = match message.get_item(intern!(py, "more_body")) {
-            Ok(m) => m.is_truthy()?,
-            Err(_) => false,
+        let more = match field(message, intern!(py, "more_body"))? {
+            Some(m) => m.is_truthy()?,
+            None => false,
         };
         let mut st = self.ex.lock();
         if st.gone {
@@ -275,8 +274,9 @@ impl HttpCycle {
     }
 
     fn send(&mut self, py: Python<'_>, message: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
-        let kind = message.get_item(intern!(py, "type"))?;
-        let kind = kind.cast::<pyo3::types::PyString>()?.to_str()?;
+        let kind = field(message, intern!(py, "type"))?
+            .ok_or_else(|| PyTypeError::new_err("ASGI message has no 'type'"))?;
+        let kind = kind.cast::<PyString>()?.to_str()?;
         match kind {
             "http.response.body" => {
                 if let Some(fut) = self.body(py, message)? {
@@ -313,6 +313,22 @@ impl HttpCycle {
             self.ctx.release(slot);
         }
         complaint
+    }
+}
+
+/// A message key, or `None` when absent. Messages are dicts in practice: the dict path
+/// avoids raising and catching a KeyError for every optional key left out.
+fn field<'py>(
+    message: &Bound<'py, PyAny>,
+    key: &Bound<'py, PyString>,
+) -> PyResult<Option<Bound<'py, PyAny>>> {
+    match message.cast::<PyDict>() {
+        Ok(d) => d.get_item(key),
+        Err(_) => match message.get_item(key) {
+            Ok(v) => Ok(Some(v)),
+            Err(e) if e.is_instance_of::<pyo3::exceptions::PyKeyError>(message.py()) => Ok(None),
+            Err(e) => Err(e),
+        },
     }
 }
 
@@ -385,8 +401,10 @@ fn response_headers(headers: &Bound<'_, PyAny>) -> PyResult<HeaderMap> {
     let mut map = HeaderMap::new();
     for item in headers.try_iter()? {
         let item = item?;
-        let name = item.get_item(0)?;
-        let value = item.get_item(1)?;
+        let (name, value) = match item.cast::<PyTuple>() {
+            Ok(t) if t.len() == 2 => (t.get_item(0)?, t.get_item(1)?),
+            _ => (item.get_item(0)?, item.get_item(1)?),
+        };
         let name = HeaderName::from_bytes(header_part(&name, "name")?)
             .map_err(|_| PyRuntimeError::new_err(format!("Invalid HTTP header name {name:?}.")))?;
         let value = HeaderValue::from_bytes(header_part(&value, "value")?).map_err(|_| {

@@ -52,8 +52,9 @@ pub struct Inner {
     pub req_done: bool,
     /// The app asked for the body (drives `100 Continue` and the read-ahead).
     pub req_wanted: bool,
-    /// The body was malformed: the answer is 400, and the app sees a disconnect.
-    pub req_failed: bool,
+    /// The body failed (malformed, too large, stalled): the status to answer with (0: none);
+    /// the app sees a disconnect.
+    pub req_failed: u16,
 
     // Response: written by the app, taken by the I/O thread.
     pub head: Option<ResponseHead>,

@@ -5,4 +5,5 @@ pub mod awaitable;
 pub mod bridge;
 pub mod cycle;
 pub mod exchange;
+pub mod runner;
 pub mod scope;

@@ -25,7 +25,9 @@ pub fn build<'py>(
     scope.set_item(intern!(py, "asgi"), asgi_version(py)?)?;
     scope.set_item(intern!(py, "http_version"), http_version(py, head.version))?;
     scope.set_item(intern!(py, "method"), method(py, &head.method))?;
-    scope.set_item(intern!(py, "scheme"), intern!(py, "http"))?;
+    let forwarded = head.forwarded.as_ref();
+    let scheme = forwarded.and_then(|f| f.scheme).unwrap_or("http");
+    scope.set_item(intern!(py, "scheme"), scheme_str(py, scheme))?;
 
     let raw_path = head.uri.path().as_bytes();
     let decoded = percent_decode(raw_path).decode_utf8_lossy();
@@ -49,7 +51,10 @@ pub fn build<'py>(
     let query = head.uri.query().unwrap_or("").as_bytes();
     scope.set_item(intern!(py, "query_string"), PyBytes::new(py, query))?;
     scope.set_item(intern!(py, "headers"), headers(py, head)?)?;
-    scope.set_item(intern!(py, "client"), endpoint(py, &head.conn.client)?)?;
+    let client = forwarded
+        .and_then(|f| f.client.as_ref())
+        .unwrap_or(&head.conn.client);
+    scope.set_item(intern!(py, "client"), endpoint(py, client)?)?;
     scope.set_item(intern!(py, "server"), endpoint(py, &head.conn.server)?)?;
     if let Some(state) = &tpl.state {
         scope.set_item(intern!(py, "state"), state.bind(py).copy()?)?;
@@ -62,6 +67,14 @@ fn asgi_version(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
     d.set_item(intern!(py, "version"), intern!(py, "3.0"))?;
     d.set_item(intern!(py, "spec_version"), intern!(py, "2.5"))?;
     Ok(d)
+}
+
+fn scheme_str<'py>(py: Python<'py>, scheme: &str) -> &'py Bound<'py, PyString> {
+    if scheme == "https" {
+        intern!(py, "https")
+    } else {
+        intern!(py, "http")
+    }
 }
 
 fn http_version(py: Python<'_>, v: Version) -> &Bound<'_, PyString> {
@@ -102,9 +115,7 @@ fn headers<'py>(py: Python<'py>, head: &RequestHead) -> PyResult<Bound<'py, PyLi
 
 fn endpoint<'py>(py: Python<'py>, e: &Endpoint) -> PyResult<Bound<'py, PyAny>> {
     Ok(match e {
-        Endpoint::Tcp(addr) => (addr.ip().to_string(), addr.port())
-            .into_pyobject(py)?
-            .into_any(),
+        Endpoint::Tcp(host, port) => (&**host, *port).into_pyobject(py)?.into_any(),
         Endpoint::Unix(path) => (path.as_str(), py.None()).into_pyobject(py)?.into_any(),
         Endpoint::Unknown => py.None().into_bound(py),
     })

@@ -9,7 +9,8 @@ use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 
 use super::conn::Activity;
-use crate::asgi::bridge::{Bridge, Event};
+use super::service::HttpContext;
+use crate::asgi::bridge::Event;
 use crate::asgi::exchange::{Exchange, RESPONSE_LOW_WATER};
 
 /// The app failed after the response started: hyper must close the connection rather than end
@@ -27,18 +28,21 @@ impl std::error::Error for Aborted {}
 
 /// Tracks the end of one exchange on the I/O side. Dropped by hyper when the response is
 /// written or the connection is lost; in the second case the app learns of the disconnect.
+///
+/// It also holds the request's place under `--limit-concurrency` until then.
 pub struct Completion {
     ex: Arc<Exchange>,
-    bridge: Arc<Bridge>,
+    ctx: Arc<HttpContext>,
     activity: Arc<Activity>,
     finished: bool,
 }
 
 impl Completion {
-    pub fn new(ex: Arc<Exchange>, bridge: Arc<Bridge>, activity: Arc<Activity>) -> Self {
+    /// Made right after the request was admitted (`InFlight::admit`).
+    pub fn new(ex: Arc<Exchange>, ctx: Arc<HttpContext>, activity: Arc<Activity>) -> Self {
         Completion {
             ex,
-            bridge,
+            ctx,
             activity,
             finished: false,
         }
@@ -47,6 +51,7 @@ impl Completion {
 
 impl Drop for Completion {
     fn drop(&mut self) {
+        self.ctx.in_flight.done();
         self.activity.request_done();
         if self.finished {
             return;
@@ -57,7 +62,7 @@ impl Drop for Completion {
             std::mem::take(&mut st.loop_waiting)
         };
         if notify {
-            self.bridge.push(Event::Wake(self.ex.clone()));
+            self.ctx.bridge.push(Event::Wake(self.ex.clone()));
         }
     }
 }
@@ -138,7 +143,7 @@ fn poll_stream(
         }
         drop(st);
         if notify {
-            c.bridge.push(Event::Wake(c.ex.clone()));
+            c.ctx.bridge.push(Event::Wake(c.ex.clone()));
         }
         return Poll::Ready(Some(Ok(Frame::data(chunk))));
     }

@@ -3,6 +3,8 @@
 
 mod body;
 mod conn;
+pub mod limits;
+pub mod proxy;
 mod service;
 mod validate;
 
@@ -12,14 +14,23 @@ use std::sync::Arc;
 use http::{HeaderMap, Method, Uri, Version};
 
 pub use conn::{serve_connection, Timeouts};
+pub use limits::{InFlight, Limits};
+pub use proxy::TrustedProxies;
 pub use service::HttpContext;
 
 /// One side of a connection, as the ASGI scope reports it.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Endpoint {
-    Tcp(SocketAddr),
+    /// Host text made once per connection, so requests need not format the address again.
+    Tcp(Box<str>, u16),
     Unix(String),
     Unknown,
+}
+
+impl From<SocketAddr> for Endpoint {
+    fn from(addr: SocketAddr) -> Self {
+        Endpoint::Tcp(addr.ip().to_string().into_boxed_str(), addr.port())
+    }
 }
 
 /// Facts about a connection that every request on it shares.
@@ -36,4 +47,6 @@ pub struct RequestHead {
     pub version: Version,
     pub headers: HeaderMap,
     pub conn: Arc<ConnInfo>,
+    /// What a trusted proxy reported about the client, if anything.
+    pub forwarded: Option<proxy::Forwarded>,
 }

@@ -1,5 +1,6 @@
 //! The hyper service: turns each request into an [`Exchange`], hands its head to the loop
-//! thread, and waits for the app's response head.
+//! thread, and waits for the app's response head. Requests refused by a limit never reach
+//! the app.
 
 use std::convert::Infallible;
 use std::future::{poll_fn, Future};
@@ -8,17 +9,19 @@ use std::sync::Arc;
 use std::task::Poll;
 
 use bytes::Bytes;
-use http::header::{HeaderValue, CONNECTION, EXPECT};
+use http::header::{HeaderValue, CONNECTION, EXPECT, RETRY_AFTER};
 use http::{HeaderMap, Request, Response, StatusCode};
 use http_body::Body as _;
 use hyper::body::Incoming;
 
 use super::body::{Completion, ResponseBody};
-use super::conn::Activity;
+use super::conn::{Activity, Timeouts};
+use super::limits::{InFlight, Limits, Refusal};
+use super::proxy::TrustedProxies;
 use super::validate::check_head;
-use super::{ConnInfo, RequestHead};
-use crate::asgi::bridge::{Bridge, Event};
-use crate::asgi::exchange::{Exchange, ResponseHead, REQUEST_READ_AHEAD};
+use super::{ConnInfo, Endpoint, RequestHead};
+use crate::asgi::bridge::{Bridge, Event, LogLevel};
+use crate::asgi::exchange::{Exchange, Inner, ResponseHead, REQUEST_READ_AHEAD};
 
 /// What every connection of a server shares.
 pub struct HttpContext {
@@ -26,7 +29,26 @@ pub struct HttpContext {
     /// `server` and `--header` defaults, added to responses that do not set them.
     pub default_headers: HeaderMap,
     pub http1: hyper::server::conn::http1::Builder,
-    pub timeouts: super::conn::Timeouts,
+    pub timeouts: Timeouts,
+    pub limits: Limits,
+    pub in_flight: InFlight,
+    /// `None` when proxy headers are off.
+    pub proxies: Option<TrustedProxies>,
+}
+
+impl HttpContext {
+    /// Logs a refused request, one line, through the loop thread.
+    fn log_refusal(&self, (status, why): Refusal, client: &Endpoint) {
+        let who = match client {
+            Endpoint::Tcp(host, port) => format!("{host}:{port}"),
+            Endpoint::Unix(path) => path.clone(),
+            Endpoint::Unknown => "-".into(),
+        };
+        self.bridge.log(
+            LogLevel::Warning,
+            format!("{} {why} ({who})", status.as_u16()),
+        );
+    }
 }
 
 #[derive(Clone)]
@@ -52,8 +74,18 @@ impl hyper::service::Service<Request<Incoming>> for AsgiService {
 impl AsgiService {
     async fn handle(self, req: Request<Incoming>) -> Response<ResponseBody> {
         let (parts, mut body) = req.into_parts();
-        if let Some(status) = check_head(parts.version, &parts.headers) {
-            return reject(status);
+        let refused = check_head(parts.version, &parts.headers)
+            .map(|status| (status, "malformed or ambiguous request head"))
+            .or_else(|| self.ctx.limits.check_head(&parts));
+        if let Some(refusal) = refused {
+            return self.refuse(refusal);
+        }
+        if !self.ctx.in_flight.admit(self.ctx.limits.concurrency) {
+            let mut resp =
+                self.refuse((StatusCode::SERVICE_UNAVAILABLE, "concurrency limit reached"));
+            resp.headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+            return resp;
         }
         let expect_continue = parts
             .headers
@@ -62,29 +94,41 @@ impl AsgiService {
 
         let ex = Arc::new(Exchange::new(body.is_end_stream()));
         self.activity.request_started();
-        let completion =
-            Completion::new(ex.clone(), self.ctx.bridge.clone(), self.activity.clone());
+        let completion = Completion::new(ex.clone(), self.ctx.clone(), self.activity.clone());
         if !body.is_end_stream() {
-            if expect_continue {
-                // Reading would send `100 Continue`; wait until the app asks for the body.
-            } else {
+            let mut taken = 0;
+            // Reading would send `100 Continue`: with it, wait until the app asks for the body.
+            if !expect_continue {
                 ex.lock().req_wanted = true;
-                take_ready_body(&ex, &mut body).await;
-                if ex.lock().req_failed {
-                    return reject(StatusCode::BAD_REQUEST);
+                taken = take_ready_body(&ex, &mut body, self.ctx.limits.body).await;
+                let failed = ex.lock().req_failed;
+                if failed != 0 {
+                    return self.refuse(body_refusal(failed));
                 }
             }
             if !ex.lock().req_done {
-                tokio::spawn(pump(ex.clone(), body, self.ctx.bridge.clone()));
+                tokio::spawn(pump(
+                    ex.clone(),
+                    body,
+                    self.ctx.clone(),
+                    self.conn.clone(),
+                    taken,
+                ));
             }
         }
 
+        let forwarded = self
+            .ctx
+            .proxies
+            .as_ref()
+            .and_then(|p| p.resolve(&self.conn.client, &parts.headers));
         let head = RequestHead {
             method: parts.method,
             uri: parts.uri,
             version: parts.version,
             headers: parts.headers,
             conn: self.conn.clone(),
+            forwarded,
         };
         self.ctx
             .bridge
@@ -92,11 +136,11 @@ impl AsgiService {
 
         let head = poll_fn(|cx| {
             let mut st = ex.lock();
-            if st.req_failed {
-                return Poll::Ready(None);
+            if st.req_failed != 0 {
+                return Poll::Ready(Err(st.req_failed));
             }
             match st.head.take() {
-                Some(head) => Poll::Ready(Some(head)),
+                Some(head) => Poll::Ready(Ok(head)),
                 None => {
                     st.io_waker = Some(cx.waker().clone());
                     Poll::Pending
@@ -105,8 +149,9 @@ impl AsgiService {
         })
         .await;
         match head {
-            Some(head) => self.respond(head, completion),
-            None => reject(StatusCode::BAD_REQUEST),
+            Ok(head) => self.respond(head, completion),
+            // The pump logged why.
+            Err(status) => reject(StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST)),
         }
     }
 
@@ -124,11 +169,25 @@ impl AsgiService {
         *resp.headers_mut() = headers;
         resp
     }
+
+    fn refuse(&self, refusal: Refusal) -> Response<ResponseBody> {
+        self.ctx.log_refusal(refusal, &self.conn.client);
+        reject(refusal.0)
+    }
+}
+
+fn body_refusal(status: u16) -> Refusal {
+    match status {
+        413 => (StatusCode::PAYLOAD_TOO_LARGE, "request body too large"),
+        408 => (StatusCode::REQUEST_TIMEOUT, "request body stalled"),
+        _ => (StatusCode::BAD_REQUEST, "malformed request body"),
+    }
 }
 
 /// Moves the body bytes hyper already holds into the exchange, so that a small request body
-/// reaches the app with its head and `receive()` need not wait.
-async fn take_ready_body(ex: &Exchange, body: &mut Incoming) {
+/// reaches the app with its head and `receive()` need not wait. Returns the bytes taken.
+async fn take_ready_body(ex: &Exchange, body: &mut Incoming, limit: Option<u64>) -> u64 {
+    let mut taken = 0;
     loop {
         let frame = poll_fn(|cx| match Pin::new(&mut *body).poll_frame(cx) {
             Poll::Ready(f) => Poll::Ready(Some(f)),
@@ -137,29 +196,35 @@ async fn take_ready_body(ex: &Exchange, body: &mut Incoming) {
         .await;
         let mut st = ex.lock();
         match frame {
-            None => return,
+            None => return taken,
             Some(None) => {
                 st.req_done = true;
-                return;
+                return taken;
             }
             Some(Some(Ok(frame))) => {
                 if let Ok(data) = frame.into_data() {
+                    taken += data.len() as u64;
+                    if limit.is_some_and(|l| taken > l) {
+                        st.req_failed = 413;
+                        st.gone = true;
+                        return taken;
+                    }
                     push_chunk(&mut st, data);
                 }
                 if st.req_buffered >= REQUEST_READ_AHEAD {
-                    return;
+                    return taken;
                 }
             }
             Some(Some(Err(_))) => {
-                st.req_failed = true;
+                st.req_failed = 400;
                 st.gone = true;
-                return;
+                return taken;
             }
         }
     }
 }
 
-fn push_chunk(st: &mut crate::asgi::exchange::Inner, data: Bytes) {
+fn push_chunk(st: &mut Inner, data: Bytes) {
     if !data.is_empty() {
         st.req_buffered += data.len();
         st.req_chunks.push_back(data);
@@ -167,8 +232,14 @@ fn push_chunk(st: &mut crate::asgi::exchange::Inner, data: Bytes) {
 }
 
 /// Reads the request body while the app wants it, never more than [`REQUEST_READ_AHEAD`] bytes
-/// ahead of what the app has taken.
-async fn pump(ex: Arc<Exchange>, mut body: Incoming, bridge: Arc<Bridge>) {
+/// ahead of what the app has taken, and fails it when it breaks a limit.
+async fn pump(
+    ex: Arc<Exchange>,
+    mut body: Incoming,
+    ctx: Arc<HttpContext>,
+    conn: Arc<ConnInfo>,
+    mut total: u64,
+) {
     loop {
         let go = poll_fn(|cx| {
             let mut st = ex.lock();
@@ -185,31 +256,42 @@ async fn pump(ex: Arc<Exchange>, mut body: Incoming, bridge: Arc<Bridge>) {
         if !go {
             return;
         }
-        let frame = poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await;
-        let mut st = ex.lock();
-        let done = match frame {
-            Some(Ok(frame)) => {
-                if let Ok(data) = frame.into_data() {
-                    push_chunk(&mut st, data);
+        let read = poll_fn(|cx| Pin::new(&mut body).poll_frame(cx));
+        let (done, failed) = match tokio::time::timeout(ctx.limits.body_read, read).await {
+            Err(_) => (true, 408),
+            Ok(None) => (true, 0),
+            // A malformed or cut body: the app must see a disconnect, never a short body.
+            Ok(Some(Err(_))) => (true, 400),
+            Ok(Some(Ok(frame))) => match frame.into_data() {
+                Ok(data) => {
+                    total += data.len() as u64;
+                    if ctx.limits.body.is_some_and(|l| total > l) {
+                        (true, 413)
+                    } else {
+                        push_chunk(&mut ex.lock(), data);
+                        (false, 0)
+                    }
                 }
-                false
-            }
-            None => {
-                st.req_done = true;
-                true
-            }
-            Some(Err(_)) => {
-                // A malformed or cut body: the app must see a disconnect, never a short body.
-                st.req_failed = true;
-                st.gone = true;
-                true
-            }
+                Err(_) => (false, 0),
+            },
         };
+        let mut st = ex.lock();
+        if failed != 0 {
+            st.req_failed = failed;
+            st.gone = true;
+            // A response already under way cannot carry the status: cut the connection.
+            st.abort = true;
+        } else if done {
+            st.req_done = true;
+        }
         let notify = std::mem::take(&mut st.loop_waiting);
         let head_waiter = if done { st.io_waker.take() } else { None };
         drop(st);
+        if failed != 0 {
+            ctx.log_refusal(body_refusal(failed), &conn.client);
+        }
         if notify {
-            bridge.push(Event::Wake(ex.clone()));
+            ctx.bridge.push(Event::Wake(ex.clone()));
         }
         if let Some(w) = head_waiter {
             w.wake();

@@ -17,9 +17,10 @@ use crate::asgi::awaitable::Ready;
 use crate::asgi::bridge::{Bridge, Event, LogLevel};
 use crate::asgi::cycle::{AccessInfo, HttpCycle};
 use crate::asgi::exchange::Exchange;
+use crate::asgi::runner::AppRunner;
 use crate::asgi::scope::{self, ScopeTemplate};
 use crate::config::CoreConfig;
-use crate::http::{Endpoint, HttpContext, RequestHead, Timeouts};
+use crate::http::{Endpoint, HttpContext, InFlight, Limits, RequestHead, Timeouts, TrustedProxies};
 use crate::net::Listener;
 use runtime::IoThread;
 
@@ -31,8 +32,12 @@ pub struct LoopContext {
     flush: Py<PyAny>,
     flush_pending: Cell<bool>,
     ready: Py<Ready>,
-    handler: Py<PyAny>,
-    error_log: Py<PyAny>,
+    app: Py<PyAny>,
+    /// Makes the asyncio Task that runs one request: `asyncio.Task` with `task_kwargs`, or the
+    /// loop's own `create_task` when the app installed a task factory.
+    new_task: Py<PyAny>,
+    task_kwargs: Option<Py<PyDict>>,
+    pub error_log: Py<PyAny>,
     access_log: Option<Py<PyAny>>,
     template: ScopeTemplate,
     /// The cycles whose app is running, indexed by `Exchange::slot`.
@@ -177,11 +182,11 @@ impl Core {
 
     /// Starts the I/O thread. Returns the file descriptor the loop must watch with
     /// `add_reader(fd, core.drain)`.
-    #[pyo3(signature = (event_loop, handler, error_log, access_log, state))]
+    #[pyo3(signature = (event_loop, app, error_log, access_log, state))]
     fn start(
         slf: &Bound<'_, Self>,
         event_loop: Bound<'_, PyAny>,
-        handler: Bound<'_, PyAny>,
+        app: Bound<'_, PyAny>,
         error_log: Bound<'_, PyAny>,
         access_log: Option<Bound<'_, PyAny>>,
         state: Option<Bound<'_, PyDict>>,
@@ -192,6 +197,7 @@ impl Core {
         if listeners.is_empty() {
             return Err(PyRuntimeError::new_err("the server was already started"));
         }
+        let (new_task, task_kwargs) = task_maker(&event_loop)?;
         let ctx = LoopContext {
             bridge: this.bridge.clone(),
             call_soon: event_loop.getattr(intern!(py, "call_soon"))?.unbind(),
@@ -199,7 +205,9 @@ impl Core {
             flush: slf.getattr(intern!(py, "flush"))?.unbind(),
             flush_pending: Cell::new(false),
             ready: Py::new(py, Ready::new(None))?,
-            handler: handler.unbind(),
+            app: app.unbind(),
+            new_task,
+            task_kwargs,
             error_log: error_log.unbind(),
             access_log: access_log.map(Bound::unbind),
             template: ScopeTemplate {
@@ -287,6 +295,10 @@ impl Core {
     }
 }
 
+/// The largest request head accepted, whatever the limits say. hyper also uses this as the
+/// bound of its write buffer.
+const MAX_HEAD: usize = 64 * 1024;
+
 fn http_context(config: &CoreConfig, bridge: Arc<Bridge>) -> PyResult<HttpContext> {
     let mut default_headers = HeaderMap::new();
     if config.server_header {
@@ -307,15 +319,34 @@ fn http_context(config: &CoreConfig, bridge: Arc<Bridge>) -> PyResult<HttpContex
     http1
         // The connection driver enforces the head-read timeout with its own timer.
         .header_read_timeout(None)
+        // Fields beyond the limit, and heads beyond 64 KiB whatever the limits, get 431.
+        .max_headers(config.limit_request_fields)
+        .max_buf_size(MAX_HEAD)
         .auto_date_header(config.date_header)
         // Not `pipeline_flush`: it lifts hyper's bound on buffered response bytes, and with it
         // the backpressure on the app.
         .keep_alive(!timeouts.keep_alive.is_zero());
+    let limits = Limits {
+        request_line: config.limit_request_line,
+        field_size: config.limit_request_field_size,
+        body: config.limit_request_body,
+        concurrency: config.limit_concurrency,
+        body_read: config.body_read(),
+    };
+    let proxies = match config.proxy_headers {
+        true => Some(
+            TrustedProxies::parse(&config.forwarded_allow_ips).map_err(PyValueError::new_err)?,
+        ),
+        false => None,
+    };
     Ok(HttpContext {
         bridge,
         default_headers,
         http1,
         timeouts,
+        limits,
+        in_flight: InFlight::default(),
+        proxies,
     })
 }
 
@@ -338,20 +369,47 @@ fn try_start_request(
     ctx.requests.set(ctx.requests.get() + 1);
     let scope = scope::build(py, head, &ctx.template)?;
     let access = ctx.access_log.as_ref().map(|_| access_info(head));
-    let cycle = Py::new(py, HttpCycle::new(ex.clone(), ctx.clone(), access))?;
-    let slot = ctx.slots.borrow_mut().insert(cycle.clone_ref(py));
+    let cycle = Bound::new(py, HttpCycle::new(ex.clone(), ctx.clone(), access))?;
+    let slot = ctx.slots.borrow_mut().insert(cycle.clone().unbind());
     ex.set_slot(slot);
-    if let Err(e) = ctx.handler.call1(py, (scope, cycle.clone_ref(py))) {
+    let receive = cycle.getattr(intern!(py, "receive"))?;
+    let send = cycle.getattr(intern!(py, "send"))?;
+    let started = ctx.app.call1(py, (scope, receive, send)).and_then(|coro| {
+        let runner = AppRunner::new(coro, cycle.clone().unbind(), ctx.error_log.clone_ref(py));
+        let kwargs = ctx.task_kwargs.as_ref().map(|k| k.bind(py));
+        ctx.new_task.bind(py).call((runner,), kwargs)
+    });
+    if let Err(e) = started {
         // Still answer the client: finish() sends a 500.
-        cycle.borrow_mut(py).finish(true);
+        cycle.borrow_mut().finish(true);
         return Err(e);
     }
     Ok(())
 }
 
+/// How to make a request's Task. `asyncio.Task` directly is the fast path; the explicit name
+/// spares CPython 3.11 from formatting a "Task-N" name for every request.
+fn task_maker(event_loop: &Bound<'_, PyAny>) -> PyResult<(Py<PyAny>, Option<Py<PyDict>>)> {
+    let py = event_loop.py();
+    if !event_loop
+        .call_method0(intern!(py, "get_task_factory"))?
+        .is_none()
+    {
+        return Ok((
+            event_loop.getattr(intern!(py, "create_task"))?.unbind(),
+            None,
+        ));
+    }
+    let task = py.import("asyncio")?.getattr(intern!(py, "Task"))?;
+    let kwargs = PyDict::new(py);
+    kwargs.set_item(intern!(py, "loop"), event_loop)?;
+    kwargs.set_item(intern!(py, "name"), intern!(py, "rsgi-request"))?;
+    Ok((task.unbind(), Some(kwargs.unbind())))
+}
+
 fn access_info(head: &RequestHead) -> AccessInfo {
     let client = match &head.conn.client {
-        Endpoint::Tcp(a) => a.to_string(),
+        Endpoint::Tcp(host, port) => format!("{host}:{port}"),
         Endpoint::Unix(p) => p.clone(),
         Endpoint::Unknown => "-".into(),
     };

@@ -119,8 +119,8 @@ async fn accept_loop(
                         r = l.accept() => match r {
                             Ok((stream, peer)) => {
                                 let _ = stream.set_nodelay(true);
-                                let server = stream.local_addr().map_or(Endpoint::Unknown, Endpoint::Tcp);
-                                let conn = Arc::new(ConnInfo { client: Endpoint::Tcp(peer), server });
+                                let server = stream.local_addr().map_or(Endpoint::Unknown, Endpoint::from);
+                                let conn = Arc::new(ConnInfo { client: peer.into(), server });
                                 spawn_conn(stream, conn, &ctx, &shutdown, &counter);
                             }
                             Err(e) => accept_failed(&ctx, e).await,

@@ -1,0 +1,130 @@
+//! `AppRunner`: the coroutine an asyncio Task runs for one request. It drives the app's own
+//! coroutine and, when that ends, finishes the exchange (500 or a cut connection if the app
+//! misbehaved) and logs what went wrong. Doing this in Rust spares every request a Python
+//! wrapper coroutine and its frame.
+
+use pyo3::exceptions::{PyException, PyStopIteration};
+use pyo3::ffi;
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
+
+use super::cycle::HttpCycle;
+
+#[pyclass(module = "rsgi._rsgi", unsendable)]
+pub struct AppRunner {
+    coro: Py<PyAny>,
+    cycle: Py<HttpCycle>,
+    error_log: Py<PyAny>,
+}
+
+impl AppRunner {
+    pub fn new(coro: Py<PyAny>, cycle: Py<HttpCycle>, error_log: Py<PyAny>) -> Self {
+        AppRunner {
+            coro,
+            cycle,
+            error_log,
+        }
+    }
+
+    /// The app's coroutine returned.
+    fn returned(&self, py: Python<'_>) -> PyErr {
+        if let Some(complaint) = self.cycle.borrow_mut(py).finish(false) {
+            self.log_error(py, complaint, None);
+        }
+        PyStopIteration::new_err(())
+    }
+
+    /// The app's coroutine raised: an Exception is the app's failure, logged and absorbed;
+    /// anything else (cancellation, exit) still ends the exchange and goes on up.
+    fn raised(&self, py: Python<'_>, err: PyErr) -> PyErr {
+        self.cycle.borrow_mut(py).finish(true);
+        if !err.is_instance_of::<PyException>(py) {
+            return err;
+        }
+        self.log_error(py, "Exception in ASGI application\n", Some(err));
+        PyStopIteration::new_err(())
+    }
+
+    fn log_error(&self, py: Python<'_>, msg: &str, err: Option<PyErr>) {
+        let result = (|| -> PyResult<()> {
+            let kwargs = PyDict::new(py);
+            if let Some(err) = err {
+                kwargs.set_item(intern!(py, "exc_info"), err.into_value(py))?;
+            }
+            self.error_log
+                .call_method(py, intern!(py, "error"), (msg,), Some(&kwargs))?;
+            Ok(())
+        })();
+        if let Err(e) = result {
+            e.print(py);
+        }
+    }
+}
+
+#[pymethods]
+impl AppRunner {
+    fn send(&self, py: Python<'_>, value: Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        let mut out: *mut ffi::PyObject = std::ptr::null_mut();
+        // SAFETY: both pointers are live, GIL-held references for the duration of the call;
+        // `out` receives a new (owned) reference on NEXT and RETURN, and stays null on ERROR.
+        let status = unsafe { ffi::PyIter_Send(self.coro.as_ptr(), value.as_ptr(), &mut out) };
+        match status {
+            ffi::PySendResult::PYGEN_NEXT => {
+                // SAFETY: on NEXT, `out` is a new non-null reference that we now own.
+                Ok(unsafe { Bound::from_owned_ptr(py, out) }.unbind())
+            }
+            ffi::PySendResult::PYGEN_RETURN => {
+                // SAFETY: on RETURN, `out` is a new reference (the return value) that we own;
+                // taking it drops it.
+                drop(unsafe { Bound::from_owned_ptr(py, out) });
+                Err(self.returned(py))
+            }
+            _ => {
+                let err = PyErr::take(py).unwrap_or_else(|| {
+                    pyo3::exceptions::PySystemError::new_err(
+                        "coroutine failed without an exception",
+                    )
+                });
+                Err(self.raised(py, err))
+            }
+        }
+    }
+
+    #[pyo3(signature = (typ, val=None, tb=None))]
+    fn throw(
+        &self,
+        py: Python<'_>,
+        typ: Bound<'_, PyAny>,
+        val: Option<Bound<'_, PyAny>>,
+        tb: Option<Bound<'_, PyAny>>,
+    ) -> PyResult<Py<PyAny>> {
+        let coro = self.coro.bind(py);
+        let result = match (val, tb) {
+            (None, None) => coro.call_method1(intern!(py, "throw"), (typ,)),
+            (val, tb) => coro.call_method1(intern!(py, "throw"), (typ, val, tb)),
+        };
+        match result {
+            Ok(yielded) => Ok(yielded.unbind()),
+            Err(e) if e.is_instance_of::<PyStopIteration>(py) => Err(self.returned(py)),
+            Err(e) => Err(self.raised(py, e)),
+        }
+    }
+
+    fn close(&self, py: Python<'_>) -> PyResult<()> {
+        self.coro.call_method0(py, intern!(py, "close"))?;
+        Ok(())
+    }
+
+    fn __await__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __iter__(slf: PyRef<'_, Self>) -> PyRef<'_, Self> {
+        slf
+    }
+
+    fn __next__(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        self.send(py, py.None().into_bound(py))
+    }
+}
