@@ -372,6 +372,17 @@ def test_failed_reload_keeps_the_running_workers(servers, tmp_path):
     wait_for(lambda: children(server.pid) == old, message="the new workers were not stopped")
 
 
+def test_failed_preload_reload_stops_with_code_3(servers, tmp_path):
+    app_dir = reload_app_dir(tmp_path, "one")
+    server = servers("-w", "2", "--preload", app_dir=app_dir)
+    old = serving_pids(server, 2)
+    (app_dir / "supervisor_version.py").write_text("raise RuntimeError('broken deploy')\n")
+    server.signal(signal.SIGHUP)
+    assert server.wait_exit(15) == 3
+    assert "broken deploy" in server.stderr()
+    assert not any(Path(f"/proc/{pid}").exists() for pid in old)
+
+
 def test_quit_is_a_quick_stop(servers):
     server = servers("-w", "2", "--timeout-graceful-shutdown", "30")
     serving_pids(server, 2)
