@@ -307,7 +307,8 @@ def test_systemd_notify(servers, tmp_path):
         notify.close()
 
 
-def test_socket_activation(tmp_path):
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_socket_activation(workers):
     listener = socket.create_server(("127.0.0.1", 0))
     port = listener.getsockname()[1]
     # systemd's side of the protocol: the socket as fd 3, LISTEN_PID set after the fork.
@@ -318,7 +319,7 @@ def test_socket_activation(tmp_path):
         "os.environ.update(LISTEN_FDS='1', LISTEN_PID=str(os.getpid()), LISTEN_FDNAMES='web')\n"
         "os.execv(sys.executable, [sys.executable, '-m', 'rsgi', *sys.argv[1:]])\n"
     )
-    cmd = [sys.executable, "-c", wrapper, APP, "--app-dir", str(APPS_DIR), "-w", "2"]
+    cmd = [sys.executable, "-c", wrapper, APP, "--app-dir", str(APPS_DIR), "-w", workers]
     # Whatever --port says, the activated socket wins.
     cmd += ["--port", str(free_port())]
     server = spawn_process(
@@ -327,6 +328,9 @@ def test_socket_activation(tmp_path):
     listener.close()
     try:
         wait_until_accepting(server)
+        if workers == "1":  # single-process mode reads LISTEN_FDS too
+            assert pid_of_response(server) == server.pid
+            return
         assert len(serving_pids(server, 2)) == 2
         for pid in children(server.pid):
             environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")

@@ -204,7 +204,10 @@ impl Master {
         for (level, note) in std::mem::take(&mut self.notes) {
             self.log(py, hooks, level, &note);
         }
-        self.write_pid_file(py, hooks)?;
+        if let Err(e) = self.write_pid_file(py, hooks) {
+            self.finish();
+            return Err(e.into());
+        }
         self.log(
             py,
             hooks,
