@@ -29,6 +29,9 @@ pub struct CoreConfig {
     pub limit_concurrency: Option<usize>,
     pub timeout_body_read: f64,
     pub proxy_headers: bool,
+    pub access_log_format: Option<String>,
+    pub log_format: String,
+    pub request_id: bool,
     pub forwarded_allow_ips: String,
 }
 

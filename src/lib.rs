@@ -4,6 +4,7 @@
 mod asgi;
 mod config;
 mod http;
+mod log;
 mod net;
 mod server;
 mod supervisor;

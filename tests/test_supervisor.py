@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -406,26 +405,33 @@ def test_single_worker_without_supervisor_options_runs_alone(servers):
 
 
 def test_usr1_reopens_log_files(servers, tmp_path):
-    log = tmp_path / "rsgi.log"
-    config = tmp_path / "log.json"
-    handler = {"class": "logging.FileHandler", "filename": str(log)}
-    config.write_text(
-        json.dumps(
-            {
-                "version": 1,
-                "disable_existing_loggers": False,
-                "handlers": {"file": handler},
-                "loggers": {"rsgi": {"handlers": ["file"], "level": "INFO"}},
-            }
-        )
+    error_log, access_log = tmp_path / "error.log", tmp_path / "access.log"
+    server = servers(
+        "-w",
+        "2",
+        "--error-logfile",
+        str(error_log),
+        "--access-logfile",
+        str(access_log),
+        "--access-log",
     )
-    server = servers("-w", "2", "--log-config", str(config))
     serving_pids(server, 2)
-    rotated = tmp_path / "rsgi.log.1"
-    log.rename(rotated)
+    for path in (error_log, access_log):
+        path.rename(path.with_suffix(".old"))
     server.signal(signal.SIGUSR1)
-    wait_for(lambda: log.exists() and "reopened the log files" in log.read_text() or None)
-    assert "reopened the log files" not in rotated.read_text()
+    # The master reopened its log; every worker reopened its access log.
+    wait_for(lambda: error_log.exists() and "reopened the log files" in error_log.read_text())
+
+    old_access = access_log.with_suffix(".old")
+
+    def all_workers_reopened() -> bool:
+        size = old_access.stat().st_size
+        pids = {pid_of_response(server) for _ in range(20)}
+        time.sleep(0.1)  # the access lines are written in batches
+        return len(pids) == 2 and old_access.stat().st_size == size and access_log.exists()
+
+    wait_for(all_workers_reopened, message="a worker still writes to the old access log")
+    assert "reopened the log files" not in error_log.with_suffix(".old").read_text()
 
 
 def test_run_from_python_with_workers(tmp_path):

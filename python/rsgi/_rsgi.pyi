@@ -49,8 +49,9 @@ class Core:
         event_loop: Any,
         app: Callable[..., Awaitable[None]],
         error_log: Any,
-        access_log: Callable[[str], None] | None,
+        access_log: int | str | Callable[[str], None] | None,
         state: dict[str, Any] | None,
+        access_prefix: str = "",
     ) -> int:
         """Starts the I/O thread; returns the fd to watch with ``loop.add_reader(fd, drain)``."""
     def drain(self) -> None:
@@ -62,6 +63,8 @@ class Core:
     @property
     def requests(self) -> int:
         """Requests handed to the app since the server started."""
+    def reopen_logs(self) -> None:
+        """Reopens the access log file (USR1, after log rotation)."""
     def connections(self) -> int: ...
     def running(self) -> int: ...
     def close(self) -> None:

@@ -317,6 +317,42 @@ class Config:
         group=LOGGING,
         parse=parse_bool,
     )
+    access_log_format: str | None = option(
+        None,
+        help="Access line format with gunicorn's atoms, e.g. "
+        '\'%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s" %(D)s\'. '
+        "Default: uvicorn's line, '127.0.0.1:5555 - \"GET / HTTP/1.1\" 200'.",
+        group=LOGGING,
+        optional=True,
+        metavar="FORMAT",
+    )
+    log_format: str = option(
+        "text",
+        help='"json" writes access and error logs as JSON lines (for ELK, Loki).',
+        group=LOGGING,
+        choices=("text", "json"),
+    )
+    access_logfile: str | None = option(
+        None,
+        help="Write access lines to this file ('-' is stdout, the default). Reopened on USR1.",
+        group=LOGGING,
+        optional=True,
+        metavar="PATH",
+    )
+    error_logfile: str | None = option(
+        None,
+        help="Write server messages to this file ('-' is stderr, the default). Reopened on USR1.",
+        group=LOGGING,
+        optional=True,
+        metavar="PATH",
+    )
+    request_id: bool = option(
+        True,
+        help="Take each request's X-Request-ID, or make one; the app sees it, the response "
+        "echoes it, the access log records it.",
+        group=HTTP,
+        parse=parse_bool,
+    )
     log_config: str | None = option(
         None,
         help="Logging configuration file: .json or .yaml/.yml for logging.config.dictConfig "

@@ -120,6 +120,8 @@ def configure(config: Any) -> None:
             raise ConfigError(f"Unable to configure logging from {log_config!r}: {exc}") from exc
     apply_level(LEVELS[config.log_level], respect_existing=log_config is not None)
     set_access_log(config.access_log)
+    if log_config is None:
+        use_error_file(config.error_logfile, config.log_format)
 
 
 def apply_log_config(log_config: str | dict[str, Any]) -> None:
@@ -169,26 +171,84 @@ def set_access_log(enabled: bool) -> None:
     access.disabled = True
 
 
-def reopen_files() -> None:
-    """Reopen every file a logging.FileHandler writes to (SIGUSR1, after log rotation)."""
-    loggers = [logging.getLogger()] + [
-        item
-        for item in logging.Logger.manager.loggerDict.values()
-        if isinstance(item, logging.Logger)
-    ]
-    handlers = {handler for item in loggers for handler in item.handlers}
-    for handler in handlers:
-        if not isinstance(handler, logging.FileHandler):
-            continue
-        handler.acquire()
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record, with the fields log shippers index."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "timestamp": self.formatTime(record),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+            "pid": record.process,
+        }
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, ensure_ascii=False)
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
+        import datetime
+
+        moment = datetime.datetime.fromtimestamp(record.created, tz=datetime.timezone.utc)
+        return moment.isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+class ReopenableFileHandler(logging.FileHandler):
+    """A FileHandler that reopens its file on USR1, after logrotate moved it away."""
+
+    def reopen(self) -> None:
+        self.acquire()
         try:
-            if handler.stream is not None:
-                handler.stream.flush()
-                handler.stream.close()
-            handler.stream = handler._open()
-        except OSError as exc:
-            logging.getLogger("rsgi.error").error(
-                "Cannot reopen log file %s: %s", handler.baseFilename, exc
-            )
+            if self.stream is not None:
+                self.stream.close()
+            self.stream = self._open()
         finally:
-            handler.release()
+            self.release()
+
+
+def use_error_file(path: str | None, log_format: str) -> None:
+    """Points the server log at ``path`` (None or "-": stderr) and sets its format."""
+    server = logging.getLogger("rsgi")
+    if path not in (None, "-"):
+        handler: logging.Handler = ReopenableFileHandler(os.path.abspath(path), encoding="utf-8")
+        handler.setFormatter(LevelFormatter(use_colors=False))
+        for old in list(server.handlers):
+            server.removeHandler(old)
+        server.addHandler(handler)
+    if log_format == "json":
+        for handler in server.handlers:
+            handler.setFormatter(JsonFormatter())
+
+
+def access_target(config: Any) -> tuple[Any, str] | None:
+    """Where the Rust core writes access lines, and the text before each.
+
+    A file or stdout is written by the core's I/O thread, in batches; a custom logging
+    configuration gets the lines through the ``rsgi.access`` logger instead.
+    """
+    access = logging.getLogger("rsgi.access")
+    if not config.access_log or not access.isEnabledFor(logging.INFO):
+        return None
+    if config.log_config is not None:
+        return access.info, ""
+    if config.access_logfile not in (None, "-"):
+        return os.path.abspath(config.access_logfile), ""
+    if config.log_format == "json":
+        return 1, ""
+    return 1, level_prefix("INFO", wants_colour(sys.stdout))
+
+
+def level_prefix(name: str, colour: bool) -> str:
+    """The text LevelFormatter puts before a message of this level."""
+    padding = " " * max(0, 8 - len(name))
+    if colour:
+        name = f"\x1b[{COLOURS[logging.getLevelName(name)]}m{name}\x1b[0m"
+    return f"{name}:{padding} "
+
+
+def reopen_files() -> None:
+    """Reopens every log file rsgi opened (USR1)."""
+    for name in SERVER_LOGGERS:
+        for handler in logging.getLogger(name).handlers:
+            if isinstance(handler, ReopenableFileHandler):
+                handler.reopen()

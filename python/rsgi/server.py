@@ -8,12 +8,11 @@ import os
 import signal
 from typing import Any
 
-from rsgi import _rsgi
+from rsgi import _rsgi, logs
 from rsgi.config import Config, ConfigError
 from rsgi.lifespan import Lifespan, LifespanFailure
 
 logger = logging.getLogger("rsgi.error")
-access_logger = logging.getLogger("rsgi.access")
 
 STARTUP_FAILURE = 3
 
@@ -77,15 +76,16 @@ class Server:
             await lifespan.startup()
         except LifespanFailure:
             return STARTUP_FAILURE
-        access = access_logger.info if self.access_log_enabled() else None
+        access, prefix = logs.access_target(self.config) or (None, "")
         try:
             core = _rsgi.Core(self.config, self.fds)
-            fd = core.start(loop, self.app, logger, access, lifespan.state)
+            fd = core.start(loop, self.app, logger, access, lifespan.state, prefix)
         except (OSError, ValueError) as exc:
             logger.error("%s", exc)
             await lifespan.shutdown()
             return 1
         loop.add_reader(fd, core.drain)
+        loop.add_signal_handler(signal.SIGUSR1, self.reopen_logs, core)
         if self.link is not None:
             # The master logged the addresses; the link reports readiness and heartbeats.
             self.link.serving(loop, core, self)
@@ -102,8 +102,12 @@ class Server:
         logger.info("Finished server process [%d]", os.getpid())
         return 0
 
-    def access_log_enabled(self) -> bool:
-        return self.config.access_log and access_logger.isEnabledFor(logging.INFO)
+    def reopen_logs(self, core: _rsgi.Core) -> None:
+        logs.reopen_files()
+        try:
+            core.reopen_logs()
+        except OSError as exc:
+            logger.error("Cannot reopen the access log: %s", exc)
 
     def install_signals(self, loop: asyncio.AbstractEventLoop) -> None:
         if self.link is not None:

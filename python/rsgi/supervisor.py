@@ -24,7 +24,6 @@ from typing import Any, NoReturn
 
 from rsgi import _rsgi
 from rsgi.config import Config, ConfigError
-from rsgi.logs import reopen_files
 
 logger = logging.getLogger("rsgi.error")
 
@@ -161,11 +160,11 @@ class WorkerLink:
         """The worker's signal handlers, installed by ``Server`` as its loop starts."""
         # TERM (from the master) and INT both stop gracefully, and a second one does not
         # escalate: the terminal's Ctrl-C reaches the worker as well as the master, which
-        # forwards it. QUIT (the master's quick stop) does not wait for requests.
+        # forwards it. QUIT (the master's quick stop) does not wait for requests. USR1
+        # (reopen the log files) is the server's own, installed once its core exists.
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, server.request_stop)
         loop.add_signal_handler(signal.SIGQUIT, server.request_stop, True)
-        loop.add_signal_handler(signal.SIGUSR1, reopen_files)
 
     def serving(self, loop: asyncio.AbstractEventLoop, core: Any, server: Any) -> None:
         """The worker listens: report ready, start ticking."""

@@ -25,6 +25,8 @@ pub enum Event {
     Wake(Arc<Exchange>),
     /// A log record from the Rust side, written through Python's `logging` by the loop thread.
     Log(LogLevel, String),
+    /// An access line for the `rsgi.access` logger, when Python handlers must write it.
+    Access(String),
 }
 
 #[derive(Clone, Copy, Debug)]

@@ -27,12 +27,6 @@ enum Response {
     Complete,
 }
 
-/// The request line and client, kept only when the access log is on.
-pub struct AccessInfo {
-    pub client: String,
-    pub request_line: String,
-}
-
 #[pyclass(module = "rsgi._rsgi", unsendable)]
 pub struct HttpCycle {
     ex: Arc<Exchange>,
@@ -42,15 +36,10 @@ pub struct HttpCycle {
     request_complete: bool,
     recv_waiter: Option<Py<PyAny>>,
     drain_waiter: Option<Py<PyAny>>,
-    access: Option<AccessInfo>,
 }
 
 impl HttpCycle {
-    pub fn new(
-        ex: Arc<Exchange>,
-        ctx: std::rc::Rc<LoopContext>,
-        access: Option<AccessInfo>,
-    ) -> Self {
+    pub fn new(ex: Arc<Exchange>, ctx: std::rc::Rc<LoopContext>) -> Self {
         HttpCycle {
             ex,
             ctx,
@@ -58,7 +47,6 @@ impl HttpCycle {
             request_complete: false,
             recv_waiter: None,
             drain_waiter: None,
-            access,
         }
     }
 
@@ -160,7 +148,6 @@ impl HttpCycle {
             Some(h) if !h.is_none() => response_headers(&h)?,
             _ => HeaderMap::new(),
         };
-        self.log_access(status);
         let mut st = self.ex.lock();
         if st.gone {
             return Err(ClientDisconnected::new_err("client disconnected"));
@@ -222,15 +209,6 @@ impl HttpCycle {
         Ok(None)
     }
 
-    fn log_access(&self, status: u16) {
-        if let Some(info) = &self.access {
-            self.ctx.log_access(&format!(
-                "{} - \"{}\" {}",
-                info.client, info.request_line, status
-            ));
-        }
-    }
-
     /// Answers 500 when nothing was sent yet, or cuts the connection when a response started.
     fn fail(&mut self) {
         let mut st = self.ex.lock();
@@ -252,7 +230,6 @@ impl HttpCycle {
                 st.resp_done = true;
                 self.response = Response::Complete;
                 drop(st);
-                self.log_access(500);
                 st = self.ex.lock();
             }
             Response::Started => st.abort = true,

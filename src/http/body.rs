@@ -8,10 +8,17 @@ use std::task::{Context, Poll};
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 
+use std::time::Instant;
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+
 use super::conn::Activity;
 use super::service::HttpContext;
+use super::service::X_REQUEST_ID;
 use crate::asgi::bridge::Event;
 use crate::asgi::exchange::{Exchange, RESPONSE_LOW_WATER};
+use crate::log::access::RequestFacts;
+use crate::log::Record;
 
 /// The app failed after the response started: hyper must close the connection rather than end
 /// the body cleanly, so the client never mistakes a cut response for a complete one.
@@ -35,6 +42,20 @@ pub struct Completion {
     ctx: Arc<HttpContext>,
     activity: Arc<Activity>,
     finished: bool,
+    /// For the access log, when it is on.
+    tracked: Option<Box<Tracked>>,
+    request_id: Option<HeaderValue>,
+    /// Close the connection after this response unless it switches protocols.
+    pub close_unless_switching: bool,
+}
+
+/// What the access line of this request needs beyond the request head.
+struct Tracked {
+    facts: RequestFacts,
+    started: Instant,
+    status: u16,
+    bytes: u64,
+    response_headers: Vec<(HeaderName, HeaderValue)>,
 }
 
 impl Completion {
@@ -45,7 +66,56 @@ impl Completion {
             ctx,
             activity,
             finished: false,
+            tracked: None,
+            request_id: None,
+            close_unless_switching: false,
         }
+    }
+
+    /// Records this request in the access log when it completes.
+    pub fn track(&mut self, facts: RequestFacts, request_id: Option<HeaderValue>) {
+        self.request_id = request_id;
+        self.tracked = Some(Box::new(Tracked {
+            facts,
+            started: Instant::now(),
+            status: 0,
+            bytes: 0,
+            response_headers: Vec::new(),
+        }));
+    }
+
+    pub fn echo_request_id(&mut self, id: HeaderValue) {
+        self.request_id = Some(id);
+    }
+
+    /// The response head is about to go out.
+    pub fn responding(&mut self, status: u16, headers: &mut HeaderMap) {
+        if self.close_unless_switching && status != 101 {
+            headers.insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        if let Some(id) = self.request_id.take() {
+            headers.entry(X_REQUEST_ID).or_insert(id);
+        }
+        if let (Some(t), Some(access)) = (&mut self.tracked, &self.ctx.access) {
+            t.status = status;
+            t.response_headers = access.log.capture_response(headers);
+        }
+    }
+
+    fn log_access(&mut self) {
+        let (Some(t), Some(access)) = (self.tracked.take(), &self.ctx.access) else {
+            return;
+        };
+        let record = Record {
+            status: t.status,
+            bytes: t.bytes,
+            duration: t.started.elapsed(),
+            response_headers: t.response_headers,
+            request: t.facts,
+        };
+        let mut line = String::with_capacity(128);
+        access.log.format(&record, &mut line);
+        access.sink.line(line);
     }
 }
 
@@ -54,6 +124,7 @@ impl Drop for Completion {
         self.ctx.in_flight.done();
         self.activity.request_done();
         if self.finished {
+            self.log_access();
             return;
         }
         let notify = {
@@ -134,6 +205,9 @@ fn poll_stream(
     let mut st = c.ex.lock();
     if let Some(chunk) = st.resp_chunks.pop_front() {
         st.resp_buffered -= chunk.len();
+        if let Some(t) = &mut c.tracked {
+            t.bytes += chunk.len() as u64;
+        }
         if st.resp_done && st.resp_chunks.is_empty() {
             c.finished = true;
         }

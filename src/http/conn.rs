@@ -5,23 +5,27 @@
 //! says which deadline applies now, and the timer either closes the connection or re-arms.
 
 use std::future::{poll_fn, Future};
-use std::io;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::sync::{Arc, OnceLock};
+use std::task::Poll;
 use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 
+use super::framing::Violation;
 use super::service::{AsgiService, HttpContext};
+use super::stream::Checked;
 use super::ConnInfo;
 use crate::net::clock::now_ms;
+use http::StatusCode;
 
 /// What a connection is doing, as far as its timeouts care.
 pub struct Activity {
+    /// Set when the framing check refused the stream: the next request the service sees is a
+    /// stand-in, to be answered with this.
+    pub refusal: OnceLock<Violation>,
     in_flight: AtomicU32,
     /// When the connection last became idle (accepted, or a response completed).
     idle_since: AtomicU64,
@@ -32,13 +36,14 @@ pub struct Activity {
 impl Activity {
     fn new() -> Self {
         Activity {
+            refusal: OnceLock::new(),
             in_flight: AtomicU32::new(0),
             idle_since: AtomicU64::new(now_ms()),
             head_since: AtomicU64::new(0),
         }
     }
 
-    fn bytes_arrived(&self) {
+    pub(super) fn bytes_arrived(&self) {
         if self.in_flight.load(Ordering::Relaxed) == 0
             && self.head_since.load(Ordering::Relaxed) == 0
         {
@@ -89,58 +94,6 @@ pub struct Timeouts {
     pub header_read: Duration,
 }
 
-/// The socket, noting every read that brings bytes.
-struct Tracked<S> {
-    inner: S,
-    activity: Arc<Activity>,
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Tracked<S> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let before = buf.filled().len();
-        let res = Pin::new(&mut this.inner).poll_read(cx, buf);
-        if buf.filled().len() > before {
-            this.activity.bytes_arrived();
-        }
-        res
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Tracked<S> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
-    }
-}
-
 /// Serves one connection until the client leaves, a timeout closes it, or a graceful shutdown
 /// lets its in-flight request finish.
 pub async fn serve_connection<S>(
@@ -152,13 +105,10 @@ pub async fn serve_connection<S>(
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let activity = Arc::new(Activity::new());
-    let io = TokioIo::new(Tracked {
-        inner: stream,
-        activity: activity.clone(),
-    });
+    let io = TokioIo::new(Checked::new(stream, activity.clone()));
     let service = AsgiService {
         ctx: ctx.clone(),
-        conn,
+        conn: conn.clone(),
         activity: activity.clone(),
     };
     let driver = ctx.http1.serve_connection(io, service);
@@ -186,13 +136,18 @@ pub async fn serve_connection<S>(
         }
         // The driver, or a wake-up as soon as a request starts on a lingering connection.
         let step = poll_fn(|cx| match driver.as_mut().poll(cx) {
-            Poll::Ready(_) => Poll::Ready(true),
-            Poll::Pending if closing && !shut && activity.has_request() => Poll::Ready(false),
+            Poll::Ready(result) => Poll::Ready(Some(result)),
+            Poll::Pending if closing && !shut && activity.has_request() => Poll::Ready(None),
             Poll::Pending => Poll::Pending,
         });
         tokio::select! {
             biased;
-            done = step => if done { break },
+            done = step => if let Some(result) = done {
+                if let Err(e) = result {
+                    log_parse_error(&ctx, &conn, &e);
+                }
+                break;
+            },
             _ = shutdown.changed(), if !closing => {
                 closing = true;
                 linger.as_mut().reset(tokio::time::Instant::now() + SHUTDOWN_LINGER);
@@ -205,7 +160,13 @@ pub async fn serve_connection<S>(
                 let now = now_ms();
                 let wait = match activity.deadline(&limits) {
                     // Idle too long, or too slow to send a head: drop the connection.
-                    Some(deadline) if now >= deadline => break,
+                    Some(deadline) if now >= deadline => {
+                        if activity.head_since.load(Ordering::Relaxed) != 0 {
+                            let why = (StatusCode::REQUEST_TIMEOUT, "request head not received in time");
+                            ctx.log_refusal(why, &conn.client);
+                        }
+                        break;
+                    }
                     Some(deadline) => Duration::from_millis(deadline - now),
                     None => limits.keep_alive,
                 };
@@ -213,4 +174,19 @@ pub async fn serve_connection<S>(
             }
         }
     }
+}
+
+/// hyper answered a request it could not parse (400, 414 or 431); say so in the log.
+fn log_parse_error(ctx: &HttpContext, conn: &ConnInfo, e: &hyper::Error) {
+    let refusal = if e.is_parse_too_large() {
+        (
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "request head too large",
+        )
+    } else if e.is_parse() {
+        (StatusCode::BAD_REQUEST, "malformed request")
+    } else {
+        return;
+    };
+    ctx.log_refusal(refusal, &conn.client);
 }

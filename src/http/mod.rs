@@ -3,9 +3,11 @@
 
 mod body;
 mod conn;
+pub mod framing;
 pub mod limits;
 pub mod proxy;
 mod service;
+mod stream;
 mod validate;
 
 use std::net::SocketAddr;
@@ -16,7 +18,7 @@ use http::{HeaderMap, Method, Uri, Version};
 pub use conn::{serve_connection, Timeouts};
 pub use limits::{InFlight, Limits};
 pub use proxy::TrustedProxies;
-pub use service::HttpContext;
+pub use service::{Access, HttpContext};
 
 /// One side of a connection, as the ASGI scope reports it.
 #[derive(Clone, Debug, PartialEq, Eq)]

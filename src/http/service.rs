@@ -20,8 +20,9 @@ use super::limits::{InFlight, Limits, Refusal};
 use super::proxy::TrustedProxies;
 use super::validate::check_head;
 use super::{ConnInfo, Endpoint, RequestHead};
-use crate::asgi::bridge::{Bridge, Event, LogLevel};
+use crate::asgi::bridge::{Bridge, Event};
 use crate::asgi::exchange::{Exchange, Inner, ResponseHead, REQUEST_READ_AHEAD};
+use crate::log::{AccessLog, Sink};
 
 /// What every connection of a server shares.
 pub struct HttpContext {
@@ -34,20 +35,23 @@ pub struct HttpContext {
     pub in_flight: InFlight,
     /// `None` when proxy headers are off.
     pub proxies: Option<TrustedProxies>,
+    /// `None` when the access log is off.
+    pub access: Option<Access>,
+    /// Take or make an `x-request-id` for every request, and echo it in the response.
+    pub request_id: bool,
+}
+
+/// The access log: its format and where its lines go.
+pub struct Access {
+    pub log: AccessLog,
+    pub sink: Sink,
 }
 
 impl HttpContext {
     /// Logs a refused request, one line, through the loop thread.
-    fn log_refusal(&self, (status, why): Refusal, client: &Endpoint) {
-        let who = match client {
-            Endpoint::Tcp(host, port) => format!("{host}:{port}"),
-            Endpoint::Unix(path) => path.clone(),
-            Endpoint::Unknown => "-".into(),
-        };
-        self.bridge.log(
-            LogLevel::Warning,
-            format!("{} {why} ({who})", status.as_u16()),
-        );
+    pub fn log_refusal(&self, (status, why): Refusal, client: &Endpoint) {
+        let who = client_text(client);
+        tracing::warn!("{} {why} ({who})", status.as_u16());
     }
 }
 
@@ -73,6 +77,9 @@ impl hyper::service::Service<Request<Incoming>> for AsgiService {
 
 impl AsgiService {
     async fn handle(self, req: Request<Incoming>) -> Response<ResponseBody> {
+        if let Some(&violation) = self.activity.refusal.get() {
+            return self.refuse(violation);
+        }
         let (parts, mut body) = req.into_parts();
         let refused = check_head(parts.version, &parts.headers)
             .map(|status| (status, "malformed or ambiguous request head"))
@@ -92,9 +99,38 @@ impl AsgiService {
             .get(EXPECT)
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
 
+        let mut parts = parts;
+        // The framing check stops checking after an upgrade request; unless the upgrade
+        // happens, the connection must not carry another request.
+        let upgrade = parts.headers.contains_key(http::header::UPGRADE);
+        let request_id = self.ctx.request_id.then(|| request_id(&mut parts.headers));
+        let forwarded = self
+            .ctx
+            .proxies
+            .as_ref()
+            .and_then(|p| p.resolve(&self.conn.client, &parts.headers));
         let ex = Arc::new(Exchange::new(body.is_end_stream()));
         self.activity.request_started();
-        let completion = Completion::new(ex.clone(), self.ctx.clone(), self.activity.clone());
+        let mut completion = Completion::new(ex.clone(), self.ctx.clone(), self.activity.clone());
+        completion.close_unless_switching = upgrade;
+        if let Some(access) = &self.ctx.access {
+            let client = forwarded
+                .as_ref()
+                .and_then(|f| f.client.as_ref())
+                .unwrap_or(&self.conn.client);
+            let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+            let facts = access.log.capture(
+                client_text(client),
+                client_host(client),
+                &parts.method,
+                target,
+                parts.version,
+                &parts.headers,
+            );
+            completion.track(facts, request_id.clone());
+        } else if let Some(id) = request_id {
+            completion.echo_request_id(id);
+        }
         if !body.is_end_stream() {
             let mut taken = 0;
             // Reading would send `100 Continue`: with it, wait until the app asks for the body.
@@ -117,11 +153,6 @@ impl AsgiService {
             }
         }
 
-        let forwarded = self
-            .ctx
-            .proxies
-            .as_ref()
-            .and_then(|p| p.resolve(&self.conn.client, &parts.headers));
         let head = RequestHead {
             method: parts.method,
             uri: parts.uri,
@@ -155,17 +186,17 @@ impl AsgiService {
         }
     }
 
-    fn respond(&self, head: ResponseHead, completion: Completion) -> Response<ResponseBody> {
-        let body = ResponseBody::new(completion);
-        let mut resp = Response::new(body);
-        *resp.status_mut() =
-            StatusCode::from_u16(head.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    fn respond(&self, head: ResponseHead, mut completion: Completion) -> Response<ResponseBody> {
         let mut headers = head.headers;
         for (name, value) in &self.ctx.default_headers {
             if !headers.contains_key(name) {
                 headers.insert(name.clone(), value.clone());
             }
         }
+        completion.responding(head.status, &mut headers);
+        let mut resp = Response::new(ResponseBody::new(completion));
+        *resp.status_mut() =
+            StatusCode::from_u16(head.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         *resp.headers_mut() = headers;
         resp
     }
@@ -173,6 +204,35 @@ impl AsgiService {
     fn refuse(&self, refusal: Refusal) -> Response<ResponseBody> {
         self.ctx.log_refusal(refusal, &self.conn.client);
         reject(refusal.0)
+    }
+}
+
+/// The request's `x-request-id`: the client's when it sent one, otherwise a new one added to
+/// the headers the app sees.
+fn request_id(headers: &mut HeaderMap) -> HeaderValue {
+    if let Some(id) = headers.get(X_REQUEST_ID) {
+        return id.clone();
+    }
+    let id = crate::log::new_request_id();
+    headers.insert(X_REQUEST_ID, id.clone());
+    id
+}
+
+pub const X_REQUEST_ID: http::header::HeaderName =
+    http::header::HeaderName::from_static("x-request-id");
+
+fn client_text(client: &Endpoint) -> String {
+    match client {
+        Endpoint::Tcp(host, port) => format!("{host}:{port}"),
+        Endpoint::Unix(path) => path.clone(),
+        Endpoint::Unknown => "-".into(),
+    }
+}
+
+fn client_host(client: &Endpoint) -> String {
+    match client {
+        Endpoint::Tcp(host, _) => host.to_string(),
+        _ => "-".into(),
     }
 }
 

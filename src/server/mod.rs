@@ -15,12 +15,14 @@ use pyo3::types::PyDict;
 
 use crate::asgi::awaitable::Ready;
 use crate::asgi::bridge::{Bridge, Event, LogLevel};
-use crate::asgi::cycle::{AccessInfo, HttpCycle};
+use crate::asgi::cycle::HttpCycle;
 use crate::asgi::exchange::Exchange;
 use crate::asgi::runner::AppRunner;
 use crate::asgi::scope::{self, ScopeTemplate};
 use crate::config::CoreConfig;
-use crate::http::{Endpoint, HttpContext, InFlight, Limits, RequestHead, Timeouts, TrustedProxies};
+use crate::http::Access;
+use crate::http::{HttpContext, InFlight, Limits, RequestHead, Timeouts, TrustedProxies};
+use crate::log::{AccessLog, Format, Sink, Target};
 use crate::net::Listener;
 use runtime::IoThread;
 
@@ -182,7 +184,13 @@ impl Core {
 
     /// Starts the I/O thread. Returns the file descriptor the loop must watch with
     /// `add_reader(fd, core.drain)`.
-    #[pyo3(signature = (event_loop, app, error_log, access_log, state))]
+    /// Starts the I/O thread. Returns the file descriptor the loop must watch with
+    /// `add_reader(fd, core.drain)`.
+    ///
+    /// `access_log` is where access lines go: `None` (off), a file descriptor or a path (written
+    /// by the I/O thread, each line after `access_prefix`), or a callable such as a logger's
+    /// `info` (called on the loop thread, for logging configurations that need Python).
+    #[pyo3(signature = (event_loop, app, error_log, access_log, state, access_prefix=String::new()))]
     fn start(
         slf: &Bound<'_, Self>,
         event_loop: Bound<'_, PyAny>,
@@ -190,6 +198,7 @@ impl Core {
         error_log: Bound<'_, PyAny>,
         access_log: Option<Bound<'_, PyAny>>,
         state: Option<Bound<'_, PyDict>>,
+        access_prefix: String,
     ) -> PyResult<i32> {
         let py = slf.py();
         let this = slf.borrow();
@@ -197,6 +206,20 @@ impl Core {
         if listeners.is_empty() {
             return Err(PyRuntimeError::new_err("the server was already started"));
         }
+        let (access, access_callable) = match access_log {
+            None => (None, None),
+            Some(target) => {
+                let log = AccessLog::new(access_format(&this.config)?);
+                let (sink, callable) = if let Ok(fd) = target.extract::<i32>() {
+                    (Sink::write(Target::Fd(fd), access_prefix)?, None)
+                } else if let Ok(path) = target.extract::<String>() {
+                    (Sink::write(Target::Path(path), access_prefix)?, None)
+                } else {
+                    (Sink::Python(this.bridge.clone()), Some(target.unbind()))
+                };
+                (Some(Access { log, sink }), callable)
+            }
+        };
         let (new_task, task_kwargs) = task_maker(&event_loop)?;
         let ctx = LoopContext {
             bridge: this.bridge.clone(),
@@ -209,7 +232,7 @@ impl Core {
             new_task,
             task_kwargs,
             error_log: error_log.unbind(),
-            access_log: access_log.map(Bound::unbind),
+            access_log: access_callable,
             template: ScopeTemplate {
                 root_path: this.config.root_path.clone(),
                 state: state.map(Bound::unbind),
@@ -218,7 +241,8 @@ impl Core {
             requests: Cell::new(0),
         };
         let _ = this.ctx.set(Rc::new(ctx));
-        let http = Arc::new(http_context(&this.config, this.bridge.clone())?);
+        crate::log::events::route_to(this.bridge.clone());
+        let http = Arc::new(http_context(&this.config, this.bridge.clone(), access)?);
         let io = IoThread::start(http, listeners, this.config.threads)
             .map_err(|e| PyOSError::new_err(e.to_string()))?;
         *this.io.borrow_mut() = Some(io);
@@ -237,6 +261,7 @@ impl Core {
                 Event::Request(ex, head) => start_request(py, ctx, ex, &head),
                 Event::Wake(ex) => wake(py, ctx, &ex),
                 Event::Log(level, msg) => ctx.log(py, level, &msg),
+                Event::Access(line) => ctx.log_access(&line),
             }
         }
         *self.spare.borrow_mut() = events;
@@ -256,6 +281,15 @@ impl Core {
         if let Some(io) = self.io.borrow().as_ref() {
             io.shutdown();
         }
+    }
+
+    /// Reopens the access log file, for USR1 after log rotation.
+    fn reopen_logs(&self) -> PyResult<()> {
+        if let Some(io) = self.io.borrow().as_ref() {
+            io.reopen_logs()
+                .map_err(|e| PyOSError::new_err(e.to_string()))?;
+        }
+        Ok(())
     }
 
     /// Open connections.
@@ -295,11 +329,11 @@ impl Core {
     }
 }
 
-/// The largest request head accepted, whatever the limits say. hyper also uses this as the
-/// bound of its write buffer.
-const MAX_HEAD: usize = 64 * 1024;
-
-fn http_context(config: &CoreConfig, bridge: Arc<Bridge>) -> PyResult<HttpContext> {
+fn http_context(
+    config: &CoreConfig,
+    bridge: Arc<Bridge>,
+    access: Option<Access>,
+) -> PyResult<HttpContext> {
     let mut default_headers = HeaderMap::new();
     if config.server_header {
         default_headers.insert(http::header::SERVER, HeaderValue::from_static("rsgi"));
@@ -321,7 +355,7 @@ fn http_context(config: &CoreConfig, bridge: Arc<Bridge>) -> PyResult<HttpContex
         .header_read_timeout(None)
         // Fields beyond the limit, and heads beyond 64 KiB whatever the limits, get 431.
         .max_headers(config.limit_request_fields)
-        .max_buf_size(MAX_HEAD)
+        .max_buf_size(crate::http::framing::MAX_HEAD)
         .auto_date_header(config.date_header)
         // Not `pipeline_flush`: it lifts hyper's bound on buffered response bytes, and with it
         // the backpressure on the app.
@@ -340,6 +374,8 @@ fn http_context(config: &CoreConfig, bridge: Arc<Bridge>) -> PyResult<HttpContex
         false => None,
     };
     Ok(HttpContext {
+        access,
+        request_id: config.request_id,
         bridge,
         default_headers,
         http1,
@@ -368,8 +404,7 @@ fn try_start_request(
 ) -> PyResult<()> {
     ctx.requests.set(ctx.requests.get() + 1);
     let scope = scope::build(py, head, &ctx.template)?;
-    let access = ctx.access_log.as_ref().map(|_| access_info(head));
-    let cycle = Bound::new(py, HttpCycle::new(ex.clone(), ctx.clone(), access))?;
+    let cycle = Bound::new(py, HttpCycle::new(ex.clone(), ctx.clone()))?;
     let slot = ctx.slots.borrow_mut().insert(cycle.clone().unbind());
     ex.set_slot(slot);
     let receive = cycle.getattr(intern!(py, "receive"))?;
@@ -407,21 +442,13 @@ fn task_maker(event_loop: &Bound<'_, PyAny>) -> PyResult<(Py<PyAny>, Option<Py<P
     Ok((task.unbind(), Some(kwargs.unbind())))
 }
 
-fn access_info(head: &RequestHead) -> AccessInfo {
-    let client = match &head.conn.client {
-        Endpoint::Tcp(host, port) => format!("{host}:{port}"),
-        Endpoint::Unix(p) => p.clone(),
-        Endpoint::Unknown => "-".into(),
-    };
-    let target = head.uri.path_and_query().map_or("/", |p| p.as_str());
-    let version = if head.version == http::Version::HTTP_10 {
-        "1.0"
-    } else {
-        "1.1"
-    };
-    AccessInfo {
-        client,
-        request_line: format!("{} {} HTTP/{}", head.method, target, version),
+fn access_format(config: &CoreConfig) -> PyResult<Format> {
+    if config.log_format == "json" {
+        return Ok(Format::Json);
+    }
+    match &config.access_log_format {
+        Some(text) => Format::parse_atoms(text).map_err(PyValueError::new_err),
+        None => Ok(Format::Default),
     }
 }
 

@@ -8,11 +8,11 @@ use std::time::Duration;
 
 use tokio::sync::{oneshot, watch};
 
-use crate::asgi::bridge::LogLevel;
 use crate::http::{serve_connection, ConnInfo, Endpoint, HttpContext};
 use crate::net::Listener;
 
 pub struct IoThread {
+    ctx: Arc<HttpContext>,
     shutdown: watch::Sender<bool>,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
@@ -42,12 +42,16 @@ impl IoThread {
         let (stop, stop_rx) = oneshot::channel();
         let connections = Arc::new(AtomicUsize::new(0));
         let counter = connections.clone();
+        let shared = ctx.clone();
         let thread = std::thread::Builder::new()
             .name("rsgi-io".into())
             .spawn(move || {
                 runtime.block_on(async move {
                     tokio::spawn(ctx.bridge.clone().dispatch());
                     tokio::spawn(crate::net::clock::tick());
+                    if ctx.access.is_some() {
+                        tokio::spawn(flush_access_log(ctx.clone()));
+                    }
                     for listener in listeners {
                         let accept = accept_loop(
                             listener,
@@ -63,6 +67,7 @@ impl IoThread {
                 drop(runtime);
             })?;
         Ok(IoThread {
+            ctx: shared,
             shutdown,
             stop: Some(stop),
             thread: Some(thread),
@@ -86,8 +91,32 @@ impl IoThread {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
+        if let Some(access) = &self.ctx.access {
+            access.sink.flush();
+        }
+    }
+
+    /// Reopens the access log file (after logrotate moved it).
+    pub fn reopen_logs(&self) -> io::Result<()> {
+        match &self.ctx.access {
+            Some(access) => access.sink.reopen(),
+            None => Ok(()),
+        }
     }
 }
+
+/// Writes buffered access lines at least every [`FLUSH_EVERY`].
+async fn flush_access_log(ctx: Arc<HttpContext>) {
+    let mut interval = tokio::time::interval(FLUSH_EVERY);
+    loop {
+        interval.tick().await;
+        if let Some(access) = &ctx.access {
+            access.sink.flush();
+        }
+    }
+}
+
+const FLUSH_EVERY: Duration = Duration::from_millis(100);
 
 /// Counts a connection for as long as it lives.
 struct Counted(Arc<AtomicUsize>);
@@ -123,7 +152,7 @@ async fn accept_loop(
                                 let conn = Arc::new(ConnInfo { client: peer.into(), server });
                                 spawn_conn(stream, conn, &ctx, &shutdown, &counter);
                             }
-                            Err(e) => accept_failed(&ctx, e).await,
+                            Err(e) => accept_failed(e).await,
                         },
                         _ = shutdown.changed() => break,
                     }
@@ -146,7 +175,7 @@ async fn accept_loop(
                                 let conn = Arc::new(ConnInfo { client: Endpoint::Unknown, server: path.clone() });
                                 spawn_conn(stream, conn, &ctx, &shutdown, &counter);
                             }
-                            Err(e) => accept_failed(&ctx, e).await,
+                            Err(e) => accept_failed(e).await,
                         },
                         _ = shutdown.changed() => break,
                     }
@@ -157,8 +186,7 @@ async fn accept_loop(
         },
     };
     if let Err(e) = result {
-        ctx.bridge
-            .log(LogLevel::Error, format!("Cannot listen: {e}"));
+        tracing::error!("Cannot listen: {e}");
     }
 }
 
@@ -181,10 +209,7 @@ fn spawn_conn<S>(
 }
 
 /// Accept errors such as EMFILE are transient: log, back off briefly, go on.
-async fn accept_failed(ctx: &HttpContext, e: io::Error) {
-    ctx.bridge.log(
-        LogLevel::Warning,
-        format!("Error accepting a connection: {e}"),
-    );
+async fn accept_failed(e: io::Error) {
+    tracing::warn!("Error accepting a connection: {e}");
     tokio::time::sleep(Duration::from_millis(100)).await;
 }

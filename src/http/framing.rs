@@ -1,0 +1,556 @@
+//! A strict check of HTTP/1.1 message framing on the raw byte stream, ahead of hyper.
+//!
+//! hyper's parser is lenient where request smuggling lives (bare LF, chunk-size whitespace,
+//! chunk extensions, trailer fields, a Content-Length next to Transfer-Encoding, which it drops
+//! silently). This checker follows every request on a connection byte by byte, knows where each
+//! message ends, and stops the connection at the first byte that breaks RFC 9112. Nothing it
+//! rejects ever reaches hyper, so no second request can be smuggled behind it.
+//!
+//! It holds no message: [`Framing::feed`] says how many of the bytes fed so far may go to hyper
+//! (a head only once it is complete and valid; body bytes as soon as they are checked).
+
+use http::StatusCode;
+
+/// Why the stream was refused: the status to answer with, and a few words for the log.
+pub type Violation = (StatusCode, &'static str);
+
+/// The largest request head accepted, whatever the limits say.
+pub const MAX_HEAD: usize = 64 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    RequestLine,
+    Header,
+    /// A body of known length: this many bytes left.
+    Fixed(u64),
+    ChunkSize,
+    ChunkData(u64),
+    /// The CRLF after a chunk's data; the count is how many of its bytes were seen.
+    ChunkEnd(u8),
+    Trailer,
+    /// After an upgrade or CONNECT request the stream is not HTTP/1.1 any more.
+    Opaque,
+}
+
+/// What the current request head said about framing.
+#[derive(Debug, Default)]
+struct Head {
+    http10: bool,
+    hosts: u32,
+    content_length: Option<u64>,
+    lengths: u32,
+    chunked: bool,
+    /// A transfer coding other than a lone `chunked`.
+    unknown_coding: bool,
+    codings: u32,
+    upgrade: bool,
+    connect: bool,
+}
+
+#[derive(Debug)]
+pub struct Framing {
+    state: State,
+    /// The line being read (bounded by [`MAX_HEAD`]), without its CRLF.
+    line: Vec<u8>,
+    /// A CR ended the previous byte: the next must be LF.
+    after_cr: bool,
+    head: Head,
+    head_len: usize,
+    /// Bytes fed so far that hyper may have.
+    released: u64,
+    fed: u64,
+}
+
+impl Default for Framing {
+    fn default() -> Self {
+        Framing {
+            state: State::RequestLine,
+            line: Vec::with_capacity(256),
+            after_cr: false,
+            head: Head::default(),
+            head_len: 0,
+            released: 0,
+            fed: 0,
+        }
+    }
+}
+
+impl Framing {
+    /// Checks the next bytes of the stream. Returns how many more bytes (counted from the start
+    /// of everything fed before) hyper may now have, or the violation that ends the connection.
+    pub fn feed(&mut self, data: &[u8]) -> Result<u64, Violation> {
+        let mut i = 0;
+        while i < data.len() {
+            match self.state {
+                State::Opaque => {
+                    self.fed += (data.len() - i) as u64;
+                    self.released = self.fed;
+                    break;
+                }
+                State::Fixed(left) | State::ChunkData(left) => {
+                    let n = left.min((data.len() - i) as u64);
+                    i += n as usize;
+                    self.fed += n;
+                    self.released = self.fed;
+                    let left = left - n;
+                    self.state = match (self.state, left) {
+                        (State::Fixed(_), 0) => State::RequestLine,
+                        (State::Fixed(_), l) => State::Fixed(l),
+                        (_, 0) => State::ChunkEnd(0),
+                        (_, l) => State::ChunkData(l),
+                    };
+                }
+                State::ChunkEnd(seen) => {
+                    let want = if seen == 0 { b'\r' } else { b'\n' };
+                    if data[i] != want {
+                        return Err(bad("chunk data longer than its size"));
+                    }
+                    i += 1;
+                    self.fed += 1;
+                    self.released = self.fed;
+                    self.state = if seen == 0 {
+                        State::ChunkEnd(1)
+                    } else {
+                        State::ChunkSize
+                    };
+                }
+                _ => {
+                    let byte = data[i];
+                    i += 1;
+                    self.fed += 1;
+                    self.line_byte(byte)?;
+                }
+            }
+        }
+        Ok(self.released)
+    }
+
+    /// One byte of a line-oriented part: the head, a chunk-size line, a trailer line.
+    fn line_byte(&mut self, byte: u8) -> Result<(), Violation> {
+        if self.matches_head() {
+            self.head_len += 1;
+            if self.head_len > MAX_HEAD {
+                return Err((
+                    StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                    "request head too large",
+                ));
+            }
+        }
+        if self.after_cr {
+            if byte != b'\n' {
+                return Err(bad("bare CR"));
+            }
+            self.after_cr = false;
+            let line = std::mem::take(&mut self.line);
+            let result = self.end_line(&line);
+            self.line = line;
+            self.line.clear();
+            return result;
+        }
+        match byte {
+            b'\r' => self.after_cr = true,
+            b'\n' => return Err(bad("bare LF")),
+            _ if self.line.len() < MAX_HEAD => self.line.push(byte),
+            _ => return Err((StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "line too long")),
+        }
+        Ok(())
+    }
+
+    /// Inside a request body (chunked framing), where hyper reads body bytes.
+    pub fn in_body(&self) -> bool {
+        matches!(
+            self.state,
+            State::ChunkSize | State::ChunkData(_) | State::ChunkEnd(_) | State::Trailer
+        )
+    }
+
+    fn matches_head(&self) -> bool {
+        matches!(self.state, State::RequestLine | State::Header)
+    }
+
+    fn end_line(&mut self, line: &[u8]) -> Result<(), Violation> {
+        match self.state {
+            State::RequestLine if line.is_empty() => {
+                // RFC 9112 2.2: empty lines before a request line are ignored.
+                self.released = self.fed;
+                self.head_len = 0;
+                Ok(())
+            }
+            State::RequestLine => {
+                self.head = Head::default();
+                request_line(line, &mut self.head)?;
+                self.state = State::Header;
+                Ok(())
+            }
+            State::Header if line.is_empty() => self.end_head(),
+            State::Header => header(line, &mut self.head),
+            State::ChunkSize => {
+                let size = chunk_size(line)?;
+                self.released = self.fed;
+                self.state = if size == 0 {
+                    State::Trailer
+                } else {
+                    State::ChunkData(size)
+                };
+                Ok(())
+            }
+            State::Trailer if line.is_empty() => {
+                self.released = self.fed;
+                self.state = State::RequestLine;
+                Ok(())
+            }
+            State::Trailer => {
+                trailer(line)?;
+                self.released = self.fed;
+                Ok(())
+            }
+            _ => unreachable!("line_byte only runs in line states"),
+        }
+    }
+
+    /// The head is complete: decide how the body is framed.
+    fn end_head(&mut self) -> Result<(), Violation> {
+        let h = &self.head;
+        if h.codings > 1 || (h.codings == 1 && (h.lengths > 0 || h.http10)) {
+            return Err(bad("ambiguous Transfer-Encoding"));
+        }
+        if h.unknown_coding {
+            return Err((
+                StatusCode::NOT_IMPLEMENTED,
+                "transfer coding other than chunked",
+            ));
+        }
+        if h.lengths > 1 {
+            return Err(bad("duplicate Content-Length"));
+        }
+        if h.hosts > 1 || (h.hosts == 0 && !h.http10) {
+            return Err(bad("missing or repeated Host"));
+        }
+        self.released = self.fed;
+        self.head_len = 0;
+        self.state = if h.upgrade || h.connect {
+            State::Opaque
+        } else if h.chunked {
+            State::ChunkSize
+        } else {
+            match h.content_length {
+                Some(n) if n > 0 => State::Fixed(n),
+                _ => State::RequestLine,
+            }
+        };
+        Ok(())
+    }
+}
+
+fn bad(why: &'static str) -> Violation {
+    (StatusCode::BAD_REQUEST, why)
+}
+
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// Field-value bytes: visible ASCII, SP, HTAB, and obs-text.
+fn is_field_byte(b: u8) -> bool {
+    b == b'\t' || (b' '..=b'~').contains(&b) || b >= 0x80
+}
+
+fn request_line(line: &[u8], head: &mut Head) -> Result<(), Violation> {
+    let mut parts = line.split(|&b| b == b' ');
+    let (Some(method), Some(target), Some(version), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(bad("malformed request line"));
+    };
+    if method.is_empty() || !method.iter().all(|&b| is_tchar(b)) {
+        return Err(bad("malformed method"));
+    }
+    if target.is_empty()
+        || !target
+            .iter()
+            .all(|&b| (b'!'..=b'~').contains(&b) || b >= 0x80)
+    {
+        return Err(bad("malformed request target"));
+    }
+    match version {
+        b"HTTP/1.1" => {}
+        b"HTTP/1.0" => head.http10 = true,
+        _ => return Err(bad("unsupported HTTP version")),
+    }
+    head.connect = method == b"CONNECT";
+    Ok(())
+}
+
+fn header(line: &[u8], head: &mut Head) -> Result<(), Violation> {
+    if line[0] == b' ' || line[0] == b'\t' {
+        return Err(bad("obsolete line folding"));
+    }
+    let colon = line
+        .iter()
+        .position(|&b| b == b':')
+        .ok_or(bad("header line without a colon"))?;
+    let (name, value) = (&line[..colon], &line[colon + 1..]);
+    if name.is_empty() || !name.iter().all(|&b| is_tchar(b)) {
+        return Err(bad("malformed header name"));
+    }
+    if !value.iter().all(|&b| is_field_byte(b)) {
+        return Err(bad("control character in a header value"));
+    }
+    let value = trim_ows(value);
+    if name.eq_ignore_ascii_case(b"host") {
+        head.hosts += 1;
+    } else if name.eq_ignore_ascii_case(b"content-length") {
+        head.lengths += 1;
+        if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
+            return Err(bad("malformed Content-Length"));
+        }
+        head.content_length = std::str::from_utf8(value).ok().and_then(|v| v.parse().ok());
+    } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+        head.codings += 1;
+        transfer_encoding(&line[colon + 1..], head)?;
+    } else if name.eq_ignore_ascii_case(b"upgrade") {
+        head.upgrade = true;
+    }
+    Ok(())
+}
+
+/// Strict on purpose: `chunked` after one optional space, nothing around it, so that no proxy
+/// in front can read this field differently. A well-formed list of other codings is refused
+/// with 501 when the head ends; anything else at once with 400.
+fn transfer_encoding(after_colon: &[u8], head: &mut Head) -> Result<(), Violation> {
+    let raw = after_colon.strip_prefix(b" ").unwrap_or(after_colon);
+    if raw.eq_ignore_ascii_case(b"chunked") {
+        head.chunked = true;
+        return Ok(());
+    }
+    let codings: Vec<&[u8]> = raw.split(|&b| b == b',').map(trim_ows).collect();
+    let tidy =
+        raw.first().is_some_and(|&b| is_tchar(b)) && raw.last().is_some_and(|&b| is_tchar(b));
+    if !tidy
+        || codings
+            .iter()
+            .any(|c| c.is_empty() || !c.iter().all(|&b| is_tchar(b)))
+    {
+        return Err(bad("malformed Transfer-Encoding"));
+    }
+    if codings
+        .iter()
+        .filter(|c| c.eq_ignore_ascii_case(b"chunked"))
+        .count()
+        > 1
+    {
+        return Err(bad("chunked applied twice"));
+    }
+    head.unknown_coding = true;
+    Ok(())
+}
+
+fn trim_ows(v: &[u8]) -> &[u8] {
+    let start = v
+        .iter()
+        .position(|&b| b != b' ' && b != b'\t')
+        .unwrap_or(v.len());
+    let end = v
+        .iter()
+        .rposition(|&b| b != b' ' && b != b'\t')
+        .map_or(start, |e| e + 1);
+    &v[start..end]
+}
+
+/// `1*HEXDIG *( ";" token [ "=" ( token / quoted-string ) ] )`, no whitespace anywhere.
+fn chunk_size(line: &[u8]) -> Result<u64, Violation> {
+    let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+    if digits == 0 || digits > 16 {
+        return Err(bad("invalid chunk size"));
+    }
+    let size = u64::from_str_radix(std::str::from_utf8(&line[..digits]).unwrap_or("x"), 16)
+        .map_err(|_| bad("invalid chunk size"))?;
+    chunk_extensions(&line[digits..])?;
+    Ok(size)
+}
+
+fn chunk_extensions(mut rest: &[u8]) -> Result<(), Violation> {
+    let invalid = || bad("invalid chunk extension");
+    while !rest.is_empty() {
+        rest = rest.strip_prefix(b";").ok_or_else(invalid)?;
+        let name = rest.iter().take_while(|&&b| is_tchar(b)).count();
+        if name == 0 {
+            return Err(invalid());
+        }
+        rest = &rest[name..];
+        if let Some(value) = rest.strip_prefix(b"=") {
+            rest = if let Some(quoted) = value.strip_prefix(b"\"") {
+                let end = quoted_end(quoted).ok_or_else(invalid)?;
+                &quoted[end + 1..]
+            } else {
+                let n = value.iter().take_while(|&&b| is_tchar(b)).count();
+                if n == 0 {
+                    return Err(invalid());
+                }
+                &value[n..]
+            };
+        }
+    }
+    Ok(())
+}
+
+/// Index of the closing quote of a quoted-string body, honouring backslash escapes.
+fn quoted_end(s: &[u8]) -> Option<usize> {
+    let mut i = 0;
+    while i < s.len() {
+        match s[i] {
+            b'"' => return Some(i),
+            b'\\' => i += 2,
+            b if b == b'\t' || (b' '..=b'~').contains(&b) || b >= 0x80 => i += 1,
+            _ => return None,
+        }
+    }
+    None
+}
+
+/// Fields that must not appear in a chunked trailer (RFC 9110 6.5.1): framing, routing,
+/// authentication and control data the message was already processed with.
+const FORBIDDEN_TRAILERS: &[&str] = &[
+    "content-length",
+    "transfer-encoding",
+    "host",
+    "content-type",
+    "content-encoding",
+    "content-range",
+    "trailer",
+    "te",
+    "connection",
+    "keep-alive",
+    "upgrade",
+    "expect",
+    "range",
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "set-cookie",
+    "cache-control",
+    "max-forwards",
+];
+
+fn trailer(line: &[u8]) -> Result<(), Violation> {
+    let mut ignored = Head::default();
+    header(line, &mut ignored)?;
+    let colon = line.iter().position(|&b| b == b':').unwrap_or(0);
+    let name = &line[..colon];
+    if FORBIDDEN_TRAILERS
+        .iter()
+        .any(|f| name.eq_ignore_ascii_case(f.as_bytes()))
+    {
+        return Err(bad("forbidden trailer field"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(stream: &[u8]) -> Result<u64, Violation> {
+        Framing::default().feed(stream)
+    }
+
+    fn status(stream: &[u8]) -> u16 {
+        check(stream).expect_err("should be refused").0.as_u16()
+    }
+
+    const GET: &[u8] = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n";
+
+    #[test]
+    fn pipelined_requests_are_released_whole() {
+        let mut stream = GET.to_vec();
+        stream.extend_from_slice(b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc");
+        stream.extend_from_slice(b"GET / HT");
+        assert_eq!(check(&stream).unwrap(), (stream.len() - 8) as u64);
+    }
+
+    #[test]
+    fn heads_split_across_reads() {
+        let mut f = Framing::default();
+        assert_eq!(f.feed(&GET[..10]).unwrap(), 0);
+        assert_eq!(f.feed(&GET[10..]).unwrap(), GET.len() as u64);
+    }
+
+    #[test]
+    fn chunked_body_and_trailer() {
+        let s = b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5;a=b;c=\"d e\"\r\nhello\r\n0\r\nX-T: 1\r\n\r\n";
+        assert_eq!(check(s).unwrap(), s.len() as u64);
+    }
+
+    #[test]
+    fn framing_conflicts() {
+        assert_eq!(status(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n"), 400);
+        assert_eq!(
+            status(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n"),
+            400
+        );
+        assert_eq!(status(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n"), 400);
+        assert_eq!(
+            status(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n"),
+            501
+        );
+        assert_eq!(
+            status(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"),
+            501
+        );
+        assert_eq!(
+            status(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, chunked\r\n\r\n"),
+            400
+        );
+        assert_eq!(
+            status(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked \r\n\r\n"),
+            400
+        );
+        assert_eq!(
+            status(b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n"),
+            400
+        );
+        assert_eq!(
+            status(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: +5\r\n\r\n"),
+            400
+        );
+    }
+
+    #[test]
+    fn line_endings_and_bytes() {
+        assert_eq!(status(b"GET / HTTP/1.1\nHost: a\n\n"), 400);
+        assert_eq!(status(b"GET / HTTP/1.1\r\nHost: a\rb\r\n\r\n"), 400);
+        assert_eq!(
+            status(b"GET / HTTP/1.1\r\nHost: a\r\nX: a\r\n b\r\n\r\n"),
+            400
+        );
+        assert_eq!(status(b"GET /\x00 HTTP/1.1\r\nHost: a\r\n\r\n"), 400);
+        assert_eq!(status(b"GET / HTTP/1.1\r\nHost : a\r\n\r\n"), 400);
+        assert_eq!(status(b"GET / HTTP/1.1\r\n\r\n"), 400);
+    }
+
+    #[test]
+    fn chunk_lines() {
+        let head = b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+        for bad in [
+            &b"zz\r\n"[..],
+            b"5 \r\n",
+            b"5\t\r\n",
+            b"\r\n",
+            b"ffffffffffffffffff\r\n",
+            b"5;\x01\r\n",
+            b"5;a=\"b\r\n",
+            b"3\r\nhello\r\n",
+            b"0\r\nHost: x\r\n\r\n",
+        ] {
+            let mut s = head.clone();
+            s.extend_from_slice(bad);
+            assert_eq!(status(&s), 400, "{:?}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
+    fn upgrade_makes_the_stream_opaque() {
+        let s = b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n\x81\x05\x00\n\n";
+        assert_eq!(check(s).unwrap(), s.len() as u64);
+    }
+}

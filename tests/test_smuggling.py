@@ -1,0 +1,339 @@
+"""Request smuggling corpus (issue 6): every ambiguous or malformed request is rejected.
+
+Each case is sent in one ``sendall`` together with a second, pipelined request
+``GET /smuggled HTTP/1.1`` (``SMUGGLED``).  For every case the server must
+
+* reject the first request: a 4xx/5xx status (a specific one where the RFC or the issue
+  says so), or close the connection without any response -- never a 2xx;
+* never answer the pipelined request, and never let it reach the app (the app logs every
+  request it sees; ``/smuggled`` answers with a marker the client can spot).
+
+The control cases at the end send valid requests the same way and check that the
+pipelined request *is* answered, which proves that the harness can see a smuggled request.
+
+hyper parses the request head and the chunked body; rsgi adds its own checks on top
+(src/http/validate.rs).  Several of these cases are let through by hyper on its own.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+
+import pytest
+from conftest import RawClient, running_server, simple_get
+
+pytestmark = pytest.mark.rsgi_only
+
+SMUGGLED = b"GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n"
+# The body tests/apps/smuggle_app.py answers /smuggled with.
+SMUGGLED_MARKER = b"SMUGGLED-REQUEST-REACHED-THE-APP"
+
+POST = b"POST /echo HTTP/1.1\r\nHost: testserver\r\n"
+CHUNKED = POST + b"Transfer-Encoding: chunked\r\n"
+HELLO_CHUNKED = b"5\r\nhello\r\n0\r\n\r\n"
+
+
+def _hex(n: int) -> bytes:
+    return f"{n:x}".encode()
+
+
+# name -> (first request bytes, statuses that count as the right rejection or None for
+# "any 4xx/5xx, or a close without a response").
+CASES: dict[str, tuple[bytes, frozenset[int] | None]] = {
+    # -- Content-Length and Transfer-Encoding together -------------------------------
+    # Under Content-Length the pipelined request is body; under chunked it is a request.
+    "cl-te": (
+        POST
+        + b"Content-Length: "
+        + str(5 + len(SMUGGLED)).encode()
+        + b"\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        frozenset({400}),
+    ),
+    # Under Content-Length the chunk-size line is the body and the chunk data a request.
+    "te-cl": (
+        CHUNKED
+        + b"Content-Length: "
+        + str(len(_hex(len(SMUGGLED)) + b"\r\n")).encode()
+        + b"\r\n\r\n"
+        + _hex(len(SMUGGLED))
+        + b"\r\n"
+        + SMUGGLED
+        + b"\r\n0\r\n\r\n",
+        frozenset({400}),
+    ),
+    # -- duplicate Content-Length ----------------------------------------------------
+    "duplicate-cl-same": (
+        POST + b"Content-Length: 5\r\nContent-Length: 5\r\n\r\nhello",
+        frozenset({400}),
+    ),
+    "duplicate-cl-different": (
+        POST
+        + b"Content-Length: 5\r\nContent-Length: "
+        + str(5 + len(SMUGGLED)).encode()
+        + b"\r\n\r\nhello",
+        frozenset({400}),
+    ),
+    "cl-comma-list": (POST + b"Content-Length: 5, 5\r\n\r\nhello", frozenset({400})),
+    # -- Transfer-Encoding: chunked more than once -----------------------------------
+    "te-chunked-two-lines": (
+        CHUNKED + b"Transfer-Encoding: chunked\r\n\r\n" + HELLO_CHUNKED,
+        None,
+    ),
+    "te-chunked-comma-chunked": (
+        POST + b"Transfer-Encoding: chunked, chunked\r\n\r\n" + HELLO_CHUNKED,
+        None,
+    ),
+    # -- transfer codings other than chunked: 501 (issue 6) --------------------------
+    "te-gzip": (
+        POST + b"Transfer-Encoding: gzip\r\n\r\n" + HELLO_CHUNKED,
+        frozenset({501}),
+    ),
+    "te-gzip-chunked": (
+        POST + b"Transfer-Encoding: gzip, chunked\r\n\r\n" + HELLO_CHUNKED,
+        frozenset({501}),
+    ),
+    "te-identity": (
+        POST + b"Transfer-Encoding: identity\r\n\r\n" + HELLO_CHUNKED,
+        frozenset({501}),
+    ),
+    # -- whitespace in and around the Transfer-Encoding field ------------------------
+    "te-value-trailing-space": (
+        POST + b"Transfer-Encoding: chunked \r\n\r\n" + HELLO_CHUNKED,
+        None,
+    ),
+    "te-value-leading-space": (
+        POST + b"Transfer-Encoding:  chunked\r\n\r\n" + HELLO_CHUNKED,
+        None,
+    ),
+    "te-value-vertical-tab": (
+        POST + b"Transfer-Encoding: \x0bchunked\r\n\r\n" + HELLO_CHUNKED,
+        None,
+    ),
+    "te-space-before-colon": (
+        POST + b"Transfer-Encoding : chunked\r\n\r\n" + HELLO_CHUNKED,
+        frozenset({400}),
+    ),
+    "cl-space-before-colon": (
+        POST + b"Content-Length : 5\r\n\r\nhello",
+        frozenset({400}),
+    ),
+    "te-on-http10": (
+        b"POST /echo HTTP/1.0\r\nHost: testserver\r\nTransfer-Encoding: chunked\r\n\r\n"
+        + HELLO_CHUNKED,
+        frozenset({400}),
+    ),
+    # -- obs-fold, bare CR, bare LF --------------------------------------------------
+    "obs-fold-space": (
+        POST + b"Content-Length: 5\r\nX-Folded: a\r\n b\r\n\r\nhello",
+        frozenset({400}),
+    ),
+    "obs-fold-tab": (
+        POST + b"Content-Length: 5\r\nX-Folded: a\r\n\tb\r\n\r\nhello",
+        frozenset({400}),
+    ),
+    "obs-fold-transfer-encoding": (
+        POST + b"Content-Length: 5\r\nX-Folded: a\r\n Transfer-Encoding: chunked\r\n\r\nhello",
+        frozenset({400}),
+    ),
+    "bare-cr-in-header-value": (
+        POST + b"Content-Length: 5\r\nX-Bad: a\rb\r\n\r\nhello",
+        frozenset({400}),
+    ),
+    "bare-cr-line-end": (
+        POST + b"X-Bad: a\rContent-Length: 5\r\n\r\nhello",
+        frozenset({400}),
+    ),
+    "bare-lf-line-ends": (
+        b"POST /echo HTTP/1.1\nHost: testserver\nContent-Length: 5\n\nhello",
+        frozenset({400}),
+    ),
+    "bare-lf-one-header-line": (
+        POST + b"Content-Length: 5\nX-After-Bare-Lf: 1\r\n\r\nhello",
+        frozenset({400}),
+    ),
+    "bare-lf-in-chunked-body": (
+        CHUNKED + b"\r\n5\nhello\n0\n\n",
+        None,
+    ),
+    # -- chunk sizes -----------------------------------------------------------------
+    "chunk-size-not-hex": (CHUNKED + b"\r\nzz\r\nhello\r\n0\r\n\r\n", None),
+    "chunk-size-negative": (CHUNKED + b"\r\n-1\r\nhello\r\n0\r\n\r\n", None),
+    "chunk-size-overflow": (
+        CHUNKED + b"\r\nffffffffffffffffff\r\nhello\r\n0\r\n\r\n",
+        None,
+    ),
+    "chunk-size-empty": (CHUNKED + b"\r\n\r\nhello\r\n0\r\n\r\n", None),
+    "chunk-size-0x-prefix": (CHUNKED + b"\r\n0x5\r\nhello\r\n0\r\n\r\n", None),
+    "chunk-size-trailing-space": (CHUNKED + b"\r\n5 \r\nhello\r\n0\r\n\r\n", None),
+    "chunk-size-trailing-tab": (CHUNKED + b"\r\n5\t\r\nhello\r\n0\r\n\r\n", None),
+    "chunk-data-longer-than-size": (CHUNKED + b"\r\n3\r\nhello\r\n0\r\n\r\n", None),
+    # -- chunk extensions with invalid bytes -----------------------------------------
+    "chunk-ext-nul": (CHUNKED + b"\r\n5;ext=\x00\r\nhello\r\n0\r\n\r\n", None),
+    "chunk-ext-control-char": (CHUNKED + b"\r\n5;\x01\r\nhello\r\n0\r\n\r\n", None),
+    "chunk-ext-bare-cr": (CHUNKED + b"\r\n5;a\rb\r\nhello\r\n0\r\n\r\n", None),
+    "chunk-ext-unterminated-quote": (
+        CHUNKED + b'\r\n5;a="b\r\nhello\r\n0\r\n\r\n',
+        None,
+    ),
+    # -- NUL bytes -------------------------------------------------------------------
+    "nul-in-request-line": (
+        b"POST /ec\x00ho HTTP/1.1\r\nHost: testserver\r\nContent-Length: 5\r\n\r\nhello",
+        frozenset({400}),
+    ),
+    "nul-in-header-name": (
+        POST + b"Content-Length: 5\r\nX-\x00Bad: 1\r\n\r\nhello",
+        frozenset({400}),
+    ),
+    "nul-in-header-value": (
+        POST + b"Content-Length: 5\r\nX-Bad: a\x00b\r\n\r\nhello",
+        frozenset({400}),
+    ),
+    # -- forbidden fields in the chunked trailer section -----------------------------
+    "trailer-content-length": (
+        CHUNKED + b"\r\n5\r\nhello\r\n0\r\nContent-Length: 5\r\n\r\n",
+        None,
+    ),
+    "trailer-transfer-encoding": (
+        CHUNKED + b"\r\n5\r\nhello\r\n0\r\nTransfer-Encoding: chunked\r\n\r\n",
+        None,
+    ),
+    "trailer-host": (
+        CHUNKED + b"\r\n5\r\nhello\r\n0\r\nHost: evil.example\r\n\r\n",
+        None,
+    ),
+    # -- Host (RFC 9112 section 3.2) -------------------------------------------------
+    "missing-host-http11": (
+        b"POST /echo HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello",
+        frozenset({400}),
+    ),
+    "repeated-host": (
+        POST + b"Host: other.example\r\nContent-Length: 5\r\n\r\nhello",
+        frozenset({400}),
+    ),
+    # -- Content-Length syntax -------------------------------------------------------
+    "cl-plus-sign": (POST + b"Content-Length: +5\r\n\r\nhello", frozenset({400})),
+    "cl-hex": (POST + b"Content-Length: 0x5\r\n\r\nhello", frozenset({400})),
+    "cl-negative": (POST + b"Content-Length: -5\r\n\r\nhello", frozenset({400})),
+}
+
+# Valid requests sent the same way: the pipelined request is legitimately answered.
+CONTROLS: dict[str, bytes] = {
+    "content-length": POST + b"Content-Length: 5\r\n\r\nhello",
+    "chunked": CHUNKED + b"\r\n" + HELLO_CHUNKED,
+    "chunked-uppercase": POST + b"Transfer-Encoding: CHUNKED\r\n\r\n" + HELLO_CHUNKED,
+    "chunk-extension-valid": CHUNKED + b"\r\n5;ext=1\r\nhello\r\n0\r\n\r\n",
+    "chunk-extension-quoted": CHUNKED + b'\r\n5;name="v a;l"\r\nhello\r\n0\r\n\r\n',
+    "chunked-allowed-trailer": CHUNKED + b"\r\n5\r\nhello\r\n0\r\nX-Checksum: 1\r\n\r\n",
+    "http10-content-length": (
+        b"POST /echo HTTP/1.0\r\nHost: testserver\r\nConnection: keep-alive\r\n"
+        b"Content-Length: 5\r\n\r\nhello"
+    ),
+}
+
+_STATUS_RE = re.compile(rb"HTTP/1\.[01] (\d{3})")
+
+
+@pytest.fixture(scope="module")
+def smuggle_server():
+    # A short keep-alive bounds the wait when a case leaves the connection open.
+    with running_server("smuggle_app:app", "--timeout-keep-alive", "2") as server:
+        yield server
+
+
+def app_log(server) -> list[list]:
+    resp = simple_get(server.port, "/log")
+    assert resp.status == 200, resp.status_line
+    return json.loads(resp.body)
+
+
+def reset_log(server) -> None:
+    assert simple_get(server.port, "/reset").status == 200
+
+
+def exchange(server, data: bytes, timeout: float = 6.0) -> tuple[bytes, bool]:
+    """Send ``data`` + SMUGGLED in one write; return (bytes received, closed by server).
+
+    Reads until the server closes the connection, or until the answer to the pipelined
+    request has arrived (no need to wait for the keep-alive timeout then).
+    """
+    with RawClient(server.port, timeout=timeout) as client:
+        try:
+            client.send(data + SMUGGLED)
+        except OSError:
+            pass  # closed before it read everything: what was answered is still readable
+        deadline = time.monotonic() + timeout
+        closed = False
+        while time.monotonic() < deadline:
+            try:
+                more = client._recv(deadline)
+            except TimeoutError:
+                break
+            except OSError:
+                closed = True
+                break
+            if not more:
+                closed = True
+                break
+            if SMUGGLED_MARKER in client.buffer:
+                break
+        return bytes(client.buffer), closed
+
+
+def statuses(data: bytes) -> list[int]:
+    """Status codes of the responses in ``data`` (bodies here never contain a status line)."""
+    return [int(code) for code in _STATUS_RE.findall(data)]
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_smuggling_case_is_rejected(smuggle_server, case):
+    data, expected = CASES[case]
+    reset_log(smuggle_server)
+    received, closed = exchange(smuggle_server, data)
+    log = app_log(smuggle_server)
+    codes = statuses(received)
+    context = (
+        f"case {case!r}\n  sent: {data + SMUGGLED!r}\n  received: {received!r}\n"
+        f"  closed by server: {closed}\n  requests the app saw: {log}"
+    )
+
+    reached = [entry for entry in log if entry[1] == "/smuggled"]
+    assert SMUGGLED_MARKER not in received and not reached, (
+        f"the pipelined request was answered or reached the app\n{context}"
+    )
+    assert len(codes) <= 1, f"more than one response on the connection\n{context}"
+    if codes:
+        assert received.startswith(b"HTTP/1.1 "), context
+        code = codes[0]
+        assert not 200 <= code < 300, f"the request was accepted ({code})\n{context}"
+        if expected is not None:
+            assert code in expected, f"expected status {sorted(expected)}, got {code}\n{context}"
+        else:
+            assert 400 <= code < 600, f"expected a 4xx/5xx status, got {code}\n{context}"
+    else:
+        assert expected is None, f"expected status {sorted(expected)}, got none\n{context}"
+        assert closed, f"no response and the connection was left open\n{context}"
+    assert closed, f"the connection was not closed after the rejection\n{context}"
+    smuggle_server.assert_alive()
+
+
+@pytest.mark.parametrize("case", list(CONTROLS))
+def test_control_valid_request_and_pipelined_request_are_served(smuggle_server, case):
+    reset_log(smuggle_server)
+    received, _ = exchange(smuggle_server, CONTROLS[case])
+    log = app_log(smuggle_server)
+    context = f"case {case!r}\n  received: {received!r}\n  requests the app saw: {log}"
+    assert statuses(received) == [200, 200], context
+    assert b"first:hello" in received, context
+    assert SMUGGLED_MARKER in received, context
+    assert [entry[1] for entry in log] == ["/echo", "/smuggled"], context
+    assert log[0][2] == "hello", context
+
+
+def test_server_still_serves_after_the_corpus(smuggle_server):
+    smuggle_server.assert_alive()
+    resp = simple_get(smuggle_server.port, "/echo")
+    assert resp.status == 200 and resp.body == b"first:"
+    stderr = smuggle_server.stderr()
+    assert "panicked" not in stderr and "Traceback" not in stderr, stderr
