@@ -32,7 +32,13 @@ pub struct CoreConfig {
     pub access_log_format: Option<String>,
     pub log_format: String,
     pub request_id: bool,
+    pub metrics_bind: Option<String>,
     pub forwarded_allow_ips: String,
+    pub ssl_certfile: Option<String>,
+    pub ssl_keyfile: Option<String>,
+    pub ssl_keyfile_password: Option<String>,
+    pub ssl_ca_certs: Option<String>,
+    pub ssl_cert_reqs: u8,
 }
 
 impl CoreConfig {
@@ -46,5 +52,16 @@ impl CoreConfig {
 
     pub fn header_read(&self) -> Duration {
         Duration::from_secs_f64(self.timeout_header_read.max(0.0))
+    }
+
+    /// The TLS settings, when TLS is on (`ssl_certfile` is set).
+    pub fn tls(&self) -> Option<crate::tls::TlsSettings> {
+        Some(crate::tls::TlsSettings {
+            certfile: self.ssl_certfile.clone()?,
+            keyfile: self.ssl_keyfile.clone(),
+            password: self.ssl_keyfile_password.clone(),
+            ca_certs: self.ssl_ca_certs.clone(),
+            cert_reqs: self.ssl_cert_reqs,
+        })
     }
 }

@@ -5,9 +5,11 @@ mod asgi;
 mod config;
 mod http;
 mod log;
+mod metrics;
 mod net;
 mod server;
 mod supervisor;
+mod tls;
 
 use pyo3::prelude::*;
 

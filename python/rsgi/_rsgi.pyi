@@ -40,8 +40,14 @@ class AppRunner:
 class Core:
     """One worker's HTTP server: listening sockets, the Rust I/O thread, the bridge."""
 
-    def __init__(self, config: Any, fds: list[int] | None = None) -> None:
-        """Binds the sockets named by ``config`` (an ``rsgi.Config``), or adopts ``fds``."""
+    def __init__(
+        self, config: Any, fds: list[int] | None = None, serve_metrics: bool = True
+    ) -> None:
+        """Binds the sockets named by ``config`` (an ``rsgi.Config``), or adopts ``fds``.
+
+        ``serve_metrics``: answer ``--metrics-bind`` in this process (a supervised worker
+        passes False; its master serves every worker's metrics).
+        """
     @property
     def addresses(self) -> list[str]: ...
     def start(

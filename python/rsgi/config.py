@@ -86,7 +86,16 @@ def parse_header_lines(text: str) -> list[tuple[str, str]]:
     Lines rather than ";" because the headers people set server-wide
     (Strict-Transport-Security, Content-Security-Policy) have ";" in them.
     """
-    return [parse_header(line) for line in text.splitlines() if line.strip()]
+    return parse_lines(parse_header)(text)
+
+
+def parse_lines(parse: Callable[[str], Any]) -> Callable[[str], list[Any]]:
+    """The environment variable of a repeatable option holds one value per line."""
+
+    def parse_each(text: str) -> list[Any]:
+        return [parse(line.strip()) for line in text.splitlines() if line.strip()]
+
+    return parse_each
 
 
 # -- the option table ---------------------------------------------------------
@@ -126,6 +135,10 @@ PROXY = "Proxies"
 LIMITS = "Limits"
 LOGGING = "Logging"
 PROCESSES = "Processes and timeouts"
+TLS = "TLS"
+DEVELOPMENT = "Development"
+# As Python's ssl.CERT_NONE, CERT_OPTIONAL, CERT_REQUIRED (uvicorn's --ssl-cert-reqs values).
+CERT_NONE, CERT_OPTIONAL, CERT_REQUIRED = 0, 1, 2
 
 
 @dataclass
@@ -353,6 +366,14 @@ class Config:
         group=HTTP,
         parse=parse_bool,
     )
+    metrics_bind: str | None = option(
+        None,
+        help="Serve Prometheus metrics at http://HOST:PORT/metrics (summed over all workers, "
+        "served by the master with -w N). Keep it on a private address.",
+        group=LOGGING,
+        optional=True,
+        metavar="HOST:PORT",
+    )
     log_config: str | None = option(
         None,
         help="Logging configuration file: .json or .yaml/.yml for logging.config.dictConfig "
@@ -460,6 +481,89 @@ class Config:
         metavar="SECONDS",
     )
 
+    ssl_certfile: str | None = option(
+        None,
+        help="PEM file with the server certificate (then its chain): serve HTTPS, TLS 1.2 and "
+        "1.3. It may hold the private key too.",
+        group=TLS,
+        optional=True,
+        metavar="PATH",
+    )
+    ssl_keyfile: str | None = option(
+        None,
+        help="PEM file with the private key (PKCS#8, RSA or EC; encrypted PKCS#8 with "
+        "--ssl-keyfile-password). Default: the key in --ssl-certfile.",
+        group=TLS,
+        optional=True,
+        metavar="PATH",
+    )
+    ssl_keyfile_password: str | None = option(
+        None,
+        help='Password of an encrypted key ("BEGIN ENCRYPTED PRIVATE KEY", PKCS#8 with PBES2).',
+        group=TLS,
+        optional=True,
+        metavar="PASSWORD",
+    )
+    ssl_ca_certs: str | None = option(
+        None,
+        help="PEM file of the CA certificates that client certificates must chain to.",
+        group=TLS,
+        optional=True,
+        metavar="PATH",
+    )
+    ssl_cert_reqs: int = option(
+        CERT_NONE,
+        help="Client certificates, as Python's ssl.CERT_* values: 0 not asked for, 1 optional "
+        "(verified when sent), 2 required. 1 and 2 need --ssl-ca-certs.",
+        group=TLS,
+        parse=parse_int,
+        metavar="LEVEL",
+        minimum=CERT_NONE,
+        maximum=CERT_REQUIRED,
+    )
+    reload: bool = option(
+        False,
+        help="Restart the server when watched files change. For development; needs "
+        "watchfiles (pip install 'rsgi[standard]') and APP as an import string.",
+        group=DEVELOPMENT,
+        parse=parse_bool,
+    )
+    reload_dirs: list[str] = option(
+        [],
+        help="Directory to watch with --reload; repeat for several (in the environment "
+        "variable, one per line). Default: the current directory.",
+        group=DEVELOPMENT,
+        flags=("--reload-dir",),
+        repeat=True,
+        metavar="DIR",
+    )
+    reload_includes: list[str] = option(
+        [],
+        help='Glob of files whose change restarts the server, besides "*.py"; repeat for '
+        "several (one per line in the environment variable).",
+        group=DEVELOPMENT,
+        flags=("--reload-include",),
+        repeat=True,
+        metavar="GLOB",
+    )
+    reload_excludes: list[str] = option(
+        [],
+        help='Glob of files (or a directory) to ignore, besides ".*", ".py[cod]", ".sw.*" and '
+        '"~*"; repeat for several (one per line in the environment variable).',
+        group=DEVELOPMENT,
+        flags=("--reload-exclude",),
+        repeat=True,
+        metavar="GLOB",
+    )
+    reload_delay: float = option(
+        0.25,
+        help="With --reload: seconds without further changes before the server restarts.",
+        group=DEVELOPMENT,
+        parse=parse_float,
+        positive=True,
+        metavar="SECONDS",
+    )
+
     def __post_init__(self) -> None:
         for setting in settings():
             value = getattr(self, setting.name)
@@ -468,6 +572,8 @@ class Config:
             raise ConfigError("uds and fd cannot both be set")
         if self.reuse_port and (self.uds is not None or self.fd is not None):
             raise ConfigError("reuse_port applies to host/port only, not to uds or fd")
+        check_tls(self)
+        check_reload(self)
 
     def supervised(self, environ: Mapping[str, str] | None = None) -> bool:
         """Whether a master process supervises the workers (see the workers option)."""
@@ -602,6 +708,8 @@ def check_value(setting: Setting, value: Any) -> Any:
         return check_app(value)
     if name == "headers":
         return check_headers(value)
+    if opt.repeat:
+        return check_strings(name, value)
     if name == "log_config" and isinstance(value, dict):
         return value  # from Python, a dictConfig mapping is accepted as is
     if opt.parse is parse_bool:
@@ -652,6 +760,54 @@ def check_app(value: Any) -> Any:
     return value
 
 
+def check_strings(name: str, value: Any) -> list[str]:
+    """A repeatable option given from Python: one string (or path), or a list of them."""
+    if isinstance(value, (str, os.PathLike)):
+        value = [value]
+    if not isinstance(value, Iterable):
+        raise ConfigError(f"{name} must be a list of strings, got {value!r}")
+    result = []
+    for item in value:
+        if isinstance(item, os.PathLike):
+            item = os.fspath(item)
+        if not isinstance(item, str) or not item:
+            raise ConfigError(f"{name} must be a list of non-empty strings, got {item!r}")
+        result.append(item)
+    return result
+
+
+def check_tls(config: Config) -> None:
+    if config.ssl_certfile is None:
+        for name in ("ssl_keyfile", "ssl_keyfile_password", "ssl_ca_certs"):
+            if getattr(config, name) is not None:
+                flag = "--" + name.replace("_", "-")
+                raise ConfigError(f"{flag} needs --ssl-certfile")
+        if config.ssl_cert_reqs != CERT_NONE:
+            raise ConfigError("--ssl-cert-reqs needs --ssl-certfile")
+    elif config.ssl_cert_reqs != CERT_NONE and config.ssl_ca_certs is None:
+        raise ConfigError(
+            "--ssl-cert-reqs 1 or 2 needs --ssl-ca-certs: the CA certificates that client "
+            "certificates are verified against"
+        )
+
+
+def check_reload(config: Config) -> None:
+    if not config.reload:
+        return
+    if config.workers > 1:
+        raise ConfigError("--reload and --workers greater than 1 cannot be used together")
+    master_only = ("preload", "reuse_port", "pid", "limit_max_requests", "timeout_worker")
+    given = [name for name in master_only if getattr(config, name) not in (None, False)]
+    if given:
+        flags = ", ".join("--" + name.replace("_", "-") for name in given)
+        raise ConfigError(f"--reload runs a single server process: it cannot be used with {flags}")
+    if not isinstance(config.app, str):
+        raise ConfigError(
+            'reload needs the application as an import string, such as "main:app", '
+            "so that a new process can import the changed code"
+        )
+
+
 def check_headers(value: Any) -> list[tuple[str, str]]:
     if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
         raise ConfigError("headers must be a list of (name, value) pairs or NAME:VALUE strings")
@@ -684,7 +840,9 @@ def env_values(environ: Mapping[str, str]) -> dict[str, Any]:
             text = environ.get(env_name, "")
             if not text.strip():
                 continue
-            parse = parse_header_lines if setting.option.repeat else setting.option.parse
+            parse = setting.option.parse
+            if setting.option.repeat:
+                parse = parse_lines(parse)
             try:
                 values[setting.name] = parse(text)
             except ValueError as exc:

@@ -31,7 +31,11 @@ def run_config(config: Config) -> None:
         environ = dict(os.environ)
         # Before serve(): the app is imported there and may read the environment.
         config.load_env_file()
-        if config.supervised():
+        if config.reload:
+            from rsgi.supervisors.reload import run_reloader
+
+            code = run_reloader(config)
+        elif config.supervised():
             from rsgi import supervisor
 
             code = supervisor.run(config, environ)

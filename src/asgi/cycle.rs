@@ -1,6 +1,7 @@
 //! `HttpCycle`: the object behind the `receive` and `send` callables of one HTTP request.
 //! It lives on the loop thread only, and talks to the I/O side through its [`Exchange`].
 
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -20,10 +21,15 @@ pyo3::create_exception!(
     "The client closed the connection; raised by send() after a disconnect."
 );
 
+const UNDECLARED_TRAILERS: &str =
+    "Response announces trailers but has no 'Trailer' header naming them: they will not be sent.";
+
 #[derive(PartialEq, Eq, Clone, Copy)]
 enum Response {
     NotStarted,
     Started,
+    /// The body is complete; the announced `http.response.trailers` are still to come.
+    Trailers,
     Complete,
 }
 
@@ -32,6 +38,8 @@ pub struct HttpCycle {
     ex: Arc<Exchange>,
     ctx: std::rc::Rc<LoopContext>,
     response: Response,
+    /// `http.response.start` announced trailers.
+    trailers: bool,
     /// The last `http.request` message (`more_body` false) was delivered.
     request_complete: bool,
     recv_waiter: Option<Py<PyAny>>,
@@ -44,6 +52,7 @@ impl HttpCycle {
             ex,
             ctx,
             response: Response::NotStarted,
+            trailers: false,
             request_complete: false,
             recv_waiter: None,
             drain_waiter: None,
@@ -148,10 +157,22 @@ impl HttpCycle {
             Some(h) if !h.is_none() => response_headers(&h)?,
             _ => HeaderMap::new(),
         };
+        let trailers = match field(message, intern!(py, "trailers"))? {
+            Some(t) => t.is_truthy()?,
+            None => false,
+        };
+        if trailers && !headers.contains_key(http::header::TRAILER) {
+            // hyper writes only the trailer fields that the `Trailer` header names.
+            self.ctx
+                .error_log
+                .call_method1(py, intern!(py, "warning"), (UNDECLARED_TRAILERS,))?;
+        }
         let mut st = self.ex.lock();
         if st.gone {
             return Err(ClientDisconnected::new_err("client disconnected"));
         }
+        self.trailers = trailers;
+        st.trailers_announced = trailers;
         st.head = Some(ResponseHead { status, headers });
         self.response = Response::Started;
         self.notify_io(&mut st);
@@ -166,7 +187,7 @@ impl HttpCycle {
                     "Expected ASGI message 'http.response.start', but got 'http.response.body'.",
                 ))
             }
-            Response::Complete => {
+            Response::Trailers | Response::Complete => {
                 return Err(PyRuntimeError::new_err(
                     "Unexpected ASGI message 'http.response.body' sent, after response already completed.",
                 ))
@@ -190,8 +211,7 @@ impl HttpCycle {
             st.resp_chunks.push_back(chunk);
         }
         if !more {
-            st.resp_done = true;
-            self.response = Response::Complete;
+            self.response = body_complete(self.trailers, &mut st);
         }
         self.notify_io(&mut st);
         if st.resp_buffered > RESPONSE_HIGH_WATER {
@@ -207,6 +227,87 @@ impl HttpCycle {
             self.on_wake(py)?;
         }
         Ok(None)
+    }
+
+    /// `http.response.pathsend`: the I/O thread streams the file at `path` as the rest of the
+    /// body. A file that cannot be read then closes the connection (the head is already out).
+    fn pathsend(&mut self, py: Python<'_>, message: &Bound<'_, PyAny>) -> PyResult<()> {
+        match self.response {
+            Response::NotStarted => {
+                return Err(PyRuntimeError::new_err(
+                    "Expected ASGI message 'http.response.start', but got 'http.response.pathsend'.",
+                ))
+            }
+            Response::Trailers | Response::Complete => {
+                return Err(PyRuntimeError::new_err(
+                    "Unexpected ASGI message 'http.response.pathsend' sent, after response already completed.",
+                ))
+            }
+            Response::Started => {}
+        }
+        let path = field(message, intern!(py, "path"))?.ok_or_else(|| {
+            PyTypeError::new_err("'http.response.pathsend' message has no 'path'")
+        })?;
+        let path: PathBuf = path.extract().map_err(|_| {
+            PyTypeError::new_err(format!("'path' must be a string, got {}", type_name(&path)))
+        })?;
+        let mut st = self.ex.lock();
+        if st.gone {
+            return Err(ClientDisconnected::new_err("client disconnected"));
+        }
+        st.resp_file = Some(path);
+        self.response = body_complete(self.trailers, &mut st);
+        self.notify_io(&mut st);
+        drop(st);
+        self.on_wake(py)
+    }
+
+    /// `http.response.trailers`: fields sent after the body, when the start announced them.
+    fn trailers(&mut self, py: Python<'_>, message: &Bound<'_, PyAny>) -> PyResult<()> {
+        match self.response {
+            Response::Trailers => {}
+            Response::Started if self.trailers => {
+                return Err(PyRuntimeError::new_err(
+                    "Unexpected ASGI message 'http.response.trailers' sent, before the response body completed.",
+                ))
+            }
+            Response::Complete => {
+                return Err(PyRuntimeError::new_err(
+                    "Unexpected ASGI message 'http.response.trailers' sent, after response already completed.",
+                ))
+            }
+            _ => {
+                return Err(PyRuntimeError::new_err(
+                    "Unexpected ASGI message 'http.response.trailers' sent, without 'trailers' set in 'http.response.start'.",
+                ))
+            }
+        }
+        let fields = match field(message, intern!(py, "headers"))? {
+            Some(h) if !h.is_none() => response_headers(&h)?,
+            _ => HeaderMap::new(),
+        };
+        let more = match field(message, intern!(py, "more_trailers"))? {
+            Some(m) => m.is_truthy()?,
+            None => false,
+        };
+        let mut st = self.ex.lock();
+        if st.gone {
+            return Err(ClientDisconnected::new_err("client disconnected"));
+        }
+        if !fields.is_empty() {
+            let all = st.resp_trailers.get_or_insert_with(HeaderMap::new);
+            for (name, value) in &fields {
+                all.append(name.clone(), value.clone());
+            }
+        }
+        if more {
+            return Ok(());
+        }
+        st.resp_done = true;
+        self.response = Response::Complete;
+        self.notify_io(&mut st);
+        drop(st);
+        self.on_wake(py)
     }
 
     /// Answers 500 when nothing was sent yet, or cuts the connection when a response started.
@@ -232,7 +333,7 @@ impl HttpCycle {
                 drop(st);
                 st = self.ex.lock();
             }
-            Response::Started => st.abort = true,
+            Response::Started | Response::Trailers => st.abort = true,
             Response::Complete => return,
         }
         self.notify_io(&mut st);
@@ -261,6 +362,8 @@ impl HttpCycle {
                 }
             }
             "http.response.start" => self.start(py, message)?,
+            "http.response.pathsend" => self.pathsend(py, message)?,
+            "http.response.trailers" => self.trailers(py, message)?,
             other => {
                 return Err(PyRuntimeError::new_err(format!(
                     "Unexpected ASGI message '{other}' sent."
@@ -276,7 +379,7 @@ impl HttpCycle {
             (Response::NotStarted, false) => {
                 Some("ASGI callable returned without starting response.")
             }
-            (Response::Started, false) => {
+            (Response::Started | Response::Trailers, false) => {
                 Some("ASGI callable returned without completing response.")
             }
             _ => None,
@@ -290,6 +393,17 @@ impl HttpCycle {
             self.ctx.release(slot);
         }
         complaint
+    }
+}
+
+/// The last body message or the file was sent: the response is complete unless trailers were
+/// announced. Returns the response's new state.
+fn body_complete(trailers: bool, st: &mut super::exchange::Inner) -> Response {
+    if trailers {
+        Response::Trailers
+    } else {
+        st.resp_done = true;
+        Response::Complete
     }
 }
 

@@ -10,6 +10,7 @@
 //!   [`RESPONSE_HIGH_WATER`] bytes wait for the socket.
 
 use std::collections::VecDeque;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::Waker;
 
@@ -60,7 +61,14 @@ pub struct Inner {
     pub head: Option<ResponseHead>,
     pub resp_chunks: VecDeque<Bytes>,
     pub resp_buffered: usize,
+    /// The app sent all of its response (body, file and announced trailers).
     pub resp_done: bool,
+    /// `http.response.pathsend`: a file the I/O thread streams after `resp_chunks`.
+    pub resp_file: Option<PathBuf>,
+    /// `http.response.start` announced trailers: the body's length is not known from it.
+    pub trailers_announced: bool,
+    /// `http.response.trailers` fields, sent after the body.
+    pub resp_trailers: Option<HeaderMap>,
     /// The app failed after the response started: the connection must close without a clean end.
     pub abort: bool,
 
@@ -125,7 +133,7 @@ impl Inner {
     pub fn outcome(&self) -> Outcome {
         if self.gone {
             Outcome::Gone
-        } else if self.resp_done && self.resp_chunks.is_empty() {
+        } else if self.resp_done && self.resp_chunks.is_empty() && self.resp_file.is_none() {
             Outcome::Complete
         } else {
             Outcome::Open

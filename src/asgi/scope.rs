@@ -1,12 +1,14 @@
 //! Builds the ASGI HTTP scope from a request head, on the loop thread.
 
-use http::{Method, Version};
+use http::header::TE;
+use http::{HeaderMap, Method, Version};
 use percent_encoding::percent_decode;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 
 use crate::http::{Endpoint, RequestHead};
+use crate::tls::TlsInfo;
 
 /// Per-server values every scope shares.
 pub struct ScopeTemplate {
@@ -25,8 +27,10 @@ pub fn build<'py>(
     scope.set_item(intern!(py, "asgi"), asgi_version(py)?)?;
     scope.set_item(intern!(py, "http_version"), http_version(py, head.version))?;
     scope.set_item(intern!(py, "method"), method(py, &head.method))?;
+    // A trusted proxy's X-Forwarded-Proto or Forwarded wins over the connection's own scheme.
     let forwarded = head.forwarded.as_ref();
-    let scheme = forwarded.and_then(|f| f.scheme).unwrap_or("http");
+    let own = if head.conn.tls { "https" } else { "http" };
+    let scheme = forwarded.and_then(|f| f.scheme).unwrap_or(own);
     scope.set_item(intern!(py, "scheme"), scheme_str(py, scheme))?;
 
     let raw_path = head.uri.path().as_bytes();
@@ -56,10 +60,54 @@ pub fn build<'py>(
         .unwrap_or(&head.conn.client);
     scope.set_item(intern!(py, "client"), endpoint(py, client)?)?;
     scope.set_item(intern!(py, "server"), endpoint(py, &head.conn.server)?)?;
+    scope.set_item(intern!(py, "extensions"), extensions(py, head)?)?;
     if let Some(state) = &tpl.state {
         scope.set_item(intern!(py, "state"), state.bind(py).copy()?)?;
     }
     Ok(scope)
+}
+
+/// `scope["extensions"]`: `http.response.pathsend` always, `http.response.trailers` when the
+/// client accepts trailers, `tls` on TLS connections.
+fn extensions<'py>(py: Python<'py>, head: &RequestHead) -> PyResult<Bound<'py, PyDict>> {
+    let ext = PyDict::new(py);
+    ext.set_item(intern!(py, "http.response.pathsend"), PyDict::new(py))?;
+    if accepts_trailers(head.version, &head.headers) {
+        ext.set_item(intern!(py, "http.response.trailers"), PyDict::new(py))?;
+    }
+    if let Some(info) = &head.conn.tls_info {
+        ext.set_item(intern!(py, "tls"), tls_extension(py, info)?)?;
+    }
+    Ok(ext)
+}
+
+/// Whether hyper will send trailer fields: an HTTP/1.1 request whose `TE` lists `trailers`
+/// (the same test hyper applies before it writes them).
+pub fn accepts_trailers(version: Version, headers: &HeaderMap) -> bool {
+    version == Version::HTTP_11
+        && headers.get_all(TE).iter().any(|value| {
+            value.to_str().is_ok_and(|line| {
+                line.split(',')
+                    .any(|token| token.trim().eq_ignore_ascii_case("trailers"))
+            })
+        })
+}
+
+/// The ASGI TLS extension's dictionary.
+fn tls_extension<'py>(py: Python<'py>, info: &TlsInfo) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item(intern!(py, "server_cert"), &*info.server_cert)?;
+    let chain = PyList::new(py, info.client_cert_chain.iter().map(String::as_str))?;
+    d.set_item(intern!(py, "client_cert_chain"), chain)?;
+    d.set_item(
+        intern!(py, "client_cert_name"),
+        info.client_cert_name.as_deref(),
+    )?;
+    // A client certificate that fails verification fails the handshake.
+    d.set_item(intern!(py, "client_cert_error"), py.None())?;
+    d.set_item(intern!(py, "tls_version"), info.tls_version)?;
+    d.set_item(intern!(py, "cipher_suite"), info.cipher_suite)?;
+    Ok(d)
 }
 
 fn asgi_version(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {

@@ -13,6 +13,7 @@ use std::time::Instant;
 use http::{HeaderMap, HeaderName, HeaderValue};
 
 use super::conn::Activity;
+use super::file::FileStream;
 use super::service::HttpContext;
 use super::service::X_REQUEST_ID;
 use crate::asgi::bridge::Event;
@@ -42,9 +43,14 @@ pub struct Completion {
     ctx: Arc<HttpContext>,
     activity: Arc<Activity>,
     finished: bool,
+    /// The `http.response.pathsend` file being streamed.
+    file: Option<FileStream>,
     /// For the access log, when it is on.
     tracked: Option<Box<Tracked>>,
     request_id: Option<HeaderValue>,
+    started: Instant,
+    status: u16,
+    bytes: u64,
     /// Close the connection after this response unless it switches protocols.
     pub close_unless_switching: bool,
 }
@@ -52,9 +58,6 @@ pub struct Completion {
 /// What the access line of this request needs beyond the request head.
 struct Tracked {
     facts: RequestFacts,
-    started: Instant,
-    status: u16,
-    bytes: u64,
     response_headers: Vec<(HeaderName, HeaderValue)>,
 }
 
@@ -66,8 +69,12 @@ impl Completion {
             ctx,
             activity,
             finished: false,
+            file: None,
             tracked: None,
             request_id: None,
+            started: Instant::now(),
+            status: 0,
+            bytes: 0,
             close_unless_switching: false,
         }
     }
@@ -77,9 +84,6 @@ impl Completion {
         self.request_id = request_id;
         self.tracked = Some(Box::new(Tracked {
             facts,
-            started: Instant::now(),
-            status: 0,
-            bytes: 0,
             response_headers: Vec::new(),
         }));
     }
@@ -96,8 +100,8 @@ impl Completion {
         if let Some(id) = self.request_id.take() {
             headers.entry(X_REQUEST_ID).or_insert(id);
         }
+        self.status = status;
         if let (Some(t), Some(access)) = (&mut self.tracked, &self.ctx.access) {
-            t.status = status;
             t.response_headers = access.log.capture_response(headers);
         }
     }
@@ -107,9 +111,9 @@ impl Completion {
             return;
         };
         let record = Record {
-            status: t.status,
-            bytes: t.bytes,
-            duration: t.started.elapsed(),
+            status: self.status,
+            bytes: self.bytes,
+            duration: self.started.elapsed(),
             response_headers: t.response_headers,
             request: t.facts,
         };
@@ -123,6 +127,11 @@ impl Drop for Completion {
     fn drop(&mut self) {
         self.ctx.in_flight.done();
         self.activity.request_done();
+        if self.status != 0 {
+            self.ctx
+                .metrics
+                .request_done(self.status, self.started.elapsed(), self.bytes);
+        }
         if self.finished {
             self.log_access();
             return;
@@ -188,7 +197,7 @@ impl http_body::Body for ResponseBody {
 /// When the app already sent its whole body, hyper can frame it with `content-length`.
 fn stream_size_hint(c: &Completion) -> SizeHint {
     let st = c.ex.lock();
-    if st.resp_done {
+    if st.resp_done && st.resp_file.is_none() && c.file.is_none() && !st.trailers_announced {
         SizeHint::with_exact(st.resp_buffered as u64)
     } else {
         SizeHint::default()
@@ -202,13 +211,39 @@ fn poll_stream(
     if c.finished {
         return Poll::Ready(None);
     }
+    if let Some(file) = &mut c.file {
+        match file.poll_chunk(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Some(Ok(chunk))) => {
+                c.bytes += chunk.len() as u64;
+                if file.is_done() {
+                    // The last chunk: say so, so that hyper ends the body in the same write.
+                    c.file = None;
+                    let st = c.ex.lock();
+                    c.finished = st.resp_done && st.resp_trailers.is_none();
+                }
+                return Poll::Ready(Some(Ok(Frame::data(chunk))));
+            }
+            Poll::Ready(Some(Err(e))) => {
+                tracing::error!(
+                    "http.response.pathsend: cannot send {}: {e}; closing the connection",
+                    file.path().display()
+                );
+                c.file = None;
+                return Poll::Ready(Some(Err(Aborted)));
+            }
+            Poll::Ready(None) => c.file = None,
+        }
+    }
     let mut st = c.ex.lock();
     if let Some(chunk) = st.resp_chunks.pop_front() {
         st.resp_buffered -= chunk.len();
-        if let Some(t) = &mut c.tracked {
-            t.bytes += chunk.len() as u64;
-        }
-        if st.resp_done && st.resp_chunks.is_empty() {
+        c.bytes += chunk.len() as u64;
+        if st.resp_done
+            && st.resp_chunks.is_empty()
+            && st.resp_file.is_none()
+            && st.resp_trailers.is_none()
+        {
             c.finished = true;
         }
         let notify = st.loop_waiting && st.resp_buffered < RESPONSE_LOW_WATER;
@@ -221,11 +256,20 @@ fn poll_stream(
         }
         return Poll::Ready(Some(Ok(Frame::data(chunk))));
     }
+    if let Some(path) = st.resp_file.take() {
+        // The app's queued chunks are out: the file is the rest of the body.
+        drop(st);
+        c.file = Some(FileStream::open(path));
+        return poll_stream(c, cx);
+    }
     if st.abort {
         return Poll::Ready(Some(Err(Aborted)));
     }
     if st.resp_done {
         c.finished = true;
+        if let Some(trailers) = st.resp_trailers.take() {
+            return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
+        }
         return Poll::Ready(None);
     }
     st.io_waker = Some(cx.waker().clone());

@@ -1,7 +1,7 @@
 //! Request limits that answer with a status before the app runs: request line (414), header
 //! fields (431), declared body size (413), and requests in flight (503).
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use http::request::Parts;
@@ -63,15 +63,19 @@ fn declared_length(parts: &Parts) -> Option<u64> {
         .ok()
 }
 
-/// Requests in flight in this process, for `--limit-concurrency`.
-#[derive(Default)]
-pub struct InFlight(AtomicUsize);
+/// Requests in flight in this process, for `--limit-concurrency`; the same counter is the
+/// `rsgi_requests_in_flight` gauge.
+pub struct InFlight(&'static AtomicU64);
 
 impl InFlight {
+    pub fn new(gauge: &'static AtomicU64) -> Self {
+        InFlight(gauge)
+    }
+
     /// Counts a request in, unless `limit` is reached.
     pub fn admit(&self, limit: Option<usize>) -> bool {
         let now = self.0.fetch_add(1, Ordering::Relaxed);
-        if limit.is_some_and(|l| now >= l) {
+        if limit.is_some_and(|l| now >= l as u64) {
             self.0.fetch_sub(1, Ordering::Relaxed);
             return false;
         }
@@ -150,7 +154,7 @@ mod tests {
 
     #[test]
     fn in_flight_limit() {
-        let f = InFlight::default();
+        let f = InFlight::new(Box::leak(Box::default()));
         assert!(f.admit(Some(1)));
         assert!(!f.admit(Some(1)));
         f.done();

@@ -3,6 +3,7 @@
 
 mod body;
 mod conn;
+mod file;
 pub mod framing;
 pub mod limits;
 pub mod proxy;
@@ -15,6 +16,9 @@ use std::sync::Arc;
 
 use http::{HeaderMap, Method, Uri, Version};
 
+use crate::tls::TlsInfo;
+
+pub use body::ResponseBody;
 pub use conn::{serve_connection, Timeouts};
 pub use limits::{InFlight, Limits};
 pub use proxy::TrustedProxies;
@@ -29,6 +33,17 @@ pub enum Endpoint {
     Unknown,
 }
 
+impl Endpoint {
+    /// `host:port`, a unix socket path, or `-`, for log lines.
+    pub fn describe(&self) -> String {
+        match self {
+            Endpoint::Tcp(host, port) => format!("{host}:{port}"),
+            Endpoint::Unix(path) => path.clone(),
+            Endpoint::Unknown => "-".into(),
+        }
+    }
+}
+
 impl From<SocketAddr> for Endpoint {
     fn from(addr: SocketAddr) -> Self {
         Endpoint::Tcp(addr.ip().to_string().into_boxed_str(), addr.port())
@@ -40,6 +55,21 @@ impl From<SocketAddr> for Endpoint {
 pub struct ConnInfo {
     pub client: Endpoint,
     pub server: Endpoint,
+    /// The connection is TLS: the scope's scheme is "https" (or "wss").
+    pub tls: bool,
+    /// What the ASGI `tls` extension reports; `Some` exactly when `tls`.
+    pub tls_info: Option<Box<TlsInfo>>,
+}
+
+impl ConnInfo {
+    pub fn new(client: Endpoint, server: Endpoint, tls_info: Option<TlsInfo>) -> Self {
+        ConnInfo {
+            client,
+            server,
+            tls: tls_info.is_some(),
+            tls_info: tls_info.map(Box::new),
+        }
+    }
 }
 
 /// A request head handed to the loop thread: plain data, moved out of hyper's request.

@@ -23,6 +23,7 @@ use super::{ConnInfo, Endpoint, RequestHead};
 use crate::asgi::bridge::{Bridge, Event};
 use crate::asgi::exchange::{Exchange, Inner, ResponseHead, REQUEST_READ_AHEAD};
 use crate::log::{AccessLog, Sink};
+use crate::metrics::Metrics;
 
 /// What every connection of a server shares.
 pub struct HttpContext {
@@ -33,12 +34,16 @@ pub struct HttpContext {
     pub timeouts: Timeouts,
     pub limits: Limits,
     pub in_flight: InFlight,
+    /// This process's counters.
+    pub metrics: &'static Metrics,
     /// `None` when proxy headers are off.
     pub proxies: Option<TrustedProxies>,
     /// `None` when the access log is off.
     pub access: Option<Access>,
     /// Take or make an `x-request-id` for every request, and echo it in the response.
     pub request_id: bool,
+    /// TLS termination, when `--ssl-certfile` is set.
+    pub tls: Option<crate::tls::Tls>,
 }
 
 /// The access log: its format and where its lines go.
@@ -50,6 +55,7 @@ pub struct Access {
 impl HttpContext {
     /// Logs a refused request, one line, through the loop thread.
     pub fn log_refusal(&self, (status, why): Refusal, client: &Endpoint) {
+        self.metrics.refused(status.as_u16());
         let who = client_text(client);
         tracing::warn!("{} {why} ({who})", status.as_u16());
     }

@@ -11,6 +11,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::conn::Activity;
 use super::framing::Framing;
+use crate::metrics::{self, Metrics};
 
 /// What hyper reads in place of a refused request head: a minimal request that the service
 /// answers with the refusal's status (see `Activity::refusal`), then end of stream.
@@ -99,6 +100,7 @@ impl<S: AsyncRead + Unpin> AsyncRead for Checked<S> {
                 continue;
             }
             this.activity.bytes_arrived();
+            Metrics::add(&metrics::current().bytes_in, n as u64);
             let start = this.pending.len() - n;
             match this.framing.feed(&this.pending[start..]) {
                 Ok(released) => this.released = released,

@@ -24,6 +24,7 @@ use crate::http::Access;
 use crate::http::{HttpContext, InFlight, Limits, RequestHead, Timeouts, TrustedProxies};
 use crate::log::{AccessLog, Format, Sink, Target};
 use crate::net::Listener;
+use crate::tls::Tls;
 use runtime::IoThread;
 
 /// Loop-thread state shared by the `Core` and every `HttpCycle`.
@@ -148,14 +149,34 @@ pub struct Core {
     io: RefCell<Option<IoThread>>,
     ctx: OnceCell<Rc<LoopContext>>,
     spare: RefCell<Vec<Event>>,
+    /// Loaded when the core is made, so bad TLS files fail before anything is served.
+    tls: RefCell<Option<Tls>>,
+    /// The `--metrics-bind` listener, until the I/O thread takes it.
+    metrics: RefCell<Option<std::net::TcpListener>>,
 }
 
 #[pymethods]
 impl Core {
     /// Binds the sockets the config names, or adopts `fds` (already listening) instead.
+    ///
+    /// `serve_metrics`: answer `--metrics-bind` here. A supervised worker passes False: its
+    /// master serves the metrics of every worker.
     #[new]
-    #[pyo3(signature = (config, fds=None))]
-    fn new(config: CoreConfig, fds: Option<Vec<i32>>) -> PyResult<Self> {
+    #[pyo3(signature = (config, fds=None, serve_metrics=true))]
+    fn new(config: CoreConfig, fds: Option<Vec<i32>>, serve_metrics: bool) -> PyResult<Self> {
+        let tls = match config.tls() {
+            Some(settings) => Some(
+                Tls::from_config(&settings, config.header_read()).map_err(PyOSError::new_err)?,
+            ),
+            None => None,
+        };
+        let metrics = match (&config.metrics_bind, serve_metrics) {
+            (Some(addr), true) => Some(
+                bind_metrics(addr, config.backlog)
+                    .map_err(|e| PyOSError::new_err(format!("--metrics-bind {addr}: {e}")))?,
+            ),
+            _ => None,
+        };
         let listeners = match fds {
             Some(fds) => fds
                 .into_iter()
@@ -164,7 +185,14 @@ impl Core {
             None => crate::net::bind(&config),
         }
         .map_err(|e| PyOSError::new_err(e.to_string()))?;
-        let addresses = listeners.iter().map(Listener::describe).collect();
+        let addresses = listeners
+            .iter()
+            .map(Listener::describe)
+            .map(|a| match (&tls, a.strip_prefix("http://")) {
+                (Some(_), Some(rest)) => format!("https://{rest}"),
+                _ => a,
+            })
+            .collect();
         Ok(Core {
             config,
             bridge: Arc::new(Bridge::new()?),
@@ -173,6 +201,8 @@ impl Core {
             io: RefCell::new(None),
             ctx: OnceCell::new(),
             spare: RefCell::new(Vec::with_capacity(256)),
+            tls: RefCell::new(tls),
+            metrics: RefCell::new(metrics),
         })
     }
 
@@ -242,8 +272,14 @@ impl Core {
         };
         let _ = this.ctx.set(Rc::new(ctx));
         crate::log::events::route_to(this.bridge.clone());
-        let http = Arc::new(http_context(&this.config, this.bridge.clone(), access)?);
-        let io = IoThread::start(http, listeners, this.config.threads)
+        let http = Arc::new(http_context(
+            &this.config,
+            this.bridge.clone(),
+            access,
+            this.tls.borrow_mut().take(),
+        )?);
+        let metrics = this.metrics.borrow_mut().take();
+        let io = IoThread::start(http, listeners, metrics, this.config.threads)
             .map_err(|e| PyOSError::new_err(e.to_string()))?;
         *this.io.borrow_mut() = Some(io);
         Ok(this.bridge.loop_fd())
@@ -329,10 +365,29 @@ impl Core {
     }
 }
 
+fn bind_metrics(addr: &str, backlog: i32) -> std::io::Result<std::net::TcpListener> {
+    let (host, port) = addr
+        .rsplit_once(':')
+        .and_then(|(h, p)| {
+            Some((
+                h.trim_start_matches('[').trim_end_matches(']'),
+                p.parse().ok()?,
+            ))
+        })
+        .ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, "expected HOST:PORT")
+        })?;
+    match Listener::bind_tcp(host, port, backlog)? {
+        Listener::Tcp(l) => Ok(l),
+        Listener::Unix(_) => unreachable!("bind_tcp makes TCP listeners"),
+    }
+}
+
 fn http_context(
     config: &CoreConfig,
     bridge: Arc<Bridge>,
     access: Option<Access>,
+    tls: Option<Tls>,
 ) -> PyResult<HttpContext> {
     let mut default_headers = HeaderMap::new();
     if config.server_header {
@@ -360,6 +415,7 @@ fn http_context(
         // Not `pipeline_flush`: it lifts hyper's bound on buffered response bytes, and with it
         // the backpressure on the app.
         .keep_alive(!timeouts.keep_alive.is_zero());
+    let metrics = crate::metrics::current();
     let limits = Limits {
         request_line: config.limit_request_line,
         field_size: config.limit_request_field_size,
@@ -381,8 +437,10 @@ fn http_context(
         http1,
         timeouts,
         limits,
-        in_flight: InFlight::default(),
+        in_flight: InFlight::new(&metrics.in_flight),
+        metrics,
         proxies,
+        tls,
     })
 }
 

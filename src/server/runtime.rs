@@ -9,6 +9,7 @@ use std::time::Duration;
 use tokio::sync::{oneshot, watch};
 
 use crate::http::{serve_connection, ConnInfo, Endpoint, HttpContext};
+use crate::metrics::{self, Metrics};
 use crate::net::Listener;
 
 pub struct IoThread {
@@ -25,6 +26,7 @@ impl IoThread {
     pub fn start(
         ctx: Arc<HttpContext>,
         listeners: Vec<Listener>,
+        metrics: Option<std::net::TcpListener>,
         threads: usize,
     ) -> io::Result<Self> {
         let runtime = if threads <= 1 {
@@ -49,6 +51,9 @@ impl IoThread {
                 runtime.block_on(async move {
                     tokio::spawn(ctx.bridge.clone().dispatch());
                     tokio::spawn(crate::net::clock::tick());
+                    if let Some(listener) = metrics {
+                        tokio::spawn(metrics::serve::serve(listener, shutdown_rx.clone()));
+                    }
                     if ctx.access.is_some() {
                         tokio::spawn(flush_access_log(ctx.clone()));
                     }
@@ -124,6 +129,7 @@ struct Counted(Arc<AtomicUsize>);
 impl Counted {
     fn new(c: &Arc<AtomicUsize>) -> Self {
         c.fetch_add(1, Ordering::Relaxed);
+        Metrics::add(&metrics::current().connections, 1);
         Counted(c.clone())
     }
 }
@@ -131,6 +137,7 @@ impl Counted {
 impl Drop for Counted {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
+        Metrics::sub(&metrics::current().connections, 1);
     }
 }
 
@@ -149,8 +156,7 @@ async fn accept_loop(
                             Ok((stream, peer)) => {
                                 let _ = stream.set_nodelay(true);
                                 let server = stream.local_addr().map_or(Endpoint::Unknown, Endpoint::from);
-                                let conn = Arc::new(ConnInfo { client: peer.into(), server });
-                                spawn_conn(stream, conn, &ctx, &shutdown, &counter);
+                                spawn_conn(stream, peer.into(), server, &ctx, &shutdown, &counter);
                             }
                             Err(e) => accept_failed(e).await,
                         },
@@ -172,8 +178,7 @@ async fn accept_loop(
                     tokio::select! {
                         r = l.accept() => match r {
                             Ok((stream, _)) => {
-                                let conn = Arc::new(ConnInfo { client: Endpoint::Unknown, server: path.clone() });
-                                spawn_conn(stream, conn, &ctx, &shutdown, &counter);
+                                spawn_conn(stream, Endpoint::Unknown, path.clone(), &ctx, &shutdown, &counter);
                             }
                             Err(e) => accept_failed(e).await,
                         },
@@ -192,7 +197,8 @@ async fn accept_loop(
 
 fn spawn_conn<S>(
     stream: S,
-    conn: Arc<ConnInfo>,
+    client: Endpoint,
+    server: Endpoint,
     ctx: &Arc<HttpContext>,
     shutdown: &watch::Receiver<bool>,
     counter: &Arc<AtomicUsize>,
@@ -201,9 +207,22 @@ fn spawn_conn<S>(
 {
     let counted = Counted::new(counter);
     let ctx = ctx.clone();
-    let shutdown = shutdown.clone();
+    let mut shutdown = shutdown.clone();
     tokio::spawn(async move {
-        serve_connection(stream, conn, ctx, shutdown).await;
+        match &ctx.tls {
+            None => {
+                let conn = Arc::new(ConnInfo::new(client, server, None));
+                serve_connection(stream, conn, ctx.clone(), shutdown).await;
+            }
+            // The handshake runs here, in the connection's task on the I/O thread.
+            Some(tls) => match tls.accept(stream, &mut shutdown).await {
+                Ok((stream, info)) => {
+                    let conn = Arc::new(ConnInfo::new(client, server, Some(info)));
+                    serve_connection(stream, conn, ctx.clone(), shutdown).await;
+                }
+                Err(e) => tracing::debug!("TLS handshake with {} failed: {e}", client.describe()),
+            },
+        }
         drop(counted);
     });
 }

@@ -1,0 +1,1 @@
+"""Parent processes that run rsgi servers in child processes."""

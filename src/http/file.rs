@@ -1,0 +1,201 @@
+//! Streams a file for `http.response.pathsend`, chunk by chunk as hyper asks for the next one.
+//!
+//! Each open and read is a blocking call on tokio's blocking pool, so the I/O thread never
+//! waits on the disk. At most one chunk is being read at a time and hyper buffers a bounded
+//! number of them, so memory stays bounded whatever the file's size and the client's speed.
+//!
+//! No sendfile(2): hyper owns the connection and writes only the buffers a body yields, so
+//! the file's bytes pass through user space (as they must anyway under TLS).
+
+use std::fs::File;
+use std::future::Future;
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::{Bytes, BytesMut};
+use tokio::task::JoinHandle;
+
+/// Bytes read per chunk.
+pub const FILE_CHUNK: usize = 256 * 1024;
+
+pub struct FileStream {
+    path: PathBuf,
+    state: State,
+}
+
+enum State {
+    /// A blocking task is opening the file (and reading its first chunk), or reading the next.
+    Busy(JoinHandle<io::Result<(Reader, Bytes)>>),
+    Idle(Reader),
+    Done,
+}
+
+/// The open file and how far it has been read. The length is the one the file had when it
+/// was opened: a file that shrinks meanwhile is an error, one that grows is cut there.
+struct Reader {
+    file: File,
+    offset: u64,
+    len: u64,
+}
+
+impl Reader {
+    fn open(path: PathBuf) -> io::Result<Reader> {
+        let file = File::open(path)?;
+        let meta = file.metadata()?;
+        if !meta.is_file() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "not a regular file",
+            ));
+        }
+        Ok(Reader {
+            file,
+            offset: 0,
+            len: meta.len(),
+        })
+    }
+
+    /// Reads the next chunk (empty at the end of the file).
+    fn read_chunk(mut self) -> io::Result<(Reader, Bytes)> {
+        let want = (self.len - self.offset).min(FILE_CHUNK as u64) as usize;
+        let mut buf = BytesMut::zeroed(want);
+        let mut filled = 0;
+        while filled < want {
+            match self
+                .file
+                .read_at(&mut buf[filled..], self.offset + filled as u64)
+            {
+                Ok(0) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the file became shorter while it was sent",
+                    ))
+                }
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.offset += want as u64;
+        Ok((self, buf.freeze()))
+    }
+}
+
+impl FileStream {
+    /// Starts opening `path` (one blocking task opens it and reads the first chunk, so a
+    /// small file costs one trip to the blocking pool); must be called on the I/O runtime.
+    pub fn open(path: PathBuf) -> Self {
+        let p = path.clone();
+        let task = tokio::task::spawn_blocking(move || Reader::open(p)?.read_chunk());
+        FileStream {
+            path,
+            state: State::Busy(task),
+        }
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
+    /// The next chunk; `None` once the whole file was read.
+    pub fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Bytes>>> {
+        loop {
+            match &mut self.state {
+                State::Busy(task) => {
+                    let done = match Pin::new(task).poll(cx) {
+                        Poll::Pending => return Poll::Pending,
+                        Poll::Ready(r) => r
+                            .map_err(|e| io::Error::other(format!("file task failed: {e}")))
+                            .and_then(|r| r),
+                    };
+                    match done {
+                        Ok((reader, chunk)) => {
+                            self.state = State::Idle(reader);
+                            if !chunk.is_empty() {
+                                return Poll::Ready(Some(Ok(chunk)));
+                            }
+                        }
+                        Err(e) => {
+                            self.state = State::Done;
+                            return Poll::Ready(Some(Err(e)));
+                        }
+                    }
+                }
+                State::Idle(_) => {
+                    if let State::Idle(reader) = std::mem::replace(&mut self.state, State::Done) {
+                        if reader.offset < reader.len {
+                            let task = tokio::task::spawn_blocking(move || reader.read_chunk());
+                            self.state = State::Busy(task);
+                        }
+                    }
+                }
+                State::Done => return Poll::Ready(None),
+            }
+        }
+    }
+
+    /// True once the last chunk was handed out (the next poll returns `None`).
+    pub fn is_done(&self) -> bool {
+        match &self.state {
+            State::Done => true,
+            State::Idle(r) => r.offset >= r.len,
+            _ => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::future::poll_fn;
+    use std::io::Write;
+
+    fn read_all(path: PathBuf) -> io::Result<Vec<u8>> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let mut stream = FileStream::open(path);
+            let mut out = Vec::new();
+            while let Some(chunk) = poll_fn(|cx| stream.poll_chunk(cx)).await {
+                let chunk = chunk?;
+                assert!(chunk.len() <= FILE_CHUNK && !chunk.is_empty());
+                out.extend_from_slice(&chunk);
+            }
+            assert!(stream.is_done());
+            Ok(out)
+        })
+    }
+
+    #[test]
+    fn reads_files_of_many_sizes() {
+        let dir = std::env::temp_dir().join(format!("rsgi-file-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for size in [
+            0,
+            1,
+            FILE_CHUNK - 1,
+            FILE_CHUNK,
+            FILE_CHUNK + 1,
+            3 * FILE_CHUNK + 7,
+        ] {
+            let data: Vec<u8> = (0..size).map(|i| (i * 7 % 251) as u8).collect();
+            let path = dir.join(format!("f{size}"));
+            std::fs::File::create(&path)
+                .unwrap()
+                .write_all(&data)
+                .unwrap();
+            assert_eq!(read_all(path).unwrap(), data, "size {size}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn missing_file_and_directory_fail() {
+        assert!(read_all(PathBuf::from("/nonexistent/rsgi")).is_err());
+        assert!(read_all(std::env::temp_dir()).is_err());
+    }
+}
