@@ -36,9 +36,9 @@ def run_config(config: Config) -> None:
 
             code = run_reloader(config)
         elif config.supervised():
-            from rsgi import supervisor
+            from rsgi.supervisors import prefork
 
-            code = supervisor.run(config, environ)
+            code = prefork.run(config, environ)
         else:
             from rsgi.server import serve
 

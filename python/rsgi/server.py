@@ -41,7 +41,7 @@ def serve(
 
     ``app`` is the loaded application (loaded from ``config`` when None); ``link`` is
     the supervisor's side of a worker that a master process runs
-    (``rsgi.supervisor.WorkerLink``).
+    (``rsgi.supervisors.prefork.WorkerLink``).
     """
     if app is None:
         app = config.load_app()

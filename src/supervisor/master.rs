@@ -38,7 +38,7 @@ const RESPAWN_BACKOFF: Duration = Duration::from_secs(1);
 /// The longest the master sleeps between two looks at its workers.
 const MAX_WAIT: Duration = Duration::from_secs(1);
 
-/// Status bytes a worker writes to its pipe (see python/rsgi/supervisor.py).
+/// Status bytes a worker writes to its pipe (see python/rsgi/supervisors/prefork.py).
 const MSG_READY: u8 = b'R';
 const MSG_BEAT: u8 = b'.';
 const MSG_RETIRE: u8 = b'M';

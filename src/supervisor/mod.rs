@@ -2,7 +2,7 @@
 //!
 //! The master binds the sockets, forks the workers and watches them; it starts no thread and
 //! no tokio runtime, so every fork copies a single-threaded process. Each worker calls back
-//! into Python (`rsgi.supervisor.worker_main`), which runs the ordinary one-process server on
+//! into Python (`rsgi.supervisors.prefork.worker_main`), which runs the ordinary one-process server on
 //! the inherited sockets and never returns. See `master.rs` for the loop and the signals.
 
 mod master;
