@@ -434,6 +434,37 @@ def test_usr1_reopens_log_files(servers, tmp_path):
     assert "reopened the log files" not in error_log.with_suffix(".old").read_text()
 
 
+def test_master_serves_metrics_of_every_worker(servers):
+    from prometheus_client.parser import text_string_to_metric_families
+
+    metrics_port = free_port()
+    server = servers("-w", "2", "--metrics-bind", f"127.0.0.1:{metrics_port}")
+
+    def scrape() -> dict[tuple, float]:
+        with RawClient(metrics_port) as client:
+            client.request("GET", "/metrics")
+            response = client.read_response()
+        assert response.status == 200
+        return {
+            (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(response.body.decode())
+            for sample in family.samples
+        }
+
+    ok = ("rsgi_requests_total", (("status", "2xx"),))
+    pids = serving_pids(server, 2)  # GET / until both workers answered
+    wait_for(lambda: scrape()[ok] >= len(pids), message="requests not counted")
+    for _ in range(20):
+        pid_of_response(server)
+    counted = wait_for(lambda: (n := scrape()[ok]) >= 22 and n)
+    assert scrape()[("rsgi_workers", ())] == 2
+    # A worker's counts outlive it: the master keeps them when it exits.
+    os.kill(min(pids), signal.SIGKILL)
+    wait_for(lambda: len(children(server.pid) - pids) == 1)
+    assert scrape()[ok] >= counted
+    assert scrape()[("rsgi_worker_exits_total", ())] == 1
+
+
 def test_run_from_python_with_workers(tmp_path):
     port = free_port()
     code = (

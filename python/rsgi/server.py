@@ -78,7 +78,8 @@ class Server:
             return STARTUP_FAILURE
         access, prefix = logs.access_target(self.config) or (None, "")
         try:
-            core = _rsgi.Core(self.config, self.fds)
+            # Under a master, the master serves --metrics-bind for every worker.
+            core = _rsgi.Core(self.config, self.fds, self.link is None)
             fd = core.start(loop, self.app, logger, access, lifespan.state, prefix)
         except (OSError, ValueError) as exc:
             logger.error("%s", exc)

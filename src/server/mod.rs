@@ -365,7 +365,7 @@ impl Core {
     }
 }
 
-fn bind_metrics(addr: &str, backlog: i32) -> std::io::Result<std::net::TcpListener> {
+pub(crate) fn bind_metrics(addr: &str, backlog: i32) -> std::io::Result<std::net::TcpListener> {
     let (host, port) = addr
         .rsplit_once(':')
         .and_then(|(h, p)| {

@@ -19,6 +19,7 @@ use nix::unistd::Pid;
 use pyo3::prelude::*;
 use pyo3::types::PyAnyMethods;
 
+use super::metrics::MetricsPort;
 use super::notify::{monotonic_usec, Notifier};
 use super::signals::SignalPipe;
 use super::sockets::Sockets;
@@ -97,6 +98,8 @@ struct Worker {
     retiring: Option<Retire>,
     stop: Option<Stopping>,
     timed_out: bool,
+    /// Its slot of the shared metrics (`--metrics-bind`).
+    slot: Option<usize>,
 }
 
 impl Worker {
@@ -125,6 +128,8 @@ pub struct Master {
     rng: Rng,
     notes: Vec<(Level, String)>,
     pid_written: bool,
+    /// `--metrics-bind`: the endpoint and the workers' shared counters.
+    metrics: Option<MetricsPort>,
 }
 
 impl Master {
@@ -133,6 +138,7 @@ impl Master {
         sockets: Sockets,
         inherited: Option<Inherited>,
         notes: Vec<(Level, String)>,
+        metrics: Option<MetricsPort>,
     ) -> io::Result<Self> {
         let now = Instant::now();
         let seed = std::process::id() as u64
@@ -156,6 +162,7 @@ impl Master {
             rng: Rng::seeded(seed),
             notes,
             pid_written: false,
+            metrics,
         };
         if let Some(state) = inherited {
             // The previous image was reloading: its workers serve until ours are ready.
@@ -184,6 +191,7 @@ impl Master {
                         killed: false,
                     }),
                     timed_out: false,
+                    slot: None,
                 });
             }
         }
@@ -244,6 +252,10 @@ impl Master {
         loop {
             self.on_signals(py, hooks);
             self.read_channels(py, hooks);
+            if let Some(metrics) = &mut self.metrics {
+                let serving = self.workers.iter().filter(|w| w.ready && w.stop.is_none());
+                metrics.step(serving.count());
+            }
             self.reap(py, hooks);
             self.check_deadlines(py, hooks);
             if self.stopping.is_some() && self.workers.is_empty() {
@@ -276,17 +288,28 @@ impl Master {
         if self.stopping.is_none() && self.spawn_after > now {
             until = until.min(self.spawn_after);
         }
+        if let Some(deadline) = self.metrics.as_ref().and_then(MetricsPort::next_deadline) {
+            until = until.min(deadline);
+        }
         let timeout = until.saturating_duration_since(now);
         let mut fds: Vec<libc::pollfd> = Vec::with_capacity(self.workers.len() + 1);
         if let Some(signals) = &self.signals {
-            fds.push(pollfd(signals.fd().as_raw_fd()));
+            fds.push(pollfd(signals.fd().as_raw_fd(), libc::POLLIN));
         }
         fds.extend(
             self.workers
                 .iter()
                 .filter_map(|w| w.channel.as_ref())
-                .map(|c| pollfd(c.as_raw_fd())),
+                .map(|c| pollfd(c.as_raw_fd(), libc::POLLIN)),
         );
+        if let Some(metrics) = &self.metrics {
+            fds.extend(
+                metrics
+                    .poll_fds()
+                    .into_iter()
+                    .map(|(fd, ev)| pollfd(fd, ev)),
+            );
+        }
         // Round up, so that a deadline is past when poll returns.
         let millis = (timeout.as_micros().div_ceil(1000)).min(i32::MAX as u128) as libc::c_int;
         py.detach(move || {
@@ -582,7 +605,11 @@ impl Master {
         if let Some(notify) = &self.notify {
             private.push(notify.raw_fd());
         }
-        let child = super::fork_worker(
+        let slot = self.metrics.as_mut().and_then(MetricsPort::take_slot);
+        if let Some(metrics) = &self.metrics {
+            private.extend(metrics.raw_fds());
+        }
+        let forked = super::fork_worker(
             py,
             worker_main,
             super::WorkerArgs {
@@ -593,7 +620,17 @@ impl Master {
             },
             &private,
             self.signals.as_ref(),
-        )?;
+            slot.map(|(_, counters)| counters),
+        );
+        let child = match forked {
+            Ok(child) => child,
+            Err(e) => {
+                if let (Some(metrics), Some((i, _))) = (&mut self.metrics, slot) {
+                    metrics.release(i);
+                }
+                return Err(e);
+            }
+        };
         drop(write);
         drop(own_socket);
         self.next_serial += 1;
@@ -606,6 +643,7 @@ impl Master {
             retiring: None,
             stop: None,
             timed_out: false,
+            slot: slot.map(|(i, _)| i),
         });
         let note = match limit {
             Some(n) => format!(" (request limit {n})"),
@@ -694,6 +732,9 @@ impl Master {
                 }
             };
             let w = self.workers.remove(i);
+            if let (Some(metrics), Some(slot)) = (&mut self.metrics, w.slot) {
+                metrics.release(slot);
+            }
             self.on_exit(py, hooks, w, status);
         }
     }
@@ -959,10 +1000,10 @@ enum Exit {
     Unknown,
 }
 
-fn pollfd(fd: RawFd) -> libc::pollfd {
+fn pollfd(fd: RawFd, events: libc::c_short) -> libc::pollfd {
     libc::pollfd {
         fd,
-        events: libc::POLLIN,
+        events,
         revents: 0,
     }
 }

@@ -6,6 +6,7 @@
 //! the inherited sockets and never returns. See `master.rs` for the loop and the signals.
 
 mod master;
+mod metrics;
 mod notify;
 mod signals;
 mod sockets;
@@ -72,7 +73,15 @@ impl Supervisor {
             }),
         }
         .map_err(|e| PyOSError::new_err(e.to_string()))?;
-        let master = Master::new(settings, sockets, inherited, notes)
+        let metrics_bind: Option<String> = config.getattr("metrics_bind")?.extract()?;
+        let metrics = match &metrics_bind {
+            Some(addr) => Some(
+                metrics::MetricsPort::bind(addr, core.backlog)
+                    .map_err(|e| PyOSError::new_err(format!("--metrics-bind {addr}: {e}")))?,
+            ),
+            None => None,
+        };
+        let master = Master::new(settings, sockets, inherited, notes, metrics)
             .map_err(|e| PyOSError::new_err(e.to_string()))?;
         Ok(Supervisor {
             master: RefCell::new(Some(master)),
@@ -197,6 +206,7 @@ fn fork_worker(
     args: WorkerArgs,
     private: &[RawFd],
     signals: Option<&SignalPipe>,
+    counters: Option<&'static crate::metrics::Metrics>,
 ) -> io::Result<Pid> {
     // SAFETY: called with the GIL held, as Python's own os.fork() does; it takes the
     // interpreter's locks so that the child gets them in a consistent state.
@@ -213,6 +223,9 @@ fn fork_worker(
             for &fd in private {
                 // SAFETY: these descriptors belong to the master; the child never uses them.
                 unsafe { libc::close(fd) };
+            }
+            if let Some(counters) = counters {
+                crate::metrics::use_slot(counters);
             }
             let code = match worker_main
                 .call1(py, (args.fds, args.channel, args.max_requests, args.serial))
