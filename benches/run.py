@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Side-by-side HTTP benchmarks of rsgi, uvicorn, granian and a pure-Rust hyper server.
+"""Side-by-side HTTP benchmarks of rsgi, uvicorn, granian, gunicorn and a pure-Rust hyper server.
 
 Method (see benches/README.md and the project's BENCHMARKING notes):
 - each server runs the same app, pinned to CPU 0 (`taskset -c 0`); the load generator
@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import functools
 import http.client
+import importlib.util
 import json
 import os
 import platform
@@ -49,6 +51,12 @@ WS_LOAD_BIN = WS_LOAD_DIR / "target" / "release" / "ws-load"
 HOST = "127.0.0.1"
 MIB = 1024 * 1024
 HELLO = b"Hello, world!"
+# gunicorn arbiters with one worker class each: `gunicorn -k <class>`.
+GUNICORN_WORKERS = {
+    "gunicorn-rsgi": "rsgi.Worker",
+    "gunicorn-uvicorn": "uvicorn_worker.UvicornWorker",
+}
+GUNICORN_SERVERS = tuple(GUNICORN_WORKERS)
 
 
 # --------------------------------------------------------------------------- workloads
@@ -67,7 +75,7 @@ class Workload:
     expect: bytes | None = None  # exact response body expected by the probe
     expect_len: int | None = None  # or only its length
     websocket: bool = False
-    servers: tuple[str, ...] = ("rsgi", "uvicorn", "granian")
+    servers: tuple[str, ...] = ("rsgi", "uvicorn", "granian", *GUNICORN_SERVERS)
 
 
 WORKLOADS = {
@@ -80,7 +88,7 @@ WORKLOADS = {
             64,
             "raw ASGI, 13-byte text/plain body, content-length set",
             expect=HELLO,
-            servers=("rsgi", "uvicorn", "granian", "hyper"),
+            servers=("rsgi", "uvicorn", "granian", "hyper", *GUNICORN_SERVERS),
         ),
         Workload(
             "fastapi",
@@ -125,11 +133,12 @@ WORKLOADS = {
             "raw ASGI WebSocket echo, 64-byte text messages, closed loop (ws-load)",
             expect=b"ok",
             websocket=True,
+            servers=("rsgi", "uvicorn", "granian"),
         ),
     )
 }
 
-ALL_SERVERS = ("rsgi", "uvicorn", "granian", "hyper")
+ALL_SERVERS = ("rsgi", "uvicorn", "granian", "hyper", *GUNICORN_SERVERS)
 
 
 # --------------------------------------------------------------------------- servers
@@ -161,12 +170,26 @@ def server_command(server: str, app: str, port: int, workers: int) -> list[str]:
         if workers > 1:
             cmd += ["--workers", str(workers)]
         cmd.append(app)
+    elif server in GUNICORN_WORKERS:
+        # gunicorn's defaults otherwise: no access log, keep-alive 2 s, uvloop and httptools
+        # for UvicornWorker (its "auto"), uvloop for rsgi.Worker.
+        cmd = [py, "-m", "gunicorn", "-k", GUNICORN_WORKERS[server], "-w", str(workers)]
+        cmd += ["-b", f"{HOST}:{port}", *_gunicorn_no_control_socket(), app]
     elif server == "hyper":
         # One current_thread runtime per "worker" (SO_REUSEPORT listeners).
         cmd = [str(HYPER_BIN), str(port), str(max(workers, 1))]
     else:
         raise ValueError(f"unknown server {server!r}")
     return cmd
+
+
+@functools.cache
+def _gunicorn_no_control_socket() -> list[str]:
+    """gunicorn 25+ opens a control socket in ~/.gunicorn by default; the benches need none."""
+    out = subprocess.run(
+        [sys.executable, "-m", "gunicorn", "--help"], capture_output=True, text=True
+    ).stdout
+    return ["--no-control-socket"] if "--no-control-socket" in out else []
 
 
 def pinned(cpus: str | None, cmd: list[str]) -> list[str]:
@@ -640,7 +663,16 @@ def machine_info() -> dict:
         "python": platform.python_version(),
         "versions": {
             name: _dist_version(name)
-            for name in ("rsgi", "uvicorn", "granian", "fastapi", "uvloop", "httptools")
+            for name in (
+                "rsgi",
+                "uvicorn",
+                "granian",
+                "gunicorn",
+                "uvicorn-worker",
+                "fastapi",
+                "uvloop",
+                "httptools",
+            )
         },
         "wrk": _version(["wrk", "-v"]),
         "git": _version(["git", "-C", str(REPO), "describe", "--always", "--dirty"]),
@@ -762,7 +794,10 @@ def check_prerequisites(args, plan: list[tuple[Workload, list[str]]]) -> None:
         sys.exit("wrk not found (apt-get install wrk)")
     if (args.server_cpus or args.load_cpus) and shutil.which("taskset") is None:
         sys.exit("taskset not found (util-linux)")
-    if "rsgi" in servers:
+    for server, module in (("gunicorn-rsgi", "gunicorn"), ("gunicorn-uvicorn", "uvicorn_worker")):
+        if server in servers and importlib.util.find_spec(module) is None:
+            sys.exit(f"{server} needs {module} (pip install gunicorn uvicorn-worker)")
+    if servers & {"rsgi", "gunicorn-rsgi"}:
         probe_cmd = [sys.executable, "-c", "import rsgi._rsgi"]
         if subprocess.run(probe_cmd, capture_output=True).returncode != 0:
             sys.exit(

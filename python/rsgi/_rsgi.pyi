@@ -66,13 +66,13 @@ class Core:
         """Wakes the I/O thread for the responses queued during this loop turn."""
     def shutdown(self) -> None:
         """Stops accepting; connections close once their in-flight request is done."""
-    @property
-    def requests(self) -> int:
-        """Requests handed to the app since the server started."""
     def reopen_logs(self) -> None:
         """Reopens the access log file (USR1, after log rotation)."""
     def connections(self) -> int: ...
     def running(self) -> int: ...
+    def requests(self) -> int:
+        """Requests ended on the I/O side since the start: a response written, or the
+        client gone first. A relaxed atomic load, cheap enough to poll."""
     def close(self) -> None:
         """Stops the I/O thread at once and waits for it."""
 

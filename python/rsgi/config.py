@@ -447,10 +447,11 @@ class Config:
     )
     timeout_keep_alive: float = option(
         5.0,
-        help="Seconds an idle keep-alive connection stays open.",
+        help="Seconds an idle keep-alive connection stays open; 0 turns keep-alive off "
+        "(one request per connection).",
         group=PROCESSES,
         parse=parse_float,
-        positive=True,
+        minimum=0,
         metavar="SECONDS",
     )
     timeout_header_read: float = option(

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import signal
+from collections.abc import Callable
 from typing import Any
 
 from rsgi import _rsgi, logs
@@ -35,36 +36,43 @@ def serve(
     fds: list[int] | None = None,
     *,
     app: Any = None,
-    link: Any = None,
+    factory: Callable[[Config, Any, list[int] | None], Server] | None = None,
 ) -> int:
     """Serve until a signal stops the server; returns the process exit code.
 
-    ``app`` is the loaded application (loaded from ``config`` when None); ``link`` is
-    the supervisor's side of a worker that a master process runs
-    (``rsgi.supervisors.prefork.WorkerLink``).
+    ``app`` is the loaded application (loaded from ``config`` when None); ``factory``
+    makes the ``Server`` (a subclass, such as the master's workers use).
     """
     if app is None:
         app = config.load_app()
     loop = new_event_loop(config.loop)
     asyncio.set_event_loop(loop)
     try:
-        return loop.run_until_complete(Server(config, app, fds, link).run())
+        return loop.run_until_complete((factory or Server)(config, app, fds).run())
     finally:
         loop.close()
 
 
 class Server:
-    """Runs the app on this process's loop with the Rust core doing the I/O."""
+    """Runs the app on this process's loop with the Rust core doing the I/O.
 
-    def __init__(
-        self, config: Config, app: Any, fds: list[int] | None = None, link: Any = None
-    ) -> None:
+    Subclasses (the gunicorn worker) adapt it through ``install_signals``,
+    ``access_target``, ``started`` and ``reopen_logs``, and stop it with ``request_stop``.
+    """
+
+    #: Seconds the app's lifespan shutdown may take after a forced (quick) stop.
+    FORCED_LIFESPAN_TIMEOUT = 2.0
+    #: Answer --metrics-bind in this process (a master that serves them all says no).
+    SERVE_METRICS = True
+
+    def __init__(self, config: Config, app: Any, fds: list[int] | None = None) -> None:
         self.config = config
         self.app = app
         self.fds = fds
-        self.link = link
         self.stop = asyncio.Event()
         self.force = False
+        #: The Rust core, once the lifespan startup succeeded.
+        self.core: _rsgi.Core | None = None
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
@@ -76,32 +84,45 @@ class Server:
             await lifespan.startup()
         except LifespanFailure:
             return STARTUP_FAILURE
-        access, prefix = logs.access_target(self.config) or (None, "")
+        access, prefix = self.access_target() or (None, "")
         try:
-            # Under a master, the master serves --metrics-bind for every worker.
-            core = _rsgi.Core(self.config, self.fds, self.link is None)
+            core = _rsgi.Core(self.config, self.fds, self.SERVE_METRICS)
             fd = core.start(loop, self.app, logger, access, lifespan.state, prefix)
         except (OSError, ValueError) as exc:
             logger.error("%s", exc)
             await lifespan.shutdown()
             return 1
+        self.core = core
         loop.add_reader(fd, core.drain)
         loop.add_signal_handler(signal.SIGUSR1, self.reopen_logs, core)
-        if self.link is not None:
-            # The master logged the addresses; the link reports readiness and heartbeats.
-            self.link.serving(loop, core, self)
-        else:
-            for address in core.addresses:
-                logger.info("rsgi running on %s (Press CTRL+C to quit)", address)
+        self.started(core)
         await self.stop.wait()
         logger.info("Shutting down")
         await self.drain(core)
         loop.remove_reader(fd)
         core.close()
         await self.finish_tasks()
-        await lifespan.shutdown()
+        await self.shutdown_lifespan(lifespan)
         logger.info("Finished server process [%d]", os.getpid())
         return 0
+
+    # -- extension points -----------------------------------------------------
+
+    def access_target(self) -> tuple[Any, str] | None:
+        """Where the core writes access lines (a file descriptor, a path, or a callable
+        taking each line), and the text before each line; None for no access log."""
+        return logs.access_target(self.config)
+
+    def started(self, core: _rsgi.Core) -> None:
+        """Called once the core serves."""
+        for address in core.addresses:
+            logger.info("rsgi running on %s (Press CTRL+C to quit)", address)
+
+    def request_stop(self, force: bool = False) -> None:
+        """Stops the server: gracefully, or with ``force`` without waiting for requests."""
+        if force:
+            self.force = True
+        self.stop.set()
 
     def reopen_logs(self, core: _rsgi.Core) -> None:
         logs.reopen_files()
@@ -111,21 +132,12 @@ class Server:
             logger.error("Cannot reopen the access log: %s", exc)
 
     def install_signals(self, loop: asyncio.AbstractEventLoop) -> None:
-        if self.link is not None:
-            self.link.install_signals(loop, self)
-            return
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self.on_signal)
 
     def on_signal(self) -> None:
         # A second signal skips the wait for in-flight requests.
         self.request_stop(force=self.stop.is_set())
-
-    def request_stop(self, force: bool = False) -> None:
-        """Starts the shutdown; ``force`` closes in-flight requests without waiting."""
-        if force:
-            self.force = True
-        self.stop.set()
 
     async def drain(self, core: _rsgi.Core) -> None:
         """Stops accepting, then waits for in-flight requests within the graceful timeout."""
@@ -155,3 +167,13 @@ class Server:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def shutdown_lifespan(self, lifespan: Lifespan) -> None:
+        """Runs the app's lifespan shutdown; bounded after a forced stop."""
+        if not self.force:
+            await lifespan.shutdown()
+            return
+        try:
+            await asyncio.wait_for(lifespan.shutdown(), self.FORCED_LIFESPAN_TIMEOUT)
+        except asyncio.TimeoutError:
+            logger.warning("Application shutdown cut short after a quick stop.")

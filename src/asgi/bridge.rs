@@ -9,6 +9,7 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -40,6 +41,10 @@ pub struct Bridge {
     wakeup: Wakeup,
     outbox: Mutex<Vec<Arc<Exchange>>>,
     io_notify: Notify,
+    /// Requests whose exchange has ended on the I/O side (response written, or the client
+    /// gone). Counted by `Completion::drop`, read by `Core.requests()`: the gunicorn worker
+    /// compares it with `max_requests` from its heartbeat.
+    requests: AtomicU64,
 }
 
 impl Bridge {
@@ -49,6 +54,7 @@ impl Bridge {
             wakeup: Wakeup::new()?,
             outbox: Mutex::new(Vec::with_capacity(256)),
             io_notify: Notify::new(),
+            requests: AtomicU64::new(0),
         })
     }
 
@@ -68,6 +74,16 @@ impl Bridge {
         if was_empty {
             self.wakeup.notify();
         }
+    }
+
+    /// Counts one ended request (I/O thread side).
+    pub fn request_ended(&self) {
+        self.requests.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Requests ended so far.
+    pub fn requests(&self) -> u64 {
+        self.requests.load(Ordering::Relaxed)
     }
 
     pub fn log(&self, level: LogLevel, msg: String) {

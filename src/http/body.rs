@@ -127,6 +127,7 @@ impl Drop for Completion {
     fn drop(&mut self) {
         self.ctx.in_flight.done();
         self.activity.request_done();
+        self.ctx.bridge.request_ended();
         if self.status != 0 {
             self.ctx
                 .metrics

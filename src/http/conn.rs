@@ -7,7 +7,6 @@
 use std::future::{poll_fn, Future};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::task::Poll;
 use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
@@ -43,6 +42,12 @@ impl Activity {
         }
     }
 
+    /// No request is being handled: the connection is fresh, or idle between keep-alive
+    /// requests, or has only part of a request head.
+    fn waiting(&self) -> bool {
+        self.in_flight.load(Ordering::Relaxed) == 0
+    }
+
     pub(super) fn bytes_arrived(&self) {
         if self.in_flight.load(Ordering::Relaxed) == 0
             && self.head_since.load(Ordering::Relaxed) == 0
@@ -55,10 +60,6 @@ impl Activity {
     pub fn request_started(&self) {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         self.head_since.store(0, Ordering::Relaxed);
-    }
-
-    fn has_request(&self) -> bool {
-        self.in_flight.load(Ordering::Relaxed) > 0
     }
 
     pub fn request_done(&self) {
@@ -77,22 +78,39 @@ impl Activity {
         if head != 0 {
             Some(head + limits.header_read.as_millis() as u64)
         } else {
-            Some(self.idle_since.load(Ordering::Relaxed) + limits.keep_alive.as_millis() as u64)
+            Some(self.idle_since.load(Ordering::Relaxed) + limits.idle().as_millis() as u64)
         }
     }
 }
 
-/// How long an idle connection stays open after a graceful shutdown began, in case a request
-/// is on its way (see `serve_connection`).
-const SHUTDOWN_LINGER: Duration = Duration::from_secs(1);
-
 #[derive(Clone, Copy, Debug)]
 pub struct Timeouts {
-    /// How long an idle keep-alive connection stays open.
+    /// How long an idle keep-alive connection stays open; zero turns keep-alive off.
     pub keep_alive: Duration,
     /// How long a client may take to send a request head, from its first byte.
     pub header_read: Duration,
 }
+
+impl Timeouts {
+    /// How long a connection may stay idle. Without keep-alive, hyper closes the connection
+    /// after its one response, so this only bounds the wait for the first request.
+    fn idle(&self) -> Duration {
+        if self.keep_alive.is_zero() {
+            self.header_read
+        } else {
+            self.keep_alive
+        }
+    }
+}
+
+/// On a graceful shutdown, how long a connection with no request running may take to send
+/// one (at most the idle timeout) before it is closed. hyper would close it at once, yet its
+/// client may have sent a request already: the first one of a connection accepted just before
+/// the shutdown, or the next one on a keep-alive connection. Under a process manager that
+/// keeps the listening socket open (rsgi's master, gunicorn), closing it would fail a request
+/// that no other worker can pick up. A request that arrives meanwhile is served with
+/// `connection: close`.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 
 /// Serves one connection until the client leaves, a timeout closes it, or a graceful shutdown
 /// lets its in-flight request finish.
@@ -115,49 +133,56 @@ pub async fn serve_connection<S>(
     tokio::pin!(driver);
 
     let limits = ctx.timeouts;
-    let timer = tokio::time::sleep(limits.keep_alive.min(limits.header_read));
+    let timer = tokio::time::sleep(limits.idle().min(limits.header_read));
     tokio::pin!(timer);
-    // Graceful shutdown, in two steps. Told to shut down, the connection first lingers: an
-    // idle one (just accepted, or between keep-alive requests) may be about to receive a
-    // request, and closing it then would fail that request. A request that arrives while it
-    // lingers is served with `connection: close`; without one, the connection closes when
-    // the linger ends.
+    // Shutting down, but waiting for a request to start (until the deadline, in ms) before
+    // telling hyper.
+    let mut deferred: Option<u64> = None;
     let mut closing = false;
-    let mut shut = false;
-    let linger = tokio::time::sleep(SHUTDOWN_LINGER);
-    tokio::pin!(linger);
+    // hyper closes a connection with no request running as soon as it is told to shut down.
+    macro_rules! begin_shutdown {
+        () => {{
+            closing = true;
+            if activity.waiting() {
+                let grace = SHUTDOWN_GRACE.min(limits.idle());
+                deferred = Some(now_ms() + grace.as_millis() as u64);
+                timer.as_mut().reset(tokio::time::Instant::now() + grace);
+            } else {
+                driver.as_mut().graceful_shutdown();
+            }
+        }};
+    }
     if *shutdown.borrow() {
-        closing = true;
+        begin_shutdown!();
     }
     loop {
-        if closing && !shut && activity.has_request() {
-            shut = true;
-            driver.as_mut().graceful_shutdown();
-        }
-        // The driver, or a wake-up as soon as a request starts on a lingering connection.
-        let step = poll_fn(|cx| match driver.as_mut().poll(cx) {
-            Poll::Ready(result) => Poll::Ready(Some(result)),
-            Poll::Pending if closing && !shut && activity.has_request() => Poll::Ready(None),
-            Poll::Pending => Poll::Pending,
-        });
         tokio::select! {
             biased;
-            done = step => if let Some(result) = done {
+            result = poll_fn(|cx| {
+                let done = driver.as_mut().poll(cx);
+                if done.is_pending() && deferred.is_some() && !activity.waiting() {
+                    // A request started: hyper now finishes it, then closes.
+                    deferred = None;
+                    driver.as_mut().graceful_shutdown();
+                    cx.waker().wake_by_ref();
+                }
+                done
+            }) => {
                 if let Err(e) = result {
                     log_parse_error(&ctx, &conn, &e);
                 }
                 break;
-            },
-            _ = shutdown.changed(), if !closing => {
-                closing = true;
-                linger.as_mut().reset(tokio::time::Instant::now() + SHUTDOWN_LINGER);
             }
-            _ = linger.as_mut(), if closing && !shut => {
-                shut = true;
-                driver.as_mut().graceful_shutdown();
-            }
+            _ = shutdown.changed(), if !closing => begin_shutdown!(),
             _ = timer.as_mut() => {
                 let now = now_ms();
+                if let Some(until) = deferred {
+                    if now >= until {
+                        // Nothing came: let hyper close it.
+                        deferred = None;
+                        driver.as_mut().graceful_shutdown();
+                    }
+                }
                 let wait = match activity.deadline(&limits) {
                     // Idle too long, or too slow to send a head: drop the connection.
                     Some(deadline) if now >= deadline => {
@@ -168,7 +193,7 @@ pub async fn serve_connection<S>(
                         break;
                     }
                     Some(deadline) => Duration::from_millis(deadline - now),
-                    None => limits.keep_alive,
+                    None => limits.idle(),
                 };
                 timer.as_mut().reset(tokio::time::Instant::now() + wait);
             }

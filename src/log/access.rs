@@ -74,6 +74,8 @@ impl Format {
                 .iter()
                 .filter_map(|p| match p {
                     Piece::RequestHeader(h) => Some(h.clone()),
+                    // %(u)s: the user of Basic authentication.
+                    Piece::Atom('u') => Some(http::header::AUTHORIZATION),
                     _ => None,
                 })
                 .collect(),
@@ -238,7 +240,14 @@ impl AccessLog {
             Piece::Atom(c) => {
                 let _ = match c {
                     'h' => write!(out, "{}", q.client_host),
-                    'l' | 'u' => write!(out, "-"),
+                    'l' => write!(out, "-"),
+                    'u' => {
+                        let auth = find(&q.headers, &http::header::AUTHORIZATION);
+                        match auth.and_then(basic_user) {
+                            Some(user) => write!(out, "{user}"),
+                            None => write!(out, "-"),
+                        }
+                    }
                     't' => write!(out, "{}", time::common_log(q.started)),
                     'r' => write!(out, "{} {} {}", q.method, q.target, version(q.version)),
                     'm' => write!(out, "{}", q.method),
@@ -253,13 +262,55 @@ impl AccessLog {
                     'T' => write!(out, "{}", r.duration.as_secs()),
                     'D' => write!(out, "{}", r.duration.as_micros()),
                     'M' => write!(out, "{}", r.duration.as_millis()),
-                    'L' => write!(out, "{:.6}", r.duration.as_secs_f64()),
+                    // As gunicorn: whole seconds and microseconds, truncated like %(D)s.
+                    'L' => write!(
+                        out,
+                        "{}.{:06}",
+                        r.duration.as_secs(),
+                        r.duration.subsec_micros()
+                    ),
                     'p' => write!(out, "<{}>", self.pid),
                     _ => write!(out, "-"),
                 };
             }
         }
     }
+}
+
+/// The user name of `Authorization: Basic <base64 of user:password>`, as gunicorn's %(u)s.
+fn basic_user(value: &HeaderValue) -> Option<String> {
+    let text = value.to_str().ok()?.trim();
+    let (scheme, encoded) = text.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
+    let decoded = base64_decode(encoded.trim())?;
+    let user = decoded.split(|&b| b == b':').next()?;
+    String::from_utf8(user.to_vec()).ok()
+}
+
+/// Standard base64 with optional padding; None on any other byte.
+fn base64_decode(text: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(text.len() * 3 / 4);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for &c in text.trim_end_matches('=').as_bytes() {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        };
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    Some(out)
 }
 
 fn version(v: Version) -> &'static str {
@@ -407,6 +458,35 @@ mod tests {
             line(&AccessLog::new(f)),
             "127.0.0.1 - - [22/Nov/2026:22:05:00 +0000] \"GET /a?b=1 HTTP/1.1\" 200 13 \"-\" \"curl/8\" 1500 0.001500 abc text/plain %"
         );
+    }
+
+    #[test]
+    fn remote_user_from_basic_auth() {
+        let f = Format::parse_atoms("%(u)s").unwrap();
+        let log = AccessLog::new(f);
+        let mut headers = HeaderMap::new();
+        // "alice:secret"
+        headers.insert(
+            "authorization",
+            HeaderValue::from_static("Basic YWxpY2U6c2VjcmV0"),
+        );
+        let mut r = record();
+        r.request = log.capture(
+            "-".into(),
+            "-".into(),
+            &Method::GET,
+            "/",
+            Version::HTTP_11,
+            &headers,
+        );
+        let mut out = String::new();
+        log.format(&r, &mut out);
+        assert_eq!(out, "alice");
+        assert_eq!(base64_decode("YQ=="), Some(b"a".to_vec()));
+        assert_eq!(base64_decode("YWI"), Some(b"ab".to_vec()));
+        assert_eq!(base64_decode("*"), None);
+        let bearer = HeaderValue::from_static("Bearer abc");
+        assert_eq!(basic_user(&bearer), None);
     }
 
     #[test]

@@ -45,8 +45,6 @@ pub struct LoopContext {
     template: ScopeTemplate,
     /// The cycles whose app is running, indexed by `Exchange::slot`.
     slots: RefCell<Slab>,
-    /// Requests handed to the app so far (read by the supervisor's max-requests check).
-    requests: Cell<u64>,
 }
 
 impl LoopContext {
@@ -268,7 +266,6 @@ impl Core {
                 state: state.map(Bound::unbind),
             },
             slots: RefCell::new(Slab::default()),
-            requests: Cell::new(0),
         };
         let _ = this.ctx.set(Rc::new(ctx));
         crate::log::events::route_to(this.bridge.clone());
@@ -333,10 +330,10 @@ impl Core {
         self.io.borrow().as_ref().map_or(0, IoThread::connections)
     }
 
-    /// Requests handed to the app since the server started.
-    #[getter]
+    /// Requests ended on the I/O side since the server started (a response written, or the
+    /// client gone first). One relaxed atomic load: cheap enough for a heartbeat to poll.
     fn requests(&self) -> u64 {
-        self.ctx.get().map_or(0, |c| c.requests.get())
+        self.bridge.requests()
     }
 
     /// Requests whose app is still running.
@@ -460,7 +457,6 @@ fn try_start_request(
     ex: Arc<Exchange>,
     head: &RequestHead,
 ) -> PyResult<()> {
-    ctx.requests.set(ctx.requests.get() + 1);
     let scope = scope::build(py, head, &ctx.template)?;
     let cycle = Bound::new(py, HttpCycle::new(ex.clone(), ctx.clone()))?;
     let slot = ctx.slots.borrow_mut().insert(cycle.clone().unbind());

@@ -24,6 +24,7 @@ from typing import Any, NoReturn
 
 from rsgi import _rsgi
 from rsgi.config import Config, ConfigError
+from rsgi.server import Server, serve
 
 logger = logging.getLogger("rsgi.error")
 
@@ -121,7 +122,7 @@ def run_worker(
     # --timeout-worker ends a hung worker with SIGABRT: write every thread's stack first.
     with contextlib.suppress(Exception):
         faulthandler.enable(file=sys.stderr, all_threads=True)
-    link = WorkerLink(config, channel, max_requests)
+    factory = functools.partial(WorkerServer, channel=channel, max_requests=max_requests)
     if app is None:
         try:
             app = config.load_app()
@@ -131,69 +132,77 @@ def run_worker(
         except Exception as exc:
             logger.error("Error loading the application", exc_info=exc)
             return BOOT_FAILURE
-    from rsgi.server import serve
-
     try:
-        return serve(config, fds, app=app, link=link)
+        return serve(config, fds, app=app, factory=factory)
     except ConfigError as exc:
         logger.error("%s", exc)
         return BOOT_FAILURE
 
 
-class WorkerLink:
-    """The worker's side of the supervision; ``Server`` calls :meth:`serving`."""
+class WorkerServer(Server):
+    """A worker under the master: reports that it serves, heartbeats and its request
+    count through its pipe, and takes its stop signals from the master."""
 
-    def __init__(self, config: Config, channel: int, max_requests: int | None) -> None:
+    # The master answers --metrics-bind for every worker.
+    SERVE_METRICS = False
+
+    def __init__(
+        self,
+        config: Config,
+        app: Any,
+        fds: list[int] | None,
+        *,
+        channel: int,
+        max_requests: int | None,
+    ) -> None:
+        super().__init__(config, app, fds)
         self.channel = channel
         self.max_requests = max_requests
-        self.timeout = config.timeout_worker
         self.master = os.getppid()
         self.retiring = False
+        timeout = config.timeout_worker
         # Heartbeats often enough that a late one is not mistaken for a hung loop.
-        self.beat_every = min(1.0, self.timeout / 4) if self.timeout else None
+        self.beat_every = min(1.0, timeout / 4) if timeout else None
         self.tick_every = self.beat_every or 1.0
         if max_requests is not None:
             self.tick_every = min(self.tick_every, 0.1)
         self.next_beat = 0.0
 
-    def install_signals(self, loop: asyncio.AbstractEventLoop, server: Any) -> None:
-        """The worker's signal handlers, installed by ``Server`` as its loop starts."""
+    def install_signals(self, loop: asyncio.AbstractEventLoop) -> None:
         # TERM (from the master) and INT both stop gracefully, and a second one does not
         # escalate: the terminal's Ctrl-C reaches the worker as well as the master, which
         # forwards it. QUIT (the master's quick stop) does not wait for requests. USR1
         # (reopen the log files) is the server's own, installed once its core exists.
         for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, server.request_stop)
-        loop.add_signal_handler(signal.SIGQUIT, server.request_stop, True)
+            loop.add_signal_handler(signum, self.request_stop)
+        loop.add_signal_handler(signal.SIGQUIT, self.request_stop, True)
 
-    def serving(self, loop: asyncio.AbstractEventLoop, core: Any, server: Any) -> None:
-        """The worker listens: report ready, start ticking."""
-        self.loop, self.core, self.server = loop, core, server
+    def started(self, core: _rsgi.Core) -> None:
+        # The master logged the addresses.
         self.send(READY)
         self.tick()
 
     def tick(self) -> None:
-        now = self.loop.time()
+        loop = asyncio.get_running_loop()
+        now = loop.time()
         if self.beat_every is not None and now >= self.next_beat:
             self.send(BEAT)
             self.next_beat = now + self.beat_every
-        if (
-            self.max_requests is not None
-            and not self.retiring
-            and self.core.requests >= self.max_requests
-        ):
-            self.retiring = True
-            logger.info(
-                "Worker [%d] served %d requests: asking for a replacement",
-                os.getpid(),
-                self.core.requests,
-            )
-            self.send(RETIRE)
+        if self.max_requests is not None and not self.retiring and self.core is not None:
+            served = self.core.requests()
+            if served >= self.max_requests:
+                self.retiring = True
+                logger.info(
+                    "Worker [%d] served %d requests: asking for a replacement",
+                    os.getpid(),
+                    served,
+                )
+                self.send(RETIRE)
         if os.getppid() != self.master:
             logger.warning("The master process [%d] is gone: shutting down", self.master)
             self.master = os.getppid()
-            self.server.request_stop()
-        self.loop.call_later(self.tick_every, self.tick)
+            self.request_stop()
+        loop.call_later(self.tick_every, self.tick)
 
     def send(self, message: bytes) -> None:
         try:
