@@ -8,6 +8,7 @@ mod log;
 mod metrics;
 mod net;
 mod server;
+mod supervisor;
 mod tls;
 mod ws;
 
@@ -22,6 +23,7 @@ static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn _rsgi(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_class::<server::Core>()?;
+    m.add_class::<supervisor::Supervisor>()?;
     m.add_class::<asgi::cycle::HttpCycle>()?;
     m.add_class::<ws::cycle::WebSocketCycle>()?;
     m.add_class::<asgi::awaitable::Ready>()?;

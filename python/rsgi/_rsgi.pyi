@@ -87,3 +87,23 @@ class Core:
         client gone first. A relaxed atomic load, cheap enough to poll."""
     def close(self) -> None:
         """Stops the I/O thread at once and waits for it."""
+
+class Supervisor:
+    """The pre-fork master: binds the sockets, forks and watches the workers."""
+
+    def __init__(self, config: Any) -> None:
+        """Binds the sockets named by ``config``, or takes over a previous image's."""
+    @property
+    def addresses(self) -> list[str]: ...
+    @property
+    def adopted(self) -> int:
+        """Workers left running by the master image this process replaced (HUP)."""
+    def run(
+        self,
+        worker_main: Callable[[list[int], int, int | None, int], Any],
+        logger: Any,
+        environ: Mapping[str, str] | None = None,
+    ) -> int:
+        """Runs the master until it stops; returns the exit code."""
+    def close(self, logger: Any, code: int) -> int:
+        """Gives up without serving (stops adopted workers); returns ``code``."""

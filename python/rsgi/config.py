@@ -231,6 +231,14 @@ class Config:
         minimum=1,
         maximum=C_INT_MAX,
     )
+    reuse_port: bool = option(
+        False,
+        help="With several workers, give each worker its own SO_REUSEPORT socket on "
+        "host/port instead of one shared socket: the kernel spreads connections evenly, "
+        "but connections queued on a worker that stops can be reset.",
+        group=BINDING,
+        parse=parse_bool,
+    )
     headers: list[tuple[str, str]] = option(
         [],
         help="Extra response header, as NAME:VALUE. Repeat for several. "
@@ -430,12 +438,58 @@ class Config:
     )
     workers: int = option(
         1,
-        help="Number of worker processes.",
+        help="Number of worker processes. Above 1 (or with any of --preload, --reuse-port, "
+        "--pid, --limit-max-requests, --timeout-worker, or NOTIFY_SOCKET set) a master "
+        "process binds the sockets and supervises the workers.",
         group=PROCESSES,
         parse=parse_int,
         flags=("-w", "--workers"),
         minimum=1,
         env_aliases=("WEB_CONCURRENCY",),
+    )
+    preload: bool = option(
+        False,
+        help="Import the application in the master process before forking the workers, "
+        "so that they share its memory copy-on-write. A HUP then re-executes the master "
+        "to load new code.",
+        group=PROCESSES,
+        parse=parse_bool,
+    )
+    pid: str | None = option(
+        None,
+        help="Write the master process id to this file (removed on exit).",
+        group=PROCESSES,
+        optional=True,
+        metavar="FILE",
+    )
+    limit_max_requests: int | None = option(
+        None,
+        help="Replace a worker after it has served this many requests; the replacement "
+        "starts serving before the old worker stops.",
+        group=PROCESSES,
+        parse=parse_int,
+        optional=True,
+        minimum=1,
+        metavar="N",
+    )
+    limit_max_requests_jitter: int = option(
+        0,
+        help="Add a random 0..J to each worker's --limit-max-requests, so that workers "
+        "are not all replaced at once.",
+        group=PROCESSES,
+        parse=parse_int,
+        minimum=0,
+        metavar="J",
+    )
+    timeout_worker: float | None = option(
+        None,
+        help="Kill (SIGABRT, then SIGKILL) and replace a serving worker whose event loop "
+        "has not run for this many seconds; the blocked stack is written to stderr.",
+        group=PROCESSES,
+        parse=parse_float,
+        optional=True,
+        positive=True,
+        metavar="SECONDS",
     )
     threads: int = option(
         1,
@@ -570,8 +624,23 @@ class Config:
             setattr(self, setting.name, check_value(setting, value))
         if self.uds is not None and self.fd is not None:
             raise ConfigError("uds and fd cannot both be set")
+        if self.reuse_port and (self.uds is not None or self.fd is not None):
+            raise ConfigError("reuse_port applies to host/port only, not to uds or fd")
         check_tls(self)
         check_reload(self)
+
+    def supervised(self, environ: Mapping[str, str] | None = None) -> bool:
+        """Whether a master process supervises the workers (see the workers option)."""
+        environ = os.environ if environ is None else environ
+        return (
+            self.workers > 1
+            or self.preload
+            or self.reuse_port
+            or self.pid is not None
+            or self.limit_max_requests is not None
+            or self.timeout_worker is not None
+            or bool(environ.get("NOTIFY_SOCKET"))
+        )
 
     # -- construction -------------------------------------------------------
 
@@ -781,6 +850,11 @@ def check_reload(config: Config) -> None:
         return
     if config.workers > 1:
         raise ConfigError("--reload and --workers greater than 1 cannot be used together")
+    master_only = ("preload", "reuse_port", "pid", "limit_max_requests", "timeout_worker")
+    given = [name for name in master_only if getattr(config, name) not in (None, False)]
+    if given:
+        flags = ", ".join("--" + name.replace("_", "-") for name in given)
+        raise ConfigError(f"--reload runs a single server process: it cannot be used with {flags}")
     if not isinstance(config.app, str):
         raise ConfigError(
             'reload needs the application as an import string, such as "main:app", '

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from typing import Any
 
@@ -22,16 +23,22 @@ def run_config(config: Config) -> None:
     """Set up logging and the environment, then serve; exit non-zero on failure.
 
     Exit codes: 1 when the app cannot be loaded (or logging/env file setup
-    fails), otherwise whatever ``serve`` returns (3 for a failed startup).
+    fails), otherwise whatever ``serve`` returns (3 for a failed startup). With a
+    master process (``config.supervised()``), 3 when a worker cannot boot.
     """
     try:
         config.setup_logging()
+        environ = dict(os.environ)
         # Before serve(): the app is imported there and may read the environment.
         config.load_env_file()
         if config.reload:
             from rsgi.supervisors.reload import run_reloader
 
             code = run_reloader(config)
+        elif config.supervised():
+            from rsgi.supervisors import prefork
+
+            code = prefork.run(config, environ)
         else:
             from rsgi.server import serve
 

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import signal
+from collections.abc import Callable
 from typing import Any
 
 from rsgi import _rsgi, logs
@@ -30,13 +31,24 @@ def new_event_loop(kind: str) -> asyncio.AbstractEventLoop:
     return asyncio.new_event_loop()
 
 
-def serve(config: Config, fds: list[int] | None = None) -> int:
-    """Serve until a signal stops the server; returns the process exit code."""
-    app = config.load_app()
+def serve(
+    config: Config,
+    fds: list[int] | None = None,
+    *,
+    app: Any = None,
+    factory: Callable[[Config, Any, list[int] | None], Server] | None = None,
+) -> int:
+    """Serve until a signal stops the server; returns the process exit code.
+
+    ``app`` is the loaded application (loaded from ``config`` when None); ``factory``
+    makes the ``Server`` (a subclass, such as the master's workers use).
+    """
+    if app is None:
+        app = config.load_app()
     loop = new_event_loop(config.loop)
     asyncio.set_event_loop(loop)
     try:
-        return loop.run_until_complete(Server(config, app, fds).run())
+        return loop.run_until_complete((factory or Server)(config, app, fds).run())
     finally:
         loop.close()
 
@@ -50,6 +62,8 @@ class Server:
 
     #: Seconds the app's lifespan shutdown may take after a forced (quick) stop.
     FORCED_LIFESPAN_TIMEOUT = 2.0
+    #: Answer --metrics-bind in this process (a master that serves them all says no).
+    SERVE_METRICS = True
 
     def __init__(self, config: Config, app: Any, fds: list[int] | None = None) -> None:
         self.config = config
@@ -72,7 +86,7 @@ class Server:
             return STARTUP_FAILURE
         access, prefix = self.access_target() or (None, "")
         try:
-            core = _rsgi.Core(self.config, self.fds)
+            core = _rsgi.Core(self.config, self.fds, self.SERVE_METRICS)
             fd = core.start(loop, self.app, logger, access, lifespan.state, prefix)
         except (OSError, ValueError) as exc:
             logger.error("%s", exc)

@@ -5,7 +5,7 @@
 //! says which deadline applies now, and the timer either closes the connection or re-arms.
 
 use std::future::{poll_fn, Future};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -31,8 +31,6 @@ pub struct Activity {
     idle_since: AtomicU64,
     /// When the first byte of the next request head arrived; 0 while none has.
     head_since: AtomicU64,
-    /// A request has started on this connection.
-    used: AtomicBool,
 }
 
 impl Activity {
@@ -42,13 +40,13 @@ impl Activity {
             in_flight: AtomicU32::new(0),
             idle_since: AtomicU64::new(now_ms()),
             head_since: AtomicU64::new(0),
-            used: AtomicBool::new(false),
         }
     }
 
-    /// Nothing has arrived yet on this connection.
-    fn fresh(&self) -> bool {
-        !self.used.load(Ordering::Relaxed) && self.head_since.load(Ordering::Relaxed) == 0
+    /// No request is being handled: the connection is fresh, or idle between keep-alive
+    /// requests, or has only part of a request head.
+    fn waiting(&self) -> bool {
+        self.in_flight.load(Ordering::Relaxed) == 0
     }
 
     pub(super) fn bytes_arrived(&self) {
@@ -61,7 +59,6 @@ impl Activity {
     }
 
     pub fn request_started(&self) {
-        self.used.store(true, Ordering::Relaxed);
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         self.head_since.store(0, Ordering::Relaxed);
     }
@@ -107,12 +104,14 @@ impl Timeouts {
     }
 }
 
-/// On a graceful shutdown, how long a connection that has received nothing yet may take to
-/// send its first request (at most the idle timeout). hyper would close it at once, yet its
-/// client connected before the shutdown and its request is most likely on the way: under a
-/// process manager that keeps the listening socket open (gunicorn), closing it would fail a
-/// request that no other worker can pick up.
-const FIRST_REQUEST_GRACE: Duration = Duration::from_secs(1);
+/// On a graceful shutdown, how long a connection with no request running may take to send
+/// one (at most the idle timeout) before it is closed. hyper would close it at once, yet its
+/// client may have sent a request already: the first one of a connection accepted just before
+/// the shutdown, or the next one on a keep-alive connection. Under a process manager that
+/// keeps the listening socket open (rsgi's master, gunicorn), closing it would fail a request
+/// that no other worker can pick up. A request that arrives meanwhile is served with
+/// `connection: close`.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 
 /// Serves one connection until the client leaves, a timeout closes it, or a graceful shutdown
 /// lets its in-flight request finish.
@@ -139,16 +138,16 @@ pub async fn serve_connection<S>(
     let limits = ctx.timeouts;
     let timer = tokio::time::sleep(limits.idle().min(limits.header_read));
     tokio::pin!(timer);
-    // Shutting down, but waiting for the first request of a fresh connection (until the
-    // deadline, in ms) before telling hyper.
+    // Shutting down, but waiting for a request to start (until the deadline, in ms) before
+    // telling hyper.
     let mut deferred: Option<u64> = None;
     let mut closing = false;
-    // hyper closes a connection that has read nothing yet as soon as it is told to shut down.
+    // hyper closes a connection with no request running as soon as it is told to shut down.
     macro_rules! begin_shutdown {
         () => {{
             closing = true;
-            if activity.fresh() {
-                let grace = FIRST_REQUEST_GRACE.min(limits.idle());
+            if activity.waiting() {
+                let grace = SHUTDOWN_GRACE.min(limits.idle());
                 deferred = Some(now_ms() + grace.as_millis() as u64);
                 timer.as_mut().reset(tokio::time::Instant::now() + grace);
             } else {
@@ -165,8 +164,8 @@ pub async fn serve_connection<S>(
             biased;
             result = poll_fn(|cx| {
                 let done = driver.as_mut().poll(cx);
-                if done.is_pending() && deferred.is_some() && !activity.fresh() {
-                    // The first request's bytes are in: hyper now finishes it, then closes.
+                if done.is_pending() && deferred.is_some() && !activity.waiting() {
+                    // A request started: hyper now finishes it, then closes.
                     deferred = None;
                     driver.as_mut().graceful_shutdown();
                     cx.waker().wake_by_ref();

@@ -63,6 +63,32 @@ impl Metrics {
         }
     }
 
+    /// Moves `other`'s counters into these and zeroes `other` (gauges and pid included): the
+    /// master keeps the totals of a worker that exited, so that the sums never go down.
+    pub fn absorb(&self, other: &Metrics) {
+        for (mine, theirs) in self.counters().into_iter().zip(other.counters()) {
+            mine.fetch_add(theirs.swap(0, Ordering::Relaxed), Ordering::Relaxed);
+        }
+        for gauge in [
+            &other.in_flight,
+            &other.connections,
+            &other.websockets,
+            &other.pid,
+        ] {
+            gauge.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// Every counter (as opposed to gauge), in a fixed order.
+    fn counters(&self) -> Vec<&AtomicU64> {
+        let mut all: Vec<&AtomicU64> = Vec::with_capacity(32);
+        all.extend(&self.requests);
+        all.extend(&self.duration);
+        all.extend([&self.duration_micros, &self.bytes_in, &self.bytes_out]);
+        all.extend(&self.refused);
+        all
+    }
+
     pub fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
     }
@@ -73,12 +99,10 @@ impl Metrics {
 }
 
 /// Slots shared by every process forked after it was made.
-#[allow(dead_code)] // wired into the supervisor next
 pub struct Region {
     slots: &'static [Metrics],
 }
 
-#[allow(dead_code)]
 impl Region {
     /// Maps `count` zeroed slots shared with future children. The mapping lives as long as
     /// the process.
@@ -114,7 +138,6 @@ impl Region {
 static CURRENT: OnceLock<&'static Metrics> = OnceLock::new();
 
 /// Makes `slot` this process's counters; the supervisor calls it in each worker after fork.
-#[allow(dead_code)]
 pub fn use_slot(slot: &'static Metrics) {
     slot.pid
         .store(u64::from(std::process::id()), Ordering::Relaxed);
@@ -134,6 +157,26 @@ pub fn current() -> &'static Metrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn absorb_moves_counters_and_clears_gauges() {
+        let (total, gone) = (Metrics::default(), Metrics::default());
+        gone.request_done(200, Duration::from_millis(3), 10);
+        gone.refused(431);
+        Metrics::add(&gone.in_flight, 2);
+        total.absorb(&gone);
+        total.absorb(&Metrics::default());
+        assert_eq!(total.requests[1].load(Ordering::Relaxed), 1);
+        assert_eq!(total.bytes_out.load(Ordering::Relaxed), 10);
+        assert_eq!(total.refused[4].load(Ordering::Relaxed), 1);
+        assert_eq!(
+            total.in_flight.load(Ordering::Relaxed),
+            0,
+            "gauges are not summed"
+        );
+        assert_eq!(gone.requests[1].load(Ordering::Relaxed), 0);
+        assert_eq!(gone.in_flight.load(Ordering::Relaxed), 0);
+    }
 
     #[test]
     fn shared_slots_are_seen_by_a_child() {

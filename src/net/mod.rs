@@ -4,12 +4,62 @@
 
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::os::fd::{FromRawFd, IntoRawFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, RawFd};
 use std::os::unix::net::UnixListener as StdUnixListener;
 
 use socket2::{Domain, SockAddr, Socket, Type};
 
+use crate::config::CoreConfig;
+
+pub mod activation;
 pub mod clock;
+
+/// The listening sockets a config names: those systemd passed (socket activation wins over
+/// host/port), else `--uds`, else `--fd`, else host/port.
+pub fn bind(config: &CoreConfig) -> io::Result<Vec<Listener>> {
+    if let Some(activated) = activation::take()? {
+        return activated
+            .into_iter()
+            .map(|a| Listener::from_fd(a.fd))
+            .collect();
+    }
+    let listener = if let Some(path) = &config.uds {
+        Listener::bind_unix(path, config.backlog)?
+    } else if let Some(fd) = config.fd {
+        Listener::from_fd(fd)?
+    } else {
+        Listener::bind_tcp(&config.host, config.port, config.backlog)?
+    };
+    Ok(vec![listener])
+}
+
+/// The first address `host` resolves to.
+pub fn resolve(host: &str, port: u16) -> io::Result<SocketAddr> {
+    (host, port)
+        .to_socket_addrs()?
+        .next()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no address for host"))
+}
+
+/// A TCP socket with SO_REUSEPORT bound to `addr`; listening only when `listen` is set.
+///
+/// `--reuse-port` keeps one that does not listen to hold the port (and learn it when the port
+/// is 0), and gives each worker its own listening one on the same address.
+pub fn bind_reuse_port(addr: SocketAddr, backlog: i32, listen: bool) -> io::Result<Socket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(false)?;
+    }
+    socket.bind(&addr.into())?;
+    if listen {
+        socket.listen(backlog)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.set_cloexec(true)?;
+    Ok(socket)
+}
 
 pub enum Listener {
     Tcp(std::net::TcpListener),
@@ -18,10 +68,7 @@ pub enum Listener {
 
 impl Listener {
     pub fn bind_tcp(host: &str, port: u16, backlog: i32) -> io::Result<Self> {
-        let addr = (host, port)
-            .to_socket_addrs()?
-            .next()
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no address for host"))?;
+        let addr = resolve(host, port)?;
         let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
         socket.set_reuse_address(true)?;
         if addr.is_ipv6() {
@@ -52,8 +99,15 @@ impl Listener {
         // SAFETY: the caller hands over ownership of a valid descriptor; fstat-like checks
         // follow, and a non-socket fails in `local_addr` below.
         let socket = unsafe { Socket::from_raw_fd(fd) };
-        let local = socket.local_addr()?;
+        let local = match socket.local_addr() {
+            Ok(local) => local,
+            Err(e) => {
+                let _ = socket.into_raw_fd();
+                return Err(e);
+            }
+        };
         socket.set_nonblocking(true)?;
+        socket.set_cloexec(true)?;
         if local.is_unix() {
             Ok(Listener::Unix(socket.into()))
         } else if local.as_socket().is_some() {
@@ -65,6 +119,13 @@ impl Listener {
                 io::ErrorKind::InvalidInput,
                 "fd is not a TCP or unix socket",
             ))
+        }
+    }
+
+    pub fn as_raw_fd(&self) -> RawFd {
+        match self {
+            Listener::Tcp(l) => l.as_raw_fd(),
+            Listener::Unix(l) => l.as_raw_fd(),
         }
     }
 

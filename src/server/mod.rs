@@ -181,7 +181,7 @@ impl Core {
                 .into_iter()
                 .map(Listener::from_fd)
                 .collect::<Result<Vec<_>, _>>(),
-            None => bind(&config).map(|l| vec![l]),
+            None => crate::net::bind(&config),
         }
         .map_err(|e| PyOSError::new_err(e.to_string()))?;
         let addresses = listeners
@@ -364,7 +364,7 @@ impl Core {
     }
 }
 
-fn bind_metrics(addr: &str, backlog: i32) -> std::io::Result<std::net::TcpListener> {
+pub(crate) fn bind_metrics(addr: &str, backlog: i32) -> std::io::Result<std::net::TcpListener> {
     let (host, port) = addr
         .rsplit_once(':')
         .and_then(|(h, p)| {
@@ -379,16 +379,6 @@ fn bind_metrics(addr: &str, backlog: i32) -> std::io::Result<std::net::TcpListen
     match Listener::bind_tcp(host, port, backlog)? {
         Listener::Tcp(l) => Ok(l),
         Listener::Unix(_) => unreachable!("bind_tcp makes TCP listeners"),
-    }
-}
-
-fn bind(config: &CoreConfig) -> std::io::Result<Listener> {
-    if let Some(path) = &config.uds {
-        Listener::bind_unix(path, config.backlog)
-    } else if let Some(fd) = config.fd {
-        Listener::from_fd(fd)
-    } else {
-        Listener::bind_tcp(&config.host, config.port, config.backlog)
     }
 }
 

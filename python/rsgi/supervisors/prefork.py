@@ -1,0 +1,243 @@
+"""The Python half of ``rsgi -w N``.
+
+The master is ``rsgi._rsgi.Supervisor`` (Rust, src/supervisor/): it binds the sockets,
+forks the workers, watches them and handles the signals. :func:`run` starts it; each
+forked worker runs :func:`worker_main`, which serves with :func:`rsgi.server.serve` on
+the inherited sockets and tells the master, through a pipe, that it serves (``R``),
+that its event loop runs (``.``, with ``--timeout-worker``) and that it reached its
+request limit (``M``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import faulthandler
+import functools
+import logging
+import os
+import signal
+import sys
+from collections.abc import Mapping
+from typing import Any, NoReturn
+
+from rsgi import _rsgi
+from rsgi.config import Config, ConfigError
+from rsgi.server import Server, serve
+
+logger = logging.getLogger("rsgi.error")
+
+#: Exit code of a worker that cannot boot; the master then stops with it too.
+BOOT_FAILURE = 3
+
+READY = b"R"
+BEAT = b"."
+RETIRE = b"M"
+
+# Variables meant for the master process alone (see src/supervisor/state.rs).
+MASTER_ONLY_ENV = ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", "RSGI_MASTER_STATE")
+
+
+def run(config: Config, environ: Mapping[str, str] | None = None) -> int:
+    """Run the master until it stops; returns the exit code.
+
+    ``environ`` is the environment a HUP with ``--preload`` re-executes the master
+    with (by default the current one): the caller passes it from before the env file
+    was loaded, so that a reload reads the env file again.
+    """
+    set_title("master", config)
+    try:
+        supervisor = _rsgi.Supervisor(config)
+    except OSError as exc:
+        logger.error("%s", exc)
+        return 1
+    # The Rust side took these from the process environment; os.environ is a copy.
+    for name in MASTER_ONLY_ENV:
+        os.environ.pop(name, None)
+    app = None
+    if config.preload:
+        try:
+            app = config.load_app()
+        except BaseException as exc:
+            if not supervisor.adopted:
+                supervisor.close(logger, 1)
+                raise
+            # A HUP re-executed this master, and the new code does not import: the
+            # previous image's workers are all there is, and they cannot be replaced.
+            logger.error("Reload failed: cannot load the application", exc_info=exc)
+            return supervisor.close(logger, BOOT_FAILURE)
+    env = dict(os.environ if environ is None else environ)
+    for name in MASTER_ONLY_ENV:
+        env.pop(name, None)
+    main = functools.partial(worker_main, config, app)
+    try:
+        return supervisor.run(main, logger, env)
+    except OSError as exc:  # e.g. the pid file
+        logger.error("%s", exc)
+        return 1
+
+
+def worker_main(
+    config: Config,
+    app: Any,
+    fds: list[int],
+    channel: int,
+    max_requests: int | None,
+    serial: int,
+) -> NoReturn:
+    """A forked worker's whole life; ends the process with the worker's exit code."""
+    code = 1
+    try:
+        code = run_worker(config, app, fds, channel, max_requests, serial)
+    except SystemExit as exc:
+        code = exit_code(exc.code)
+    except BaseException:
+        logger.exception("Worker [%d] failed", os.getpid())
+    finally:
+        exit_now(code)
+
+
+def run_worker(
+    config: Config,
+    app: Any,
+    fds: list[int],
+    channel: int,
+    max_requests: int | None,
+    serial: int,
+) -> int:
+    # The master handles the terminal's Ctrl-C and Ctrl-\ and the control signals; the
+    # event loop installs the worker's own handlers once it serves.
+    for signum in (
+        signal.SIGINT,
+        signal.SIGQUIT,
+        signal.SIGHUP,
+        signal.SIGTTIN,
+        signal.SIGTTOU,
+        signal.SIGUSR1,
+        signal.SIGUSR2,
+    ):
+        signal.signal(signum, signal.SIG_IGN)
+    set_title(f"worker {serial}", config)
+    # --timeout-worker ends a hung worker with SIGABRT: write every thread's stack first.
+    with contextlib.suppress(Exception):
+        faulthandler.enable(file=sys.stderr, all_threads=True)
+    factory = functools.partial(WorkerServer, channel=channel, max_requests=max_requests)
+    if app is None:
+        try:
+            app = config.load_app()
+        except ConfigError as exc:
+            logger.error("%s", exc)
+            return BOOT_FAILURE
+        except Exception as exc:
+            logger.error("Error loading the application", exc_info=exc)
+            return BOOT_FAILURE
+    try:
+        return serve(config, fds, app=app, factory=factory)
+    except ConfigError as exc:
+        logger.error("%s", exc)
+        return BOOT_FAILURE
+
+
+class WorkerServer(Server):
+    """A worker under the master: reports that it serves, heartbeats and its request
+    count through its pipe, and takes its stop signals from the master."""
+
+    # The master answers --metrics-bind for every worker.
+    SERVE_METRICS = False
+
+    def __init__(
+        self,
+        config: Config,
+        app: Any,
+        fds: list[int] | None,
+        *,
+        channel: int,
+        max_requests: int | None,
+    ) -> None:
+        super().__init__(config, app, fds)
+        self.channel = channel
+        self.max_requests = max_requests
+        self.master = os.getppid()
+        self.retiring = False
+        timeout = config.timeout_worker
+        # Heartbeats often enough that a late one is not mistaken for a hung loop.
+        self.beat_every = min(1.0, timeout / 4) if timeout else None
+        self.tick_every = self.beat_every or 1.0
+        if max_requests is not None:
+            self.tick_every = min(self.tick_every, 0.1)
+        self.next_beat = 0.0
+
+    def install_signals(self, loop: asyncio.AbstractEventLoop) -> None:
+        # TERM (from the master) and INT both stop gracefully, and a second one does not
+        # escalate: the terminal's Ctrl-C reaches the worker as well as the master, which
+        # forwards it. QUIT (the master's quick stop) does not wait for requests. USR1
+        # (reopen the log files) is the server's own, installed once its core exists.
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, self.request_stop)
+        loop.add_signal_handler(signal.SIGQUIT, self.request_stop, True)
+
+    def started(self, core: _rsgi.Core) -> None:
+        # The master logged the addresses.
+        self.send(READY)
+        self.tick()
+
+    def tick(self) -> None:
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        if self.beat_every is not None and now >= self.next_beat:
+            self.send(BEAT)
+            self.next_beat = now + self.beat_every
+        if self.max_requests is not None and not self.retiring and self.core is not None:
+            served = self.core.requests()
+            if served >= self.max_requests:
+                self.retiring = True
+                logger.info(
+                    "Worker [%d] served %d requests: asking for a replacement",
+                    os.getpid(),
+                    served,
+                )
+                self.send(RETIRE)
+        if os.getppid() != self.master:
+            logger.warning("The master process [%d] is gone: shutting down", self.master)
+            self.master = os.getppid()
+            self.request_stop()
+        loop.call_later(self.tick_every, self.tick)
+
+    def send(self, message: bytes) -> None:
+        try:
+            os.write(self.channel, message)
+        except OSError:
+            # A full pipe (the master is behind; a heartbeat can be dropped) or a dead master.
+            pass
+
+
+def set_title(role: str, config: Config) -> None:
+    """Name the process in ps and top, when setproctitle is installed."""
+    try:
+        import setproctitle
+    except ImportError:
+        return
+    app = config.app if isinstance(config.app, str) else type(config.app).__name__
+    setproctitle.setproctitle(f"rsgi: {role} [{app}]")
+
+
+def exit_code(code: Any) -> int:
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code
+    print(code, file=sys.stderr)
+    return 1
+
+
+def exit_now(code: int) -> NoReturn:
+    """Run the atexit functions and flush, then leave without unwinding into the master's
+    stack frames, which a forked worker also has."""
+    try:
+        atexit._run_exitfuncs()
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(code)
