@@ -188,7 +188,7 @@ pub async fn serve_connection<S>(
                         driver.as_mut().graceful_shutdown();
                     }
                 }
-                let wait = match activity.deadline(&limits) {
+                let mut wait = match activity.deadline(&limits) {
                     // Idle too long, or too slow to send a head: drop the connection.
                     Some(deadline) if now >= deadline => {
                         if activity.head_since.load(Ordering::Relaxed) != 0 {
@@ -200,6 +200,10 @@ pub async fn serve_connection<S>(
                     Some(deadline) => Duration::from_millis(deadline - now),
                     None => limits.idle(),
                 };
+                if let Some(until) = deferred {
+                    // The coarse clock may lag the timer: come back when it has caught up.
+                    wait = wait.min(Duration::from_millis(until.saturating_sub(now).max(1)));
+                }
                 timer.as_mut().reset(tokio::time::Instant::now() + wait);
             }
         }
