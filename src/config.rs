@@ -33,6 +33,7 @@ pub struct CoreConfig {
     pub log_format: String,
     pub request_id: bool,
     pub forwarded_allow_ips: String,
+    pub health_path: Option<String>,
 }
 
 impl CoreConfig {
