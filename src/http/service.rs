@@ -24,7 +24,7 @@ use super::limits::{InFlight, Limits, Refusal};
 use super::proxy::TrustedProxies;
 use super::validate::check_head;
 use super::{ConnInfo, Endpoint, RequestHead};
-use crate::asgi::bridge::{Bridge, Event, LogLevel};
+use crate::asgi::bridge::{Bridge, Event};
 use crate::asgi::exchange::{Exchange, Inner, ResponseHead, REQUEST_READ_AHEAD};
 use crate::log::{AccessLog, Sink};
 
@@ -59,10 +59,7 @@ impl HttpContext {
     /// Logs a refused request, one line, through the loop thread.
     pub fn log_refusal(&self, (status, why): Refusal, client: &Endpoint) {
         let who = client_text(client);
-        self.bridge.log(
-            LogLevel::Warning,
-            format!("{} {why} ({who})", status.as_u16()),
-        );
+        tracing::warn!("{} {why} ({who})", status.as_u16());
     }
 }
 

@@ -4,6 +4,7 @@
 //! instead.
 
 pub mod access;
+pub mod events;
 pub mod sink;
 mod time;
 

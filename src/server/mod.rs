@@ -239,6 +239,7 @@ impl Core {
             slots: RefCell::new(Slab::default()),
         };
         let _ = this.ctx.set(Rc::new(ctx));
+        crate::log::events::route_to(this.bridge.clone());
         let http = Arc::new(http_context(&this.config, this.bridge.clone(), access)?);
         let io = IoThread::start(http, listeners, this.config.threads)
             .map_err(|e| PyOSError::new_err(e.to_string()))?;

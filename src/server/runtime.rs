@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use tokio::sync::{oneshot, watch};
 
-use crate::asgi::bridge::LogLevel;
 use crate::http::{serve_connection, ConnInfo, Endpoint, HttpContext};
 use crate::net::Listener;
 
@@ -158,7 +157,7 @@ async fn accept_loop(
                                 let conn = Arc::new(ConnInfo { client: peer.into(), server });
                                 spawn_conn(stream, conn, &ctx, &shutdown, &counter);
                             }
-                            Err(e) => accept_failed(&ctx, e).await,
+                            Err(e) => accept_failed(e).await,
                         },
                         _ = shutdown.changed() => break,
                     }
@@ -181,7 +180,7 @@ async fn accept_loop(
                                 let conn = Arc::new(ConnInfo { client: Endpoint::Unknown, server: path.clone() });
                                 spawn_conn(stream, conn, &ctx, &shutdown, &counter);
                             }
-                            Err(e) => accept_failed(&ctx, e).await,
+                            Err(e) => accept_failed(e).await,
                         },
                         _ = shutdown.changed() => break,
                     }
@@ -192,8 +191,7 @@ async fn accept_loop(
         },
     };
     if let Err(e) = result {
-        ctx.bridge
-            .log(LogLevel::Error, format!("Cannot listen: {e}"));
+        tracing::error!("Cannot listen: {e}");
     }
 }
 
@@ -216,10 +214,7 @@ fn spawn_conn<S>(
 }
 
 /// Accept errors such as EMFILE are transient: log, back off briefly, go on.
-async fn accept_failed(ctx: &HttpContext, e: io::Error) {
-    ctx.bridge.log(
-        LogLevel::Warning,
-        format!("Error accepting a connection: {e}"),
-    );
+async fn accept_failed(e: io::Error) {
+    tracing::warn!("Error accepting a connection: {e}");
     tokio::time::sleep(Duration::from_millis(100)).await;
 }
