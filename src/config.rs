@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use pyo3::prelude::*;
 
+use crate::ws::WsConfig;
+
 #[derive(FromPyObject, Clone, Debug)]
 pub struct CoreConfig {
     pub host: String,
@@ -34,6 +36,12 @@ pub struct CoreConfig {
     pub request_id: bool,
     pub forwarded_allow_ips: String,
     pub health_path: Option<String>,
+    pub ws: String,
+    pub ws_max_size: usize,
+    pub ws_max_queue: usize,
+    pub ws_ping_interval: Option<f64>,
+    pub ws_ping_timeout: Option<f64>,
+    pub ws_per_message_deflate: bool,
 }
 
 impl CoreConfig {
@@ -47,5 +55,21 @@ impl CoreConfig {
 
     pub fn header_read(&self) -> Duration {
         Duration::from_secs_f64(self.timeout_header_read.max(0.0))
+    }
+
+    pub fn ws(&self) -> WsConfig {
+        // 0 (or None) turns a keep-alive setting off.
+        let secs = |v: Option<f64>| {
+            v.filter(|s| s.is_finite() && *s > 0.0)
+                .map(Duration::from_secs_f64)
+        };
+        WsConfig {
+            enabled: self.ws != "none",
+            max_size: self.ws_max_size.max(1),
+            max_queue: self.ws_max_queue.max(1),
+            ping_interval: secs(self.ws_ping_interval),
+            ping_timeout: secs(self.ws_ping_timeout),
+            per_message_deflate: self.ws_per_message_deflate,
+        }
     }
 }

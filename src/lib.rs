@@ -7,6 +7,7 @@ mod http;
 mod log;
 mod net;
 mod server;
+mod ws;
 
 use pyo3::prelude::*;
 
@@ -20,6 +21,7 @@ fn _rsgi(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_class::<server::Core>()?;
     m.add_class::<asgi::cycle::HttpCycle>()?;
+    m.add_class::<ws::cycle::WebSocketCycle>()?;
     m.add_class::<asgi::awaitable::Ready>()?;
     m.add_class::<asgi::runner::AppRunner>()?;
     m.add(

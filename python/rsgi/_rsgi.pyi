@@ -27,6 +27,18 @@ class HttpCycle:
         unfinished. Returns the complaint to log when the app misbehaved.
         """
 
+class WebSocketCycle:
+    """The ``receive``/``send`` pair of one WebSocket. Made by the core only."""
+
+    def receive(self) -> Awaitable[dict[str, Any]]: ...
+    def send(self, message: Mapping[str, Any]) -> Awaitable[None]: ...
+    def finish(self, failed: bool) -> str | None:
+        """Ends the WebSocket after the app returned (or raised, when ``failed``).
+
+        Answers 500 if the app neither accepted nor denied it, closes it (1000, or 1011
+        after an exception) if it is still open. Returns the complaint to log, if any.
+        """
+
 class AppRunner:
     """The coroutine a request's Task runs: drives the app and finishes the exchange."""
 

@@ -29,6 +29,8 @@ C_INT_MAX = 2**31 - 1  # fd and backlog are C ints in the Rust core
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
 LOOPS = ("auto", "asyncio", "uvloop")
 LIFESPANS = ("auto", "on", "off")
+# uvicorn's --ws values: every one but "none" selects rsgi's own (Rust) implementation.
+WS_IMPLEMENTATIONS = ("auto", "none", "websockets", "websockets-sansio", "wsproto")
 
 # RFC 9110 token characters: anything else in a header name would let a value
 # smuggle a second header or break the response head.
@@ -124,6 +126,7 @@ BINDING = "Socket binding"
 HTTP = "HTTP"
 PROXY = "Proxies"
 LIMITS = "Limits"
+WEBSOCKET = "WebSocket"
 LOGGING = "Logging"
 PROCESSES = "Processes and timeouts"
 
@@ -296,6 +299,56 @@ class Config:
         optional=True,
         minimum=1,
         metavar="N",
+    )
+    ws: str = option(
+        "auto",
+        help='WebSocket support: "none" serves upgrade requests as plain HTTP; any other '
+        "value (uvicorn's websockets, websockets-sansio and wsproto are accepted as aliases) "
+        "uses rsgi's built-in implementation.",
+        group=WEBSOCKET,
+        choices=WS_IMPLEMENTATIONS,
+    )
+    ws_max_size: int = option(
+        16 * 1024 * 1024,
+        help="Largest WebSocket message accepted, in bytes; a larger one closes the "
+        "connection with code 1009.",
+        group=WEBSOCKET,
+        parse=parse_int,
+        minimum=1,
+        metavar="BYTES",
+    )
+    ws_max_queue: int = option(
+        32,
+        help="Incoming WebSocket messages buffered for the app; when it is this far behind, "
+        "the server stops reading from the client.",
+        group=WEBSOCKET,
+        parse=parse_int,
+        minimum=1,
+    )
+    ws_ping_interval: float | None = option(
+        20.0,
+        help="Seconds between the server's keep-alive pings; 0 disables them.",
+        group=WEBSOCKET,
+        parse=parse_float,
+        optional=True,
+        minimum=0,
+        metavar="SECONDS",
+    )
+    ws_ping_timeout: float | None = option(
+        20.0,
+        help="Seconds to wait for the pong to a keep-alive ping before closing the "
+        "connection with code 1011; 0 disables the timeout.",
+        group=WEBSOCKET,
+        parse=parse_float,
+        optional=True,
+        minimum=0,
+        metavar="SECONDS",
+    )
+    ws_per_message_deflate: bool = option(
+        True,
+        help="Offer the permessage-deflate extension (RFC 7692) to WebSocket clients.",
+        group=WEBSOCKET,
+        parse=parse_bool,
     )
     log_level: str = option(
         "info",

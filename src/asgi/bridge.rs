@@ -21,6 +21,8 @@ use crate::http::RequestHead;
 pub enum Event {
     /// A request head arrived: start the app.
     Request(Arc<Exchange>, Box<RequestHead>),
+    /// A valid WebSocket upgrade request arrived: start the app with a websocket scope.
+    WebSocket(Arc<Exchange>, Box<RequestHead>),
     /// The exchange changed in a way a pending `receive()` or `send()` may care about.
     Wake(Arc<Exchange>),
     /// A log record from the Rust side, written through Python's `logging` by the loop thread.

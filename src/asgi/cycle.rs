@@ -295,7 +295,7 @@ impl HttpCycle {
 
 /// A message key, or `None` when absent. Messages are dicts in practice: the dict path
 /// avoids raising and catching a KeyError for every optional key left out.
-fn field<'py>(
+pub(crate) fn field<'py>(
     message: &Bound<'py, PyAny>,
     key: &Bound<'py, PyString>,
 ) -> PyResult<Option<Bound<'py, PyAny>>> {
@@ -327,7 +327,7 @@ fn disconnect(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
     Ok(d)
 }
 
-fn resolve(py: Python<'_>, fut: &Py<PyAny>, value: Bound<'_, PyAny>) -> PyResult<()> {
+pub(crate) fn resolve(py: Python<'_>, fut: &Py<PyAny>, value: Bound<'_, PyAny>) -> PyResult<()> {
     let fut = fut.bind(py);
     if !fut.call_method0(intern!(py, "done"))?.is_truthy()? {
         fut.call_method1(intern!(py, "set_result"), (value,))?;
@@ -335,7 +335,7 @@ fn resolve(py: Python<'_>, fut: &Py<PyAny>, value: Bound<'_, PyAny>) -> PyResult
     Ok(())
 }
 
-fn reject(py: Python<'_>, fut: &Py<PyAny>, err: PyErr) -> PyResult<()> {
+pub(crate) fn reject(py: Python<'_>, fut: &Py<PyAny>, err: PyErr) -> PyResult<()> {
     let fut = fut.bind(py);
     if !fut.call_method0(intern!(py, "done"))?.is_truthy()? {
         fut.call_method1(intern!(py, "set_exception"), (err.into_value(py),))?;
@@ -343,7 +343,7 @@ fn reject(py: Python<'_>, fut: &Py<PyAny>, err: PyErr) -> PyResult<()> {
     Ok(())
 }
 
-fn body_bytes(b: &Bound<'_, PyAny>) -> PyResult<Bytes> {
+pub(crate) fn body_bytes(b: &Bound<'_, PyAny>) -> PyResult<Bytes> {
     if let Ok(bytes) = b.cast::<PyBytes>() {
         return Ok(Bytes::copy_from_slice(bytes.as_bytes()));
     }
@@ -374,7 +374,7 @@ fn type_name(o: &Bound<'_, PyAny>) -> String {
         .unwrap_or_else(|_| "?".into())
 }
 
-fn response_headers(headers: &Bound<'_, PyAny>) -> PyResult<HeaderMap> {
+pub(crate) fn response_headers(headers: &Bound<'_, PyAny>) -> PyResult<HeaderMap> {
     let mut map = HeaderMap::new();
     for item in headers.try_iter()? {
         let item = item?;

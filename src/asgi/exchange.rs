@@ -69,10 +69,14 @@ pub struct Inner {
     pub loop_waiting: bool,
     /// Already queued for a wake-up of the I/O side.
     pub io_queued: bool,
-    /// The service future or the response body waiting for the app.
+    /// The service future or the response body waiting for the app; for an accepted
+    /// WebSocket, its session.
     pub io_waker: Option<Waker>,
     /// The request body pump waiting for the app to want more.
     pub pump_waker: Option<Waker>,
+
+    /// A WebSocket's messages, both ways (unused by plain HTTP requests).
+    pub ws: crate::ws::Queues,
 }
 
 pub struct Exchange {

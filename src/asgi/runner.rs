@@ -10,16 +10,55 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
 use super::cycle::HttpCycle;
+use crate::ws::cycle::WebSocketCycle;
+
+/// The Python object behind `receive`/`send` of a running app: an HTTP request or a WebSocket.
+pub enum Cycle {
+    Http(Py<HttpCycle>),
+    Ws(Py<WebSocketCycle>),
+}
+
+impl Cycle {
+    pub fn clone_ref(&self, py: Python<'_>) -> Cycle {
+        match self {
+            Cycle::Http(c) => Cycle::Http(c.clone_ref(py)),
+            Cycle::Ws(c) => Cycle::Ws(c.clone_ref(py)),
+        }
+    }
+
+    pub fn bind<'py>(&self, py: Python<'py>) -> &Bound<'py, PyAny> {
+        match self {
+            Cycle::Http(c) => c.bind(py).as_any(),
+            Cycle::Ws(c) => c.bind(py).as_any(),
+        }
+    }
+
+    /// The I/O side reported a change a pending `receive()` or `send()` may care about.
+    pub fn on_wake(&self, py: Python<'_>) -> PyResult<()> {
+        match self {
+            Cycle::Http(c) => c.borrow_mut(py).on_wake(py),
+            Cycle::Ws(c) => c.borrow_mut(py).on_wake(py),
+        }
+    }
+
+    /// The app ended (`failed`: it raised); returns what to complain about, if anything.
+    pub fn finish(&self, py: Python<'_>, failed: bool) -> Option<&'static str> {
+        match self {
+            Cycle::Http(c) => c.borrow_mut(py).finish(failed),
+            Cycle::Ws(c) => c.borrow_mut(py).finish(failed),
+        }
+    }
+}
 
 #[pyclass(module = "rsgi._rsgi", unsendable)]
 pub struct AppRunner {
     coro: Py<PyAny>,
-    cycle: Py<HttpCycle>,
+    cycle: Cycle,
     error_log: Py<PyAny>,
 }
 
 impl AppRunner {
-    pub fn new(coro: Py<PyAny>, cycle: Py<HttpCycle>, error_log: Py<PyAny>) -> Self {
+    pub fn new(coro: Py<PyAny>, cycle: Cycle, error_log: Py<PyAny>) -> Self {
         AppRunner {
             coro,
             cycle,
@@ -29,7 +68,7 @@ impl AppRunner {
 
     /// The app's coroutine returned.
     fn returned(&self, py: Python<'_>) -> PyErr {
-        if let Some(complaint) = self.cycle.borrow_mut(py).finish(false) {
+        if let Some(complaint) = self.cycle.finish(py, false) {
             self.log_error(py, complaint, None);
         }
         PyStopIteration::new_err(())
@@ -38,7 +77,7 @@ impl AppRunner {
     /// The app's coroutine raised: an Exception is the app's failure, logged and absorbed;
     /// anything else (cancellation, exit) still ends the exchange and goes on up.
     fn raised(&self, py: Python<'_>, err: PyErr) -> PyErr {
-        self.cycle.borrow_mut(py).finish(true);
+        self.cycle.finish(py, true);
         if !err.is_instance_of::<PyException>(py) {
             return err;
         }

@@ -28,7 +28,61 @@ pub fn build<'py>(
     let forwarded = head.forwarded.as_ref();
     let scheme = forwarded.and_then(|f| f.scheme).unwrap_or("http");
     scope.set_item(intern!(py, "scheme"), scheme_str(py, scheme))?;
+    set_common(py, &scope, head, tpl)?;
+    Ok(scope)
+}
 
+/// The scope of a WebSocket (ASGI websocket spec 2.5).
+pub fn build_websocket<'py>(
+    py: Python<'py>,
+    head: &RequestHead,
+    tpl: &ScopeTemplate,
+) -> PyResult<Bound<'py, PyDict>> {
+    let scope = PyDict::new(py);
+    scope.set_item(intern!(py, "type"), intern!(py, "websocket"))?;
+    scope.set_item(intern!(py, "asgi"), asgi_version(py)?)?;
+    scope.set_item(intern!(py, "http_version"), intern!(py, "1.1"))?;
+    let secure = head
+        .forwarded
+        .as_ref()
+        .and_then(|f| f.scheme)
+        .is_some_and(|s| s == "https" || s == "wss");
+    let scheme = if secure {
+        intern!(py, "wss")
+    } else {
+        intern!(py, "ws")
+    };
+    scope.set_item(intern!(py, "scheme"), scheme)?;
+    set_common(py, &scope, head, tpl)?;
+    scope.set_item(intern!(py, "subprotocols"), subprotocols(py, head)?)?;
+    let extensions = PyDict::new(py);
+    extensions.set_item(intern!(py, "websocket.http.response"), PyDict::new(py))?;
+    scope.set_item(intern!(py, "extensions"), extensions)?;
+    Ok(scope)
+}
+
+/// `Sec-WebSocket-Protocol`: comma-separated tokens, possibly over several header lines.
+fn subprotocols<'py>(py: Python<'py>, head: &RequestHead) -> PyResult<Bound<'py, PyList>> {
+    let list = PyList::empty(py);
+    for value in head.headers.get_all(http::header::SEC_WEBSOCKET_PROTOCOL) {
+        for token in value.as_bytes().split(|&b| b == b',') {
+            let token = token.trim_ascii();
+            if !token.is_empty() {
+                list.append(PyString::new(py, &String::from_utf8_lossy(token)))?;
+            }
+        }
+    }
+    Ok(list)
+}
+
+/// Everything the HTTP and WebSocket scopes share.
+fn set_common(
+    py: Python<'_>,
+    scope: &Bound<'_, PyDict>,
+    head: &RequestHead,
+    tpl: &ScopeTemplate,
+) -> PyResult<()> {
+    let forwarded = head.forwarded.as_ref();
     let raw_path = head.uri.path().as_bytes();
     let decoded = percent_decode(raw_path).decode_utf8_lossy();
     if tpl.root_path.is_empty() {
@@ -59,7 +113,7 @@ pub fn build<'py>(
     if let Some(state) = &tpl.state {
         scope.set_item(intern!(py, "state"), state.bind(py).copy()?)?;
     }
-    Ok(scope)
+    Ok(())
 }
 
 fn asgi_version(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {

@@ -119,6 +119,13 @@ impl Completion {
     }
 }
 
+impl Completion {
+    /// The exchange became a WebSocket (101 sent): its session reports the end from now on.
+    pub fn upgraded(mut self) {
+        self.finished = true;
+    }
+}
+
 impl Drop for Completion {
     fn drop(&mut self) {
         self.ctx.in_flight.done();

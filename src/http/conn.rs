@@ -17,6 +17,7 @@ use super::service::{AsgiService, HttpContext};
 use super::stream::Checked;
 use super::ConnInfo;
 use crate::net::clock::now_ms;
+use crate::ws;
 use http::StatusCode;
 
 /// What a connection is doing, as far as its timeouts care.
@@ -96,12 +97,14 @@ pub async fn serve_connection<S>(
 {
     let activity = Arc::new(Activity::new());
     let io = TokioIo::new(Checked::new(stream, activity.clone()));
+    let upgrade = Arc::new(parking_lot::Mutex::new(None));
     let service = AsgiService {
         ctx: ctx.clone(),
         conn: conn.clone(),
         activity: activity.clone(),
+        upgrade: upgrade.clone(),
     };
-    let driver = ctx.http1.serve_connection(io, service);
+    let driver = ctx.http1.serve_connection(io, service).with_upgrades();
     tokio::pin!(driver);
 
     let limits = ctx.timeouts;
@@ -111,6 +114,7 @@ pub async fn serve_connection<S>(
     if closing {
         driver.as_mut().graceful_shutdown();
     }
+    let mut served = false;
     loop {
         tokio::select! {
             biased;
@@ -118,6 +122,7 @@ pub async fn serve_connection<S>(
                 if let Err(e) = result {
                     log_parse_error(&ctx, &conn, &e);
                 }
+                served = true;
                 break;
             }
             _ = shutdown.changed(), if !closing => {
@@ -142,6 +147,47 @@ pub async fn serve_connection<S>(
             }
         }
     }
+    let start = upgrade.lock().take();
+    if let Some(start) = start {
+        if served {
+            websocket::<S>(start, &ctx, shutdown).await;
+        } else {
+            ws::session::abandon(&start.ex, &ctx.bridge);
+        }
+    }
+}
+
+/// Runs an accepted WebSocket on the connection hyper handed back after the 101, in this
+/// connection's task (so it counts as open, and sees the shutdown signal).
+async fn websocket<S>(start: ws::session::Start, ctx: &HttpContext, shutdown: watch::Receiver<bool>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let ws::session::Start {
+        ex,
+        on_upgrade,
+        deflate,
+    } = start;
+    let parts = match on_upgrade.await {
+        Ok(upgraded) => upgraded.downcast::<TokioIo<Checked<S>>>().ok(),
+        Err(_) => None,
+    };
+    let Some(parts) = parts else {
+        ws::session::abandon(&ex, &ctx.bridge);
+        return;
+    };
+    // Back to the bare socket. Frames the client sent right behind its request may sit in
+    // hyper's buffer (`read_buf`) and, after those, in the framing check's.
+    let (io, unchecked) = parts.io.into_inner().into_parts();
+    let read_ahead = if unchecked.is_empty() {
+        parts.read_buf
+    } else {
+        let mut all = bytes::BytesMut::from(&parts.read_buf[..]);
+        all.extend_from_slice(&unchecked);
+        all.freeze()
+    };
+    let bridge = ctx.bridge.clone();
+    ws::session::run(io, read_ahead, ex, deflate, bridge, ctx.ws, shutdown).await;
 }
 
 /// hyper answered a request it could not parse (400, 414 or 431); say so in the log.

@@ -12,11 +12,14 @@ use std::task::Poll;
 use bytes::Bytes;
 use http::header::{
     HeaderValue, ALLOW, CACHE_CONTROL, CONNECTION, CONTENT_TYPE, EXPECT, RETRY_AFTER,
+    SEC_WEBSOCKET_VERSION,
 };
 use http::request::Parts;
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body::Body as _;
 use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
+use parking_lot::Mutex;
 
 use super::body::{Completion, ResponseBody};
 use super::conn::{Activity, Timeouts};
@@ -27,6 +30,9 @@ use super::{ConnInfo, Endpoint, RequestHead};
 use crate::asgi::bridge::{Bridge, Event};
 use crate::asgi::exchange::{Exchange, Inner, ResponseHead, REQUEST_READ_AHEAD};
 use crate::log::{AccessLog, Sink};
+use crate::ws::handshake::{self, Check};
+use crate::ws::session::Start;
+use crate::ws::WsConfig;
 
 /// What every connection of a server shares.
 pub struct HttpContext {
@@ -47,6 +53,7 @@ pub struct HttpContext {
     pub health_path: Option<String>,
     /// Set once the server is shutting down: the health path answers 503 from then on.
     pub draining: AtomicBool,
+    pub ws: WsConfig,
 }
 
 /// The access log: its format and where its lines go.
@@ -68,6 +75,9 @@ pub struct AsgiService {
     pub ctx: Arc<HttpContext>,
     pub conn: Arc<ConnInfo>,
     pub activity: Arc<Activity>,
+    /// Set when the app accepted a WebSocket: the connection driver runs its session once
+    /// hyper has sent the 101 and handed the connection back.
+    pub upgrade: Arc<Mutex<Option<Start>>>,
 }
 
 type BoxFuture = Pin<Box<dyn Future<Output = Result<Response<ResponseBody>, Infallible>> + Send>>;
@@ -144,6 +154,9 @@ impl AsgiService {
         } else if let Some(id) = request_id {
             completion.echo_request_id(id);
         }
+        if upgrade && self.ctx.ws.enabled && handshake::is_upgrade(&parts.headers) {
+            return self.websocket(parts, ex, completion, forwarded).await;
+        }
         if !body.is_end_stream() {
             let mut taken = 0;
             // Reading would send `100 Continue`: with it, wait until the app asks for the body.
@@ -197,6 +210,93 @@ impl AsgiService {
             // The pump logged why.
             Err(status) => reject(StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST)),
         }
+    }
+
+    /// A WebSocket upgrade request: checked here, then handed to the app, which accepts it
+    /// (101, and the connection becomes a WebSocket session) or denies it (any HTTP response,
+    /// after which the connection closes).
+    async fn websocket(
+        self,
+        mut parts: http::request::Parts,
+        ex: Arc<Exchange>,
+        mut completion: Completion,
+        forwarded: Option<super::proxy::Forwarded>,
+    ) -> Response<ResponseBody> {
+        let ws = self.ctx.ws;
+        let upgrade = match handshake::check(
+            &parts.method,
+            parts.version,
+            &parts.headers,
+            ws.per_message_deflate,
+        ) {
+            Check::Upgrade(u) => u,
+            Check::Reject(status) => {
+                let mut resp = self.refuse((status, "invalid WebSocket handshake"));
+                if status == StatusCode::UPGRADE_REQUIRED {
+                    resp.headers_mut()
+                        .insert(SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+                }
+                return resp;
+            }
+            Check::NotUpgrade => return reject(StatusCode::BAD_REQUEST),
+        };
+        let Some(on_upgrade) = parts.extensions.remove::<OnUpgrade>() else {
+            return reject(StatusCode::BAD_REQUEST);
+        };
+        ex.lock().ws.max_queue = ws.max_queue;
+        let head = RequestHead {
+            method: parts.method,
+            uri: parts.uri,
+            version: parts.version,
+            headers: parts.headers,
+            conn: self.conn.clone(),
+            forwarded,
+        };
+        self.ctx
+            .bridge
+            .push(Event::WebSocket(ex.clone(), Box::new(head)));
+        let head = poll_fn(|cx| {
+            let mut st = ex.lock();
+            match st.head.take() {
+                Some(head) => Poll::Ready(head),
+                None => {
+                    st.io_waker = Some(cx.waker().clone());
+                    Poll::Pending
+                }
+            }
+        })
+        .await;
+        if head.status != 101 {
+            return self.respond(head, completion);
+        }
+        let mut headers = HeaderMap::new();
+        headers.insert(http::header::UPGRADE, HeaderValue::from_static("websocket"));
+        headers.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
+        headers.insert(http::header::SEC_WEBSOCKET_ACCEPT, upgrade.accept);
+        if let Some(params) = &upgrade.deflate {
+            if let Ok(v) = HeaderValue::from_str(&params.response_header()) {
+                headers.insert(http::header::SEC_WEBSOCKET_EXTENSIONS, v);
+            }
+        }
+        for (name, value) in &head.headers {
+            headers.append(name.clone(), value.clone());
+        }
+        for (name, value) in &self.ctx.default_headers {
+            if !headers.contains_key(name) {
+                headers.insert(name.clone(), value.clone());
+            }
+        }
+        completion.responding(101, &mut headers);
+        completion.upgraded();
+        *self.upgrade.lock() = Some(Start {
+            ex,
+            on_upgrade,
+            deflate: upgrade.deflate,
+        });
+        let mut resp = Response::new(ResponseBody::Full(None));
+        *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        *resp.headers_mut() = headers;
+        resp
     }
 
     fn respond(&self, head: ResponseHead, mut completion: Completion) -> Response<ResponseBody> {

@@ -46,6 +46,12 @@ impl<S> Checked<S> {
         }
     }
 
+    /// The socket back (after a protocol switch), with the bytes read from it that hyper has
+    /// not been given yet.
+    pub fn into_parts(self) -> (S, BytesMut) {
+        (self.inner, self.pending)
+    }
+
     /// Copies what hyper may have into `buf`; false when there is nothing to give.
     fn give(&mut self, buf: &mut ReadBuf<'_>) -> bool {
         let ready = (self.released - self.given) as usize;

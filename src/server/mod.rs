@@ -18,13 +18,14 @@ use crate::asgi::awaitable::Ready;
 use crate::asgi::bridge::{Bridge, Event, LogLevel};
 use crate::asgi::cycle::HttpCycle;
 use crate::asgi::exchange::Exchange;
-use crate::asgi::runner::AppRunner;
+use crate::asgi::runner::{AppRunner, Cycle};
 use crate::asgi::scope::{self, ScopeTemplate};
 use crate::config::CoreConfig;
 use crate::http::Access;
 use crate::http::{HttpContext, InFlight, Limits, RequestHead, Timeouts, TrustedProxies};
 use crate::log::{AccessLog, Format, Sink, Target};
 use crate::net::Listener;
+use crate::ws::cycle::WebSocketCycle;
 use runtime::IoThread;
 
 /// Loop-thread state shared by the `Core` and every `HttpCycle`.
@@ -102,12 +103,12 @@ impl LoopContext {
 /// A free-list slab: O(1) insert and remove, indices stay stable.
 #[derive(Default)]
 struct Slab {
-    entries: Vec<Option<Py<HttpCycle>>>,
+    entries: Vec<Option<Cycle>>,
     free: Vec<usize>,
 }
 
 impl Slab {
-    fn insert(&mut self, v: Py<HttpCycle>) -> usize {
+    fn insert(&mut self, v: Cycle) -> usize {
         match self.free.pop() {
             Some(i) => {
                 self.entries[i] = Some(v);
@@ -120,7 +121,7 @@ impl Slab {
         }
     }
 
-    fn get(&self, py: Python<'_>, i: usize) -> Option<Py<HttpCycle>> {
+    fn get(&self, py: Python<'_>, i: usize) -> Option<Cycle> {
         self.entries.get(i)?.as_ref().map(|c| c.clone_ref(py))
     }
 
@@ -132,7 +133,7 @@ impl Slab {
         }
     }
 
-    fn drain(&mut self) -> Vec<Py<HttpCycle>> {
+    fn drain(&mut self) -> Vec<Cycle> {
         self.free.clear();
         self.entries.drain(..).flatten().collect()
     }
@@ -257,6 +258,7 @@ impl Core {
         for event in events.drain(..) {
             match event {
                 Event::Request(ex, head) => start_request(py, ctx, ex, &head),
+                Event::WebSocket(ex, head) => start_websocket(py, ctx, ex, &head),
                 Event::Wake(ex) => wake(py, ctx, &ex),
                 Event::Log(level, msg) => ctx.log(py, level, &msg),
                 Event::Access(line) => ctx.log_access(&line),
@@ -320,7 +322,7 @@ impl Core {
         if let Some(ctx) = self.ctx.get() {
             let cycles = ctx.slots.borrow_mut().drain();
             for c in cycles {
-                if let Err(e) = c.borrow_mut(py).on_wake(py) {
+                if let Err(e) = c.on_wake(py) {
                     e.print(py);
                 }
             }
@@ -395,6 +397,7 @@ fn http_context(
         proxies,
         health_path: config.health_path.clone(),
         draining: AtomicBool::new(false),
+        ws: config.ws(),
     })
 }
 
@@ -415,19 +418,45 @@ fn try_start_request(
     head: &RequestHead,
 ) -> PyResult<()> {
     let scope = scope::build(py, head, &ctx.template)?;
-    let cycle = Bound::new(py, HttpCycle::new(ex.clone(), ctx.clone()))?;
-    let slot = ctx.slots.borrow_mut().insert(cycle.clone().unbind());
+    let cycle = Py::new(py, HttpCycle::new(ex.clone(), ctx.clone()))?;
+    start_app(py, ctx, &ex, scope, Cycle::Http(cycle))
+}
+
+fn start_websocket(py: Python<'_>, ctx: &Rc<LoopContext>, ex: Arc<Exchange>, head: &RequestHead) {
+    let started = scope::build_websocket(py, head, &ctx.template).and_then(|scope| {
+        let cycle = Py::new(py, WebSocketCycle::new(ex.clone(), ctx.clone()))?;
+        start_app(py, ctx, &ex, scope, Cycle::Ws(cycle))
+    });
+    if let Err(e) = started {
+        ctx.log(
+            py,
+            LogLevel::Error,
+            &format!("Could not start the ASGI application: {e}"),
+        );
+    }
+}
+
+/// Registers the cycle for wake-ups and starts the app in an asyncio Task.
+fn start_app(
+    py: Python<'_>,
+    ctx: &Rc<LoopContext>,
+    ex: &Exchange,
+    scope: Bound<'_, PyDict>,
+    cycle: Cycle,
+) -> PyResult<()> {
+    let slot = ctx.slots.borrow_mut().insert(cycle.clone_ref(py));
     ex.set_slot(slot);
-    let receive = cycle.getattr(intern!(py, "receive"))?;
-    let send = cycle.getattr(intern!(py, "send"))?;
+    let bound = cycle.bind(py);
+    let receive = bound.getattr(intern!(py, "receive"))?;
+    let send = bound.getattr(intern!(py, "send"))?;
     let started = ctx.app.call1(py, (scope, receive, send)).and_then(|coro| {
-        let runner = AppRunner::new(coro, cycle.clone().unbind(), ctx.error_log.clone_ref(py));
+        let runner = AppRunner::new(coro, cycle.clone_ref(py), ctx.error_log.clone_ref(py));
         let kwargs = ctx.task_kwargs.as_ref().map(|k| k.bind(py));
         ctx.new_task.bind(py).call((runner,), kwargs)
     });
     if let Err(e) = started {
         // Still answer the client: finish() sends a 500.
-        cycle.borrow_mut().finish(true);
+        cycle.finish(py, true);
         return Err(e);
     }
     Ok(())
@@ -466,7 +495,7 @@ fn access_format(config: &CoreConfig) -> PyResult<Format> {
 fn wake(py: Python<'_>, ctx: &LoopContext, ex: &Exchange) {
     let cycle = ctx.slots.borrow().get(py, ex.slot());
     if let Some(cycle) = cycle {
-        if let Err(e) = cycle.borrow_mut(py).on_wake(py) {
+        if let Err(e) = cycle.on_wake(py) {
             ctx.log(
                 py,
                 LogLevel::Error,

@@ -1,0 +1,433 @@
+//! `WebSocketCycle`: the `receive` and `send` callables of one WebSocket, on the loop thread.
+//!
+//! Before the app accepts, it may deny the connection with a plain HTTP response (`close` gives
+//! a 403, the `websocket.http.response` extension any response): those go through the
+//! exchange's HTTP response fields and are streamed by the HTTP side like any other response.
+//! `websocket.accept` is a 101 head; after it, messages go through the exchange's `ws` queues.
+
+use std::rc::Rc;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::SEC_WEBSOCKET_PROTOCOL;
+use http::{HeaderMap, HeaderValue};
+use pyo3::exceptions::{PyRuntimeError, PyTypeError, PyValueError};
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::types::{PyBytes, PyDict, PyString};
+
+use super::close_code;
+use super::{Message, Outgoing};
+use crate::asgi::cycle::{
+    body_bytes, field, reject, resolve, response_headers, ClientDisconnected,
+};
+use crate::asgi::exchange::{
+    Exchange, Inner, ResponseHead, NO_SLOT, RESPONSE_HIGH_WATER, RESPONSE_LOW_WATER,
+};
+use crate::server::LoopContext;
+
+#[derive(PartialEq, Eq, Clone, Copy, Debug)]
+enum State {
+    /// Neither accepted nor denied yet.
+    Handshake,
+    Accepted,
+    /// The app sent `websocket.close` after accepting.
+    Closed,
+    /// A denial response started (`websocket.http.response.start`); its body follows.
+    Denying,
+    /// The denial response is complete (or `close` before accepting sent a 403).
+    Denied,
+}
+
+#[pyclass(module = "rsgi._rsgi", unsendable)]
+pub struct WebSocketCycle {
+    ex: Arc<Exchange>,
+    ctx: Rc<LoopContext>,
+    state: State,
+    connect_delivered: bool,
+    recv_waiter: Option<Py<PyAny>>,
+    drain_waiter: Option<Py<PyAny>>,
+}
+
+impl WebSocketCycle {
+    pub fn new(ex: Arc<Exchange>, ctx: Rc<LoopContext>) -> Self {
+        WebSocketCycle {
+            ex,
+            ctx,
+            state: State::Handshake,
+            connect_delivered: false,
+            recv_waiter: None,
+            drain_waiter: None,
+        }
+    }
+
+    fn notify_io(&self, st: &mut Inner) {
+        if !st.io_queued {
+            st.io_queued = true;
+            self.ctx.queue_io(&self.ex);
+        }
+    }
+
+    /// The next message if one is ready; otherwise arms a wake-up and returns None.
+    fn try_receive<'py>(&mut self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
+        if !self.connect_delivered {
+            self.connect_delivered = true;
+            let d = PyDict::new(py);
+            d.set_item(intern!(py, "type"), intern!(py, "websocket.connect"))?;
+            return Ok(Some(d));
+        }
+        let mut st = self.ex.lock();
+        if let Some(msg) = st.ws.incoming.pop_front() {
+            if st.ws.read_paused && st.ws.incoming.len() <= st.ws.max_queue / 2 {
+                st.ws.read_paused = false;
+                self.notify_io(&mut st);
+            }
+            drop(st);
+            return Ok(Some(receive_message(py, msg)?));
+        }
+        if let Some(info) = &st.ws.closed {
+            let (code, reason) = (info.code, info.reason.clone());
+            drop(st);
+            return Ok(Some(disconnect(py, code, &reason)?));
+        }
+        let over = match self.state {
+            State::Handshake => st.gone,
+            State::Denying | State::Denied => true,
+            State::Accepted | State::Closed => false,
+        };
+        if over {
+            drop(st);
+            return Ok(Some(disconnect(py, close_code::ABNORMAL, "")?));
+        }
+        st.loop_waiting = true;
+        Ok(None)
+    }
+
+    /// Called by the loop thread when the I/O side reported a change.
+    pub fn on_wake(&mut self, py: Python<'_>) -> PyResult<()> {
+        if let Some(fut) = self.recv_waiter.take() {
+            match self.try_receive(py)? {
+                Some(msg) => resolve(py, &fut, msg.into_any())?,
+                None => self.recv_waiter = Some(fut),
+            }
+        }
+        if let Some(fut) = self.drain_waiter.take() {
+            let mut st = self.ex.lock();
+            let queued = match self.state {
+                State::Denying | State::Denied => st.resp_buffered,
+                _ => st.ws.out_bytes,
+            };
+            if st.gone || st.ws.closed.is_some() {
+                drop(st);
+                reject(py, &fut, ClientDisconnected::new_err("client disconnected"))?;
+            } else if queued < RESPONSE_LOW_WATER {
+                drop(st);
+                resolve(py, &fut, py.None().into_bound(py))?;
+            } else {
+                st.loop_waiting = true;
+                self.drain_waiter = Some(fut);
+            }
+        }
+        Ok(())
+    }
+
+    /// A future for `send()` to wait on until the queue drains (`loop_waiting` is set).
+    fn wait_drain(&mut self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        let fut = self.ctx.create_future(py)?;
+        self.drain_waiter = Some(fut.clone_ref(py));
+        Ok(fut)
+    }
+
+    fn unexpected(&self, kind: &str) -> PyErr {
+        let text = match self.state {
+            State::Handshake => format!(
+                "Expected ASGI message 'websocket.accept', 'websocket.close', or \
+                 'websocket.http.response.start' but got '{kind}'."
+            ),
+            State::Accepted => format!(
+                "Expected ASGI message 'websocket.send' or 'websocket.close', but got '{kind}'."
+            ),
+            State::Denying => {
+                format!("Expected ASGI message 'websocket.http.response.body', but got '{kind}'.")
+            }
+            State::Closed | State::Denied => format!(
+                "Unexpected ASGI message '{kind}', after sending 'websocket.close' or \
+                 response already completed."
+            ),
+        };
+        PyRuntimeError::new_err(text)
+    }
+
+    fn accept(&mut self, py: Python<'_>, message: &Bound<'_, PyAny>) -> PyResult<()> {
+        let mut headers = match field(message, intern!(py, "headers"))? {
+            Some(h) if !h.is_none() => response_headers(&h)?,
+            _ => HeaderMap::new(),
+        };
+        if let Some(sub) = field(message, intern!(py, "subprotocol"))? {
+            if !sub.is_none() {
+                let sub = sub.cast::<PyString>()?.to_str()?;
+                let value = HeaderValue::from_str(sub)
+                    .map_err(|_| PyValueError::new_err(format!("Invalid subprotocol {sub:?}.")))?;
+                headers.insert(SEC_WEBSOCKET_PROTOCOL, value);
+            }
+        }
+        let mut st = self.ex.lock();
+        if st.gone {
+            return Err(ClientDisconnected::new_err("client disconnected"));
+        }
+        st.head = Some(ResponseHead {
+            status: 101,
+            headers,
+        });
+        self.state = State::Accepted;
+        self.notify_io(&mut st);
+        Ok(())
+    }
+
+    fn send_data(
+        &mut self,
+        py: Python<'_>,
+        message: &Bound<'_, PyAny>,
+    ) -> PyResult<Option<Py<PyAny>>> {
+        let out = match field(message, intern!(py, "bytes"))? {
+            Some(b) if !b.is_none() => Outgoing::Binary(body_bytes(&b)?),
+            _ => match field(message, intern!(py, "text"))? {
+                Some(t) if !t.is_none() => {
+                    let s = t.cast::<PyString>().map_err(|_| {
+                        PyTypeError::new_err("'text' in 'websocket.send' must be a str")
+                    })?;
+                    Outgoing::Text(Bytes::copy_from_slice(s.to_str()?.as_bytes()))
+                }
+                _ => {
+                    return Err(PyTypeError::new_err(
+                        "Expected 'bytes' or 'text' in 'websocket.send' message.",
+                    ))
+                }
+            },
+        };
+        let mut st = self.ex.lock();
+        if st.gone || st.ws.closed.is_some() {
+            return Err(ClientDisconnected::new_err("client disconnected"));
+        }
+        st.ws.out_bytes += out.len();
+        st.ws.outgoing.push_back(out);
+        self.notify_io(&mut st);
+        if st.ws.out_bytes > RESPONSE_HIGH_WATER {
+            st.loop_waiting = true;
+            drop(st);
+            return self.wait_drain(py).map(Some);
+        }
+        Ok(None)
+    }
+
+    fn close(&mut self, py: Python<'_>, message: &Bound<'_, PyAny>) -> PyResult<()> {
+        if self.state == State::Handshake {
+            self.deny(403, HeaderMap::new(), Bytes::new());
+            return Ok(());
+        }
+        let code: u16 = match field(message, intern!(py, "code"))? {
+            Some(c) if !c.is_none() => c
+                .extract()
+                .ok()
+                .filter(|c| close_code::is_valid(*c))
+                .ok_or_else(|| PyValueError::new_err(format!("Invalid close code {c}.")))?,
+            _ => close_code::NORMAL,
+        };
+        let reason = match field(message, intern!(py, "reason"))? {
+            Some(r) if !r.is_none() => r.cast::<PyString>()?.to_str()?.to_owned(),
+            _ => String::new(),
+        };
+        let mut st = self.ex.lock();
+        if st.gone || st.ws.closed.is_some() {
+            self.state = State::Closed;
+            return Err(ClientDisconnected::new_err("client disconnected"));
+        }
+        st.ws.outgoing.push_back(Outgoing::Close(code, reason));
+        self.state = State::Closed;
+        self.notify_io(&mut st);
+        Ok(())
+    }
+
+    /// A complete denial response (403 for `close`, 500 when the app fails).
+    fn deny(&mut self, status: u16, mut headers: HeaderMap, body: Bytes) {
+        if status >= 500 {
+            headers.insert(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; charset=utf-8"),
+            );
+        }
+        let mut st = self.ex.lock();
+        st.head = Some(ResponseHead { status, headers });
+        st.resp_buffered += body.len();
+        if !body.is_empty() {
+            st.resp_chunks.push_back(body);
+        }
+        st.resp_done = true;
+        self.state = State::Denied;
+        self.notify_io(&mut st);
+        drop(st);
+    }
+
+    fn response_start(&mut self, py: Python<'_>, message: &Bound<'_, PyAny>) -> PyResult<()> {
+        let status = field(message, intern!(py, "status"))?.ok_or_else(|| {
+            PyTypeError::new_err("'websocket.http.response.start' message has no 'status'")
+        })?;
+        let status: u16 = status
+            .extract()
+            .ok()
+            .filter(|s| (100..=999).contains(s) && *s != 101)
+            .ok_or_else(|| {
+                PyTypeError::new_err(format!("Invalid HTTP status code {status:?} in response."))
+            })?;
+        let headers = match field(message, intern!(py, "headers"))? {
+            Some(h) if !h.is_none() => response_headers(&h)?,
+            _ => HeaderMap::new(),
+        };
+        let mut st = self.ex.lock();
+        if st.gone {
+            return Err(ClientDisconnected::new_err("client disconnected"));
+        }
+        st.head = Some(ResponseHead { status, headers });
+        self.state = State::Denying;
+        self.notify_io(&mut st);
+        Ok(())
+    }
+
+    fn response_body(
+        &mut self,
+        py: Python<'_>,
+        message: &Bound<'_, PyAny>,
+    ) -> PyResult<Option<Py<PyAny>>> {
+        let chunk = match field(message, intern!(py, "body"))? {
+            Some(b) if !b.is_none() => body_bytes(&b)?,
+            _ => Bytes::new(),
+        };
+        let more = match field(message, intern!(py, "more_body"))? {
+            Some(m) => m.is_truthy()?,
+            None => false,
+        };
+        let mut st = self.ex.lock();
+        if st.gone {
+            return Err(ClientDisconnected::new_err("client disconnected"));
+        }
+        if !chunk.is_empty() {
+            st.resp_buffered += chunk.len();
+            st.resp_chunks.push_back(chunk);
+        }
+        if !more {
+            st.resp_done = true;
+            self.state = State::Denied;
+        }
+        self.notify_io(&mut st);
+        if st.resp_buffered > RESPONSE_HIGH_WATER {
+            st.loop_waiting = true;
+            drop(st);
+            return self.wait_drain(py).map(Some);
+        }
+        Ok(None)
+    }
+}
+
+#[pymethods]
+impl WebSocketCycle {
+    fn receive(&mut self, py: Python<'_>) -> PyResult<Py<PyAny>> {
+        if let Some(msg) = self.try_receive(py)? {
+            return self.ctx.ready_with(py, msg.into_any());
+        }
+        let fut = self.ctx.create_future(py)?;
+        self.recv_waiter = Some(fut.clone_ref(py));
+        Ok(fut)
+    }
+
+    fn send(&mut self, py: Python<'_>, message: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        let kind = field(message, intern!(py, "type"))?
+            .ok_or_else(|| PyTypeError::new_err("ASGI message has no 'type'"))?;
+        let kind = kind.cast::<PyString>()?.to_str()?;
+        match (kind, self.state) {
+            ("websocket.send", State::Accepted) => {
+                if let Some(fut) = self.send_data(py, message)? {
+                    return Ok(fut);
+                }
+            }
+            ("websocket.accept", State::Handshake) => self.accept(py, message)?,
+            ("websocket.close", State::Handshake | State::Accepted) => self.close(py, message)?,
+            ("websocket.http.response.start", State::Handshake) => {
+                self.response_start(py, message)?
+            }
+            ("websocket.http.response.body", State::Denying) => {
+                if let Some(fut) = self.response_body(py, message)? {
+                    return Ok(fut);
+                }
+            }
+            (kind, _) => return Err(self.unexpected(kind)),
+        }
+        Ok(self.ctx.ready(py))
+    }
+
+    /// Called once the app's coroutine has ended; `failed` when it raised.
+    pub fn finish(&mut self, failed: bool) -> Option<&'static str> {
+        let mut complaint = None;
+        match self.state {
+            State::Handshake => {
+                if !failed {
+                    complaint = Some("ASGI callable returned without sending handshake.");
+                }
+                if !self.ex.lock().gone {
+                    let mut headers = HeaderMap::new();
+                    headers.insert(http::header::CONNECTION, HeaderValue::from_static("close"));
+                    self.deny(500, headers, Bytes::from_static(b"Internal Server Error"));
+                }
+            }
+            State::Accepted => {
+                let mut st = self.ex.lock();
+                if !st.gone && st.ws.closed.is_none() {
+                    let code = if failed {
+                        close_code::INTERNAL_ERROR
+                    } else {
+                        close_code::NORMAL
+                    };
+                    st.ws
+                        .outgoing
+                        .push_back(Outgoing::Close(code, String::new()));
+                    self.notify_io(&mut st);
+                }
+                self.state = State::Closed;
+            }
+            State::Denying => {
+                if !failed {
+                    complaint = Some("ASGI callable returned without completing response.");
+                }
+                let mut st = self.ex.lock();
+                st.abort = true;
+                self.notify_io(&mut st);
+            }
+            State::Closed | State::Denied => {}
+        }
+        self.recv_waiter = None;
+        self.drain_waiter = None;
+        let slot = self.ex.slot();
+        if slot != NO_SLOT {
+            self.ex.set_slot(NO_SLOT);
+            self.ctx.release(slot);
+        }
+        complaint
+    }
+}
+
+fn receive_message(py: Python<'_>, msg: Message) -> PyResult<Bound<'_, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item(intern!(py, "type"), intern!(py, "websocket.receive"))?;
+    match msg {
+        Message::Text(t) => d.set_item(intern!(py, "text"), PyString::new(py, t.as_str()))?,
+        Message::Binary(b) => d.set_item(intern!(py, "bytes"), PyBytes::new(py, &b))?,
+    }
+    Ok(d)
+}
+
+fn disconnect<'py>(py: Python<'py>, code: u16, reason: &str) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    d.set_item(intern!(py, "type"), intern!(py, "websocket.disconnect"))?;
+    d.set_item(intern!(py, "code"), code)?;
+    d.set_item(intern!(py, "reason"), reason)?;
+    Ok(d)
+}
