@@ -36,6 +36,7 @@ pub struct CoreConfig {
     pub request_id: bool,
     pub metrics_bind: Option<String>,
     pub forwarded_allow_ips: String,
+    pub health_path: Option<String>,
     pub ws: String,
     pub ws_max_size: usize,
     pub ws_max_queue: usize,

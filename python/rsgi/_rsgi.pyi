@@ -76,6 +76,8 @@ class Core:
         """Handles every event the I/O thread queued."""
     def flush(self) -> None:
         """Wakes the I/O thread for the responses queued during this loop turn."""
+    def set_draining(self) -> None:
+        """Turns the --health-path answer to 503; serving goes on (shutdown() implies it)."""
     def shutdown(self) -> None:
         """Stops accepting; connections close once their in-flight request is done."""
     def reopen_logs(self) -> None:

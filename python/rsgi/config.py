@@ -534,6 +534,26 @@ class Config:
         minimum=0,
         metavar="SECONDS",
     )
+    health_path: str | None = option(
+        None,
+        help="Answer GET and HEAD on this path (e.g. /healthz) in the server itself, without "
+        "the app: 200 while serving, 503 once shutting down. For load balancer health "
+        "checks; never passed to the app nor written to the access log.",
+        group=PROCESSES,
+        optional=True,
+        metavar="PATH",
+    )
+    shutdown_delay: float = option(
+        0.0,
+        help="On TERM or INT, seconds to keep serving normally, with --health-path already "
+        "answering 503, before the listening sockets close and the graceful shutdown "
+        "begins: time for load balancers to stop sending requests. A second signal stops "
+        "at once.",
+        group=PROCESSES,
+        parse=parse_float,
+        minimum=0,
+        metavar="SECONDS",
+    )
 
     ssl_certfile: str | None = option(
         None,
@@ -790,6 +810,8 @@ def check_value(setting: Setting, value: Any) -> Any:
         if value not in opt.choices:
             choices = ", ".join(opt.choices)
             raise ConfigError(f"{name} must be one of {choices}; got {value!r}")
+    if name == "health_path":
+        check_health_path(value)
     return value
 
 
@@ -802,6 +824,17 @@ def check_range(setting: Setting, value: Any) -> None:
         if high is None:
             raise ConfigError(f"{name} must be at least {low}, got {value!r}")
         raise ConfigError(f"{name} must be between {low} and {high}, got {value!r}")
+
+
+def check_health_path(value: str) -> None:
+    # Compared with the request's path as sent: no query, no fragment, no space.
+    if not _HEALTH_PATH.match(value):
+        raise ConfigError(
+            f'health_path must be a URL path such as "/healthz" (no query), got {value!r}'
+        )
+
+
+_HEALTH_PATH = re.compile(r"^/[!$%&'()*+,\-./0-9:;=@A-Z_a-z~]*$")
 
 
 def check_app(value: Any) -> Any:

@@ -98,6 +98,7 @@ class Server:
         self.started(core)
         await self.stop.wait()
         logger.info("Shutting down")
+        await self.delay_shutdown(core)
         await self.drain(core)
         loop.remove_reader(fd)
         core.close()
@@ -138,6 +139,23 @@ class Server:
     def on_signal(self) -> None:
         # A second signal skips the wait for in-flight requests.
         self.request_stop(force=self.stop.is_set())
+
+    async def delay_shutdown(self, core: _rsgi.Core) -> None:
+        """Serves on for --shutdown-delay seconds with the health path answering 503.
+
+        A load balancer that checks the health path takes the server out of its pool in
+        the meantime, so no new request finds the sockets closed. A second signal ends
+        the delay.
+        """
+        core.set_draining()
+        delay = self.config.shutdown_delay
+        if delay <= 0 or self.force:
+            return
+        logger.info("Still serving for %gs before closing the sockets (--shutdown-delay)", delay)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + delay
+        while loop.time() < deadline and not self.force:
+            await asyncio.sleep(min(0.05, max(deadline - loop.time(), 0)))
 
     async def drain(self, core: _rsgi.Core) -> None:
         """Stops accepting, then waits for in-flight requests within the graceful timeout."""

@@ -5,12 +5,17 @@
 use std::convert::Infallible;
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::Poll;
 
 use bytes::Bytes;
-use http::header::{HeaderValue, CONNECTION, EXPECT, RETRY_AFTER, SEC_WEBSOCKET_VERSION};
-use http::{HeaderMap, Request, Response, StatusCode};
+use http::header::{
+    HeaderValue, ALLOW, CACHE_CONTROL, CONNECTION, CONTENT_TYPE, EXPECT, RETRY_AFTER,
+    SEC_WEBSOCKET_VERSION,
+};
+use http::request::Parts;
+use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body::Body as _;
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
@@ -47,6 +52,10 @@ pub struct HttpContext {
     pub access: Option<Access>,
     /// Take or make an `x-request-id` for every request, and echo it in the response.
     pub request_id: bool,
+    /// `--health-path`: answered by [`AsgiService::health`], never by the app.
+    pub health_path: Option<String>,
+    /// Set once the server is shutting down: the health path answers 503 from then on.
+    pub draining: AtomicBool,
     pub ws: WsConfig,
     /// TLS termination, when `--ssl-certfile` is set.
     pub tls: Option<crate::tls::Tls>,
@@ -102,6 +111,9 @@ impl AsgiService {
         if let Some(refusal) = refused {
             return self.refuse(refusal);
         }
+        if let Some(resp) = self.health(&parts) {
+            return resp;
+        }
         if !self.ctx.in_flight.admit(self.ctx.limits.concurrency) {
             let mut resp =
                 self.refuse((StatusCode::SERVICE_UNAVAILABLE, "concurrency limit reached"));
@@ -127,7 +139,9 @@ impl AsgiService {
         let ex = Arc::new(Exchange::new(body.is_end_stream()));
         self.activity.request_started();
         let mut completion = Completion::new(ex.clone(), self.ctx.clone(), self.activity.clone());
-        completion.close_unless_switching = upgrade;
+        // While draining, each response closes its connection: clients and proxies holding
+        // keep-alive connections open new ones, which a load balancer sends elsewhere.
+        completion.close_unless_switching = upgrade || self.ctx.draining.load(Ordering::Relaxed);
         if let Some(access) = &self.ctx.access {
             let client = forwarded
                 .as_ref()
@@ -306,6 +320,43 @@ impl AsgiService {
         resp
     }
 
+    /// The answer to a request for `--health-path`, made here without the app: 200 `ok`
+    /// while the server serves, 503 once it is draining. Not a request of the app: it is not
+    /// counted against `--limit-concurrency`, not logged, and gets no request id.
+    fn health(&self, parts: &Parts) -> Option<Response<ResponseBody>> {
+        let path = self.ctx.health_path.as_deref()?;
+        if parts.uri.path() != path {
+            return None;
+        }
+        // Keeps the connection's keep-alive timer right, as for any request.
+        self.activity.request_started();
+        self.activity.request_done();
+        let (status, text) = if parts.method != Method::GET && parts.method != Method::HEAD {
+            (StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
+        } else if self.ctx.draining.load(Ordering::Relaxed) {
+            (StatusCode::SERVICE_UNAVAILABLE, "draining\n")
+        } else {
+            (StatusCode::OK, "ok\n")
+        };
+        let mut resp = Response::new(ResponseBody::full(Bytes::from_static(text.as_bytes())));
+        *resp.status_mut() = status;
+        let headers = resp.headers_mut();
+        headers.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if status == StatusCode::METHOD_NOT_ALLOWED {
+            headers.insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
+        }
+        for (name, value) in &self.ctx.default_headers {
+            if !headers.contains_key(name) {
+                headers.insert(name.clone(), value.clone());
+            }
+        }
+        Some(resp)
+    }
+
     fn refuse(&self, refusal: Refusal) -> Response<ResponseBody> {
         self.ctx.log_refusal(refusal, &self.conn.client);
         reject(refusal.0)
@@ -475,7 +526,7 @@ pub fn reject(status: StatusCode) -> Response<ResponseBody> {
     let headers = resp.headers_mut();
     headers.insert(CONNECTION, HeaderValue::from_static("close"));
     headers.insert(
-        http::header::CONTENT_TYPE,
+        CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     resp

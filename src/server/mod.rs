@@ -5,6 +5,7 @@ mod runtime;
 
 use std::cell::{Cell, OnceCell, RefCell};
 use std::rc::Rc;
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use http::{HeaderMap, HeaderName, HeaderValue};
@@ -311,6 +312,14 @@ impl Core {
         self.bridge.flush();
     }
 
+    /// Turns the `--health-path` answer to 503 while the server goes on serving, so that load
+    /// balancers stop sending requests before it stops accepting. `shutdown` implies it.
+    fn set_draining(&self) {
+        if let Some(io) = self.io.borrow().as_ref() {
+            io.set_draining();
+        }
+    }
+
     /// Stops accepting and lets every connection finish its in-flight request, then close.
     fn shutdown(&self) {
         if let Some(io) = self.io.borrow().as_ref() {
@@ -439,6 +448,8 @@ fn http_context(
         in_flight: InFlight::new(&metrics.in_flight),
         metrics,
         proxies,
+        health_path: config.health_path.clone(),
+        draining: AtomicBool::new(false),
         ws: config.ws(),
         tls,
     })

@@ -81,7 +81,12 @@ impl IoThread {
     }
 
     pub fn shutdown(&self) {
+        self.set_draining();
         let _ = self.shutdown.send(true);
+    }
+
+    pub fn set_draining(&self) {
+        self.ctx.draining.store(true, Ordering::Relaxed);
     }
 
     pub fn connections(&self) -> usize {
