@@ -120,6 +120,7 @@ mod tests {
             log_format: String::new(),
             request_id: false,
             metrics_bind: None,
+            health_path: None,
             forwarded_allow_ips: String::new(),
             ssl_certfile: None,
             ssl_keyfile: None,
