@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -84,6 +85,10 @@ class Server:
             await lifespan.startup()
         except LifespanFailure:
             return STARTUP_FAILURE
+        # What the app built at import and startup lives as long as the process: keep it out
+        # of the collector's generations, so collections triggered by per-request garbage
+        # do not walk the whole app again and again.
+        gc.freeze()
         access, prefix = self.access_target() or (None, "")
         try:
             core = _rsgi.Core(self.config, self.fds, self.SERVE_METRICS)
