@@ -462,7 +462,8 @@ def test_master_serves_metrics_of_every_worker(servers):
     os.kill(min(pids), signal.SIGKILL)
     wait_for(lambda: len(children(server.pid) - pids) == 1)
     assert scrape()[ok] >= counted
-    assert scrape()[("rsgi_worker_exits_total", ())] == 1
+    assert scrape()[("rsgi_worker_exits_total", (("reason", "crashed"),))] == 1
+    assert scrape()[("rsgi_worker_exits_total", (("reason", "stopped"),))] == 0
 
 
 def test_run_from_python_with_workers(tmp_path):

@@ -746,6 +746,15 @@ impl Master {
             Exit::Unknown => "is gone".to_string(),
         };
         let asked = w.stop.is_some();
+        let reason = match (w.timed_out, asked, status == Exit::Code(0)) {
+            (true, _, _) => "blocked",
+            (false, true, true) => "stopped",
+            (false, true, false) => "stop_timeout",
+            (false, false, _) => "crashed",
+        };
+        if let Some(metrics) = &mut self.metrics {
+            metrics.exited(reason);
+        }
         let (level, note) = if w.timed_out {
             (Level::Error, " after timing out")
         } else if asked && status == Exit::Code(0) {

@@ -26,7 +26,8 @@ pub struct MetricsPort {
     used: Vec<bool>,
     /// Counters of the workers that exited.
     retired: Box<Metrics>,
-    exits: u64,
+    /// Worker exits by reason, in the order of [`EXIT_REASONS`].
+    exits: [u64; EXIT_REASONS.len()],
     scrapes: Vec<Scrape>,
 }
 
@@ -47,7 +48,7 @@ impl MetricsPort {
             region: Region::shared(SLOTS)?,
             used: vec![false; SLOTS],
             retired: Box::default(),
-            exits: 0,
+            exits: [0; EXIT_REASONS.len()],
             scrapes: Vec::new(),
         })
     }
@@ -63,7 +64,13 @@ impl MetricsPort {
     pub fn release(&mut self, slot: usize) {
         self.retired.absorb(&self.region.slots()[slot]);
         self.used[slot] = false;
-        self.exits += 1;
+    }
+
+    /// Counts a worker exit under `reason`, one of [`EXIT_REASONS`].
+    pub fn exited(&mut self, reason: &str) {
+        if let Some(i) = EXIT_REASONS.iter().position(|r| *r == reason) {
+            self.exits[i] += 1;
+        }
     }
 
     /// The descriptors to poll, with their events.
@@ -181,18 +188,28 @@ impl MetricsPort {
             .map(|(_, slot)| slot)
             .collect();
         slots.push(&self.retired);
-        render(&slots, &master_families(workers, self.exits))
+        render(&slots, &master_families(workers, &self.exits))
     }
 }
 
+/// Why a worker process ended: asked to stop (reload, max requests, scaling down, shutdown),
+/// killed after not stopping in time, killed for a blocked event loop, or died on its own.
+pub const EXIT_REASONS: [&str; 4] = ["stopped", "stop_timeout", "blocked", "crashed"];
+
 /// The master's own metric families.
-fn master_families(workers: usize, exits: u64) -> String {
-    format!(
+fn master_families(workers: usize, exits: &[u64]) -> String {
+    let mut text = format!(
         "# HELP rsgi_workers Worker processes serving.\n# TYPE rsgi_workers gauge\n\
          rsgi_workers {workers}\n\
-         # HELP rsgi_worker_exits_total Worker processes that exited (stopped, replaced, \
-         crashed).\n# TYPE rsgi_worker_exits_total counter\nrsgi_worker_exits_total {exits}\n"
-    )
+         # HELP rsgi_worker_exits_total Worker processes that exited, by reason.\n\
+         # TYPE rsgi_worker_exits_total counter\n"
+    );
+    for (reason, count) in EXIT_REASONS.iter().zip(exits) {
+        text.push_str(&format!(
+            "rsgi_worker_exits_total{{reason=\"{reason}\"}} {count}\n"
+        ));
+    }
+    text
 }
 
 #[cfg(test)]
@@ -201,9 +218,10 @@ mod tests {
 
     #[test]
     fn master_families_are_prometheus_text() {
-        let text = master_families(3, 7);
+        let text = master_families(3, &[7, 0, 1, 2]);
         assert!(text.contains("\nrsgi_workers 3\n"));
-        assert!(text.ends_with("\nrsgi_worker_exits_total 7\n"));
+        assert!(text.contains("\nrsgi_worker_exits_total{reason=\"stopped\"} 7\n"));
+        assert!(text.ends_with("\nrsgi_worker_exits_total{reason=\"crashed\"} 2\n"));
         assert_eq!(text.matches("# TYPE").count(), 2);
     }
 }
