@@ -52,8 +52,13 @@ impl Supervisor {
             limit: config.getattr("limit_max_requests")?.extract()?,
             jitter: config.getattr("limit_max_requests_jitter")?.extract()?,
             timeout: duration(config.getattr("timeout_worker")?.extract()?)?,
+            // A worker first serves on for --shutdown-delay, then drains: give it both
+            // before the SIGKILL.
             graceful: duration(Some(
-                config.getattr("timeout_graceful_shutdown")?.extract()?,
+                config
+                    .getattr("timeout_graceful_shutdown")?
+                    .extract::<f64>()?
+                    + config.getattr("shutdown_delay")?.extract::<f64>()?,
             ))?
             .unwrap_or_default(),
         };
