@@ -17,6 +17,7 @@ use super::framing::Violation;
 use super::service::{AsgiService, HttpContext};
 use super::stream::Checked;
 use super::ConnInfo;
+use crate::metrics::Metrics;
 use crate::net::clock::now_ms;
 use crate::ws;
 use http::StatusCode;
@@ -248,7 +249,10 @@ where
         all.freeze()
     };
     let bridge = ctx.bridge.clone();
+    let open = &ctx.metrics.websockets;
+    Metrics::add(open, 1);
     ws::session::run(io, read_ahead, ex, deflate, bridge, ctx.ws, shutdown).await;
+    Metrics::sub(open, 1);
 }
 
 /// hyper answered a request it could not parse (400, 414 or 431); say so in the log.
