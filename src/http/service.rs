@@ -71,7 +71,7 @@ impl HttpContext {
     /// Logs a refused request, one line, through the loop thread.
     pub fn log_refusal(&self, (status, why): Refusal, client: &Endpoint) {
         self.metrics.refused(status.as_u16());
-        let who = client_text(client);
+        let who = client.describe();
         tracing::warn!("{} {why} ({who})", status.as_u16());
     }
 }
@@ -149,7 +149,7 @@ impl AsgiService {
                 .unwrap_or(&self.conn.client);
             let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
             let facts = access.log.capture(
-                client_text(client),
+                client.describe(),
                 client_host(client),
                 &parts.method,
                 target,
@@ -376,14 +376,6 @@ fn request_id(headers: &mut HeaderMap) -> HeaderValue {
 
 pub const X_REQUEST_ID: http::header::HeaderName =
     http::header::HeaderName::from_static("x-request-id");
-
-fn client_text(client: &Endpoint) -> String {
-    match client {
-        Endpoint::Tcp(host, port) => format!("{host}:{port}"),
-        Endpoint::Unix(path) => path.clone(),
-        Endpoint::Unknown => "-".into(),
-    }
-}
 
 fn client_host(client: &Endpoint) -> String {
     match client {
