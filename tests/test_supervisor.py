@@ -38,7 +38,15 @@ def children(pid: int) -> set[int]:
             found.update(int(c) for c in (task / "children").read_text().split())
         except OSError:
             pass
-    return {c for c in found if not Path(f"/proc/{c}/status").read_text().count("State:\tZ")}
+    return {c for c in found if alive(c)}
+
+
+def alive(pid: int) -> bool:
+    """A process that exists and is not a zombie; one that exits while we look is not alive."""
+    try:
+        return "State:\tZ" not in Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return False
 
 
 def get(server: Server, target: str = "/", timeout: float = 10.0):
