@@ -1,7 +1,10 @@
 //! The two batched queues between the I/O thread and the event-loop thread.
 //!
-//! I/O -> loop: events are pushed into `inbox`; only the push that finds it empty writes the
-//! eventfd, so one wake-up of the loop carries every event queued until it drains.
+//! I/O -> loop: events are pushed into `inbox`; only the push that finds it empty asks for a
+//! wake-up of the loop, so one wake-up carries every event queued until it drains. The
+//! eventfd is written by a task of the I/O runtime ([`Bridge::signal`]) that runs after the
+//! tasks already ready: the requests that arrived together go over in one batch, and the loop
+//! thread is not woken (and, on a shared CPU, scheduled) once per request.
 //!
 //! loop -> I/O: exchanges whose response side changed are pushed into `outbox`; the loop thread
 //! then wakes the I/O thread's dispatcher once per batch (see `Core::flush`), which wakes each
@@ -9,8 +12,10 @@
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::future::poll_fn;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::{Poll, Waker};
 
 use parking_lot::Mutex;
 use tokio::sync::Notify;
@@ -41,6 +46,11 @@ pub enum LogLevel {
 pub struct Bridge {
     inbox: Mutex<Vec<Event>>,
     wakeup: Wakeup,
+    /// Set when the loop is owed a wake-up that [`Bridge::signal`] has not written yet.
+    wake_owed: AtomicBool,
+    /// The waker of the running [`Bridge::signal`] task; `None` when no such task runs, and
+    /// then a push writes the eventfd itself.
+    signal_waker: Mutex<Option<Waker>>,
     outbox: Mutex<Vec<Arc<Exchange>>>,
     io_notify: Notify,
     /// Requests whose exchange has ended on the I/O side (response written, or the client
@@ -54,6 +64,8 @@ impl Bridge {
         Ok(Bridge {
             inbox: Mutex::new(Vec::with_capacity(256)),
             wakeup: Wakeup::new()?,
+            wake_owed: AtomicBool::new(false),
+            signal_waker: Mutex::new(None),
             outbox: Mutex::new(Vec::with_capacity(256)),
             io_notify: Notify::new(),
             requests: AtomicU64::new(0),
@@ -74,6 +86,55 @@ impl Bridge {
             was_empty
         };
         if was_empty {
+            self.wake_loop();
+        }
+    }
+
+    fn wake_loop(&self) {
+        match &*self.signal_waker.lock() {
+            Some(waker) => {
+                self.wake_owed.store(true, Ordering::Release);
+                waker.wake_by_ref();
+            }
+            None => self.wakeup.notify(),
+        }
+    }
+
+    /// The I/O runtime's task that writes the loop's eventfd, once per batch of pushes.
+    ///
+    /// Woken by the first push of a batch, it is queued behind the tasks that are already
+    /// ready, so the requests read in the same turn of the runtime are queued before the loop
+    /// hears of them. When the task is dropped (the runtime stops) it hands the job back to
+    /// [`Bridge::push`], and writes any wake-up still owed.
+    pub async fn signal(self: Arc<Self>) {
+        struct Unregister<'a>(&'a Bridge);
+        impl Drop for Unregister<'_> {
+            fn drop(&mut self) {
+                *self.0.signal_waker.lock() = None;
+                if self.0.wake_owed.swap(false, Ordering::AcqRel) {
+                    self.0.wakeup.notify();
+                }
+            }
+        }
+        let _unregister = Unregister(&self);
+        loop {
+            poll_fn(|cx| {
+                if self.wake_owed.swap(false, Ordering::AcqRel) {
+                    return Poll::Ready(());
+                }
+                let mut slot = self.signal_waker.lock();
+                if !slot.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                    *slot = Some(cx.waker().clone());
+                }
+                drop(slot);
+                // A push between the first check and the registration woke no one.
+                if self.wake_owed.swap(false, Ordering::AcqRel) {
+                    Poll::Ready(())
+                } else {
+                    Poll::Pending
+                }
+            })
+            .await;
             self.wakeup.notify();
         }
     }
@@ -232,6 +293,32 @@ mod tests {
         let mut again = Vec::new();
         bridge.take_events(&mut again);
         assert_eq!(again.len(), 2);
+    }
+
+    #[test]
+    fn signal_writes_one_wakeup_after_the_ready_tasks() {
+        let bridge = Arc::new(Bridge::new().unwrap());
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            tokio::spawn(bridge.clone().signal());
+            tokio::task::yield_now().await;
+            // Three requests read in the same turn of the runtime.
+            for _ in 0..3 {
+                bridge.log(LogLevel::Warning, "x".into());
+            }
+            assert_eq!(pending_wakeups(&bridge), 0, "deferred until this task yields");
+            tokio::task::yield_now().await;
+            assert_eq!(pending_wakeups(&bridge), 1, "one wake-up for the batch");
+        });
+        let mut events = Vec::new();
+        bridge.take_events(&mut events);
+        assert_eq!(events.len(), 3);
+        bridge.log(LogLevel::Error, "after".into());
+        drop(rt);
+        bridge.log(LogLevel::Error, "no runtime".into());
+        assert_eq!(pending_wakeups(&bridge), 1, "owed or direct, never lost");
     }
 
     #[test]

@@ -67,22 +67,21 @@ impl AppRunner {
     }
 
     /// The app's coroutine returned.
-    fn returned(&self, py: Python<'_>) -> PyErr {
+    fn returned(&self, py: Python<'_>) {
         if let Some(complaint) = self.cycle.finish(py, false) {
             self.log_error(py, complaint, None);
         }
-        PyStopIteration::new_err(())
     }
 
     /// The app's coroutine raised: an Exception is the app's failure, logged and absorbed;
     /// anything else (cancellation, exit) still ends the exchange and goes on up.
-    fn raised(&self, py: Python<'_>, err: PyErr) -> PyErr {
+    fn raised(&self, py: Python<'_>, err: PyErr) -> PyResult<()> {
         self.cycle.finish(py, true);
         if !err.is_instance_of::<PyException>(py) {
-            return err;
+            return Err(err);
         }
         self.log_error(py, "Exception in ASGI application\n", Some(err));
-        PyStopIteration::new_err(())
+        Ok(())
     }
 
     fn log_error(&self, py: Python<'_>, msg: &str, err: Option<PyErr>) {
@@ -101,9 +100,10 @@ impl AppRunner {
     }
 }
 
-#[pymethods]
 impl AppRunner {
-    fn send(&self, py: Python<'_>, value: Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+    /// One step of the app's coroutine: `Ok(Some(_))` when it yielded, `Ok(None)` when it
+    /// returned or raised an Exception (both already handled), `Err` for anything to re-raise.
+    fn step(&self, py: Python<'_>, value: &Bound<'_, PyAny>) -> PyResult<Option<Py<PyAny>>> {
         let mut out: *mut ffi::PyObject = std::ptr::null_mut();
         // SAFETY: both pointers are live, GIL-held references for the duration of the call;
         // `out` receives a new (owned) reference on NEXT and RETURN, and stays null on ERROR.
@@ -111,13 +111,14 @@ impl AppRunner {
         match status {
             ffi::PySendResult::PYGEN_NEXT => {
                 // SAFETY: on NEXT, `out` is a new non-null reference that we now own.
-                Ok(unsafe { Bound::from_owned_ptr(py, out) }.unbind())
+                Ok(Some(unsafe { Bound::from_owned_ptr(py, out) }.unbind()))
             }
             ffi::PySendResult::PYGEN_RETURN => {
                 // SAFETY: on RETURN, `out` is a new reference (the return value) that we own;
                 // taking it drops it.
                 drop(unsafe { Bound::from_owned_ptr(py, out) });
-                Err(self.returned(py))
+                self.returned(py);
+                Ok(None)
             }
             _ => {
                 let err = PyErr::take(py).unwrap_or_else(|| {
@@ -125,9 +126,17 @@ impl AppRunner {
                         "coroutine failed without an exception",
                     )
                 });
-                Err(self.raised(py, err))
+                self.raised(py, err).map(|()| None)
             }
         }
+    }
+}
+
+#[pymethods]
+impl AppRunner {
+    fn send(&self, py: Python<'_>, value: Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        self.step(py, &value)?
+            .ok_or_else(|| PyStopIteration::new_err(()))
     }
 
     #[pyo3(signature = (typ, val=None, tb=None))]
@@ -145,8 +154,14 @@ impl AppRunner {
         };
         match result {
             Ok(yielded) => Ok(yielded.unbind()),
-            Err(e) if e.is_instance_of::<PyStopIteration>(py) => Err(self.returned(py)),
-            Err(e) => Err(self.raised(py, e)),
+            Err(e) if e.is_instance_of::<PyStopIteration>(py) => {
+                self.returned(py);
+                Err(PyStopIteration::new_err(()))
+            }
+            Err(e) => {
+                self.raised(py, e)?;
+                Err(PyStopIteration::new_err(()))
+            }
         }
     }
 
@@ -163,7 +178,9 @@ impl AppRunner {
         slf
     }
 
-    fn __next__(&self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        self.send(py, py.None().into_bound(py))
+    /// What the Task calls for each step: an end is a null return without an exception,
+    /// which spares every request a StopIteration object.
+    fn __next__(&self, py: Python<'_>) -> PyResult<Option<Py<PyAny>>> {
+        self.step(py, &py.None().into_bound(py))
     }
 }

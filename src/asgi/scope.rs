@@ -15,6 +15,42 @@ pub struct ScopeTemplate {
     pub root_path: String,
     /// The lifespan state; each scope gets a shallow copy.
     pub state: Option<Py<PyDict>>,
+    /// An HTTP scope with every key in place: copying it and replacing values is cheaper
+    /// than growing a new dict key by key.
+    http: Py<PyDict>,
+    asgi: Py<PyDict>,
+}
+
+impl ScopeTemplate {
+    pub fn new(py: Python<'_>, root_path: String, state: Option<Py<PyDict>>) -> PyResult<Self> {
+        let http = PyDict::new(py);
+        http.set_item(intern!(py, "type"), intern!(py, "http"))?;
+        for key in [
+            "asgi",
+            "http_version",
+            "method",
+            "scheme",
+            "path",
+            "raw_path",
+            "root_path",
+            "query_string",
+            "headers",
+            "client",
+            "server",
+            "extensions",
+        ] {
+            http.set_item(PyString::intern(py, key), py.None())?;
+        }
+        if state.is_some() {
+            http.set_item(intern!(py, "state"), py.None())?;
+        }
+        Ok(ScopeTemplate {
+            root_path,
+            state,
+            http: http.unbind(),
+            asgi: asgi_version(py)?.unbind(),
+        })
+    }
 }
 
 pub fn build<'py>(
@@ -22,9 +58,8 @@ pub fn build<'py>(
     head: &RequestHead,
     tpl: &ScopeTemplate,
 ) -> PyResult<Bound<'py, PyDict>> {
-    let scope = PyDict::new(py);
-    scope.set_item(intern!(py, "type"), intern!(py, "http"))?;
-    scope.set_item(intern!(py, "asgi"), asgi_version(py)?)?;
+    let scope = tpl.http.bind(py).copy()?;
+    scope.set_item(intern!(py, "asgi"), tpl.asgi.bind(py).copy()?)?;
     scope.set_item(intern!(py, "http_version"), http_version(py, head.version))?;
     scope.set_item(intern!(py, "method"), method(py, &head.method))?;
     // A trusted proxy's X-Forwarded-Proto or Forwarded wins over the connection's own scheme.

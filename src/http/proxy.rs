@@ -7,7 +7,7 @@
 
 use std::net::IpAddr;
 
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName};
 
 use super::Endpoint;
 
@@ -60,10 +60,14 @@ impl TrustedProxies {
 
     /// The forwarded client and scheme, when `peer` is trusted and says so.
     pub fn resolve(&self, peer: &Endpoint, headers: &HeaderMap) -> Option<Forwarded> {
-        if !self.trusts_peer(peer) {
+        // Most requests carry no proxy header: skip parsing the peer's address for them.
+        let any_header = [&FORWARDED, &X_FORWARDED_FOR, &X_FORWARDED_PROTO]
+            .into_iter()
+            .any(|name| headers.contains_key(name));
+        if !any_header || !self.trusts_peer(peer) {
             return None;
         }
-        if headers.contains_key(http::header::FORWARDED) {
+        if headers.contains_key(FORWARDED) {
             if let Some(hops) = forwarded_hops(headers) {
                 return self.pick(hops);
             }
@@ -101,7 +105,11 @@ struct Hop {
     from_for: bool,
 }
 
-fn header_text(headers: &HeaderMap, name: &str) -> Option<String> {
+const FORWARDED: HeaderName = http::header::FORWARDED;
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+
+fn header_text(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
     let mut out = String::new();
     for value in headers.get_all(name) {
         if !out.is_empty() {
@@ -115,10 +123,10 @@ fn header_text(headers: &HeaderMap, name: &str) -> Option<String> {
 /// Hops from `X-Forwarded-For`, with schemes from `X-Forwarded-Proto`. `None` when neither
 /// header is usable. A scheme without addresses applies to the peer itself: one hop, no address.
 fn x_forwarded_hops(headers: &HeaderMap) -> Option<Vec<Hop>> {
-    let schemes: Vec<&'static str> = header_text(headers, "x-forwarded-proto")
+    let schemes: Vec<&'static str> = header_text(headers, &X_FORWARDED_PROTO)
         .and_then(|p| p.split(',').map(|s| scheme(s.trim())).collect())
         .unwrap_or_default();
-    let hops: Option<Vec<Hop>> = header_text(headers, "x-forwarded-for").and_then(|xff| {
+    let hops: Option<Vec<Hop>> = header_text(headers, &X_FORWARDED_FOR).and_then(|xff| {
         xff.split(',')
             .map(|item| {
                 parse_node(item.trim()).map(|(ip, port)| Hop {
@@ -154,7 +162,7 @@ fn x_forwarded_hops(headers: &HeaderMap) -> Option<Vec<Hop>> {
 }
 
 fn forwarded_hops(headers: &HeaderMap) -> Option<Vec<Hop>> {
-    let text = header_text(headers, "forwarded")?;
+    let text = header_text(headers, &FORWARDED)?;
     let mut hops = Vec::new();
     for element in split_outside_quotes(&text, ',') {
         let mut hop = Hop {

@@ -26,8 +26,18 @@ pub fn new_request_id() -> HeaderValue {
             *b = splitmix(s);
         }
     });
-    let text = format!("{:016x}{:016x}", bits[0], bits[1]);
-    HeaderValue::from_str(&text).expect("hex digits are a valid header value")
+    hex_id(bits)
+}
+
+/// 32 lower-case hex digits of two words, without the formatting machinery.
+fn hex_id(bits: [u64; 2]) -> HeaderValue {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut text = [0u8; 32];
+    for (i, digit) in text.iter_mut().enumerate() {
+        let word = bits[i / 16];
+        *digit = HEX[((word >> (60 - 4 * (i % 16))) & 0xf) as usize];
+    }
+    HeaderValue::from_bytes(&text).expect("hex digits are a valid header value")
 }
 
 fn seed() -> u64 {
@@ -56,5 +66,14 @@ mod tests {
         let b = super::new_request_id();
         assert_ne!(a, b);
         assert_eq!(a.len(), 32);
+        assert!(a.as_bytes().iter().all(u8::is_ascii_hexdigit));
+    }
+
+    #[test]
+    fn request_id_digits_follow_the_bits() {
+        let state = std::cell::Cell::new(7);
+        let (hi, lo) = (super::splitmix(&state), super::splitmix(&state));
+        let expected = format!("{hi:016x}{lo:016x}");
+        assert_eq!(super::hex_id([hi, lo]).as_bytes(), expected.as_bytes());
     }
 }

@@ -263,10 +263,11 @@ impl Core {
             task_kwargs,
             error_log: error_log.unbind(),
             access_log: access_callable,
-            template: ScopeTemplate {
-                root_path: this.config.root_path.clone(),
-                state: state.map(Bound::unbind),
-            },
+            template: ScopeTemplate::new(
+                py,
+                this.config.root_path.clone(),
+                state.map(Bound::unbind),
+            )?,
             slots: RefCell::new(Slab::default()),
         };
         let _ = this.ctx.set(Rc::new(ctx));

@@ -50,6 +50,7 @@ impl IoThread {
             .spawn(move || {
                 runtime.block_on(async move {
                     tokio::spawn(ctx.bridge.clone().dispatch());
+                    tokio::spawn(ctx.bridge.clone().signal());
                     tokio::spawn(crate::net::clock::tick());
                     if let Some(listener) = metrics {
                         tokio::spawn(metrics::serve::serve(listener, shutdown_rx.clone()));
