@@ -7,7 +7,9 @@ Method (see benches/README.md and the project's BENCHMARKING notes):
 - warm up 2 s, then measure (6 s by default) with `--latency`;
 - a run with socket errors or non-2xx/3xx responses counts as zero and is flagged;
 - the server order alternates over the rounds and each server keeps its best run;
-- RSS of the server's process tree is read with `ps` right after the measurement.
+- RSS of the server's process tree is read with `ps` right after the measurement;
+- the server tree's CPU time is read from /proc: requests per CPU-second of the server is the
+  per-core figure that stays meaningful when other jobs share the machine.
 
 Example:
     python benches/run.py --workloads hello,fastapi --servers rsgi,uvicorn,granian,hyper \\
@@ -474,6 +476,14 @@ class Run:
     load_output: str = ""
     log: str = ""
 
+    @property
+    def per_cpu_s(self) -> float:
+        """Requests (or messages) per second of the server's own CPU time: the per-core
+        figure that holds up when other jobs share the machine. 0 when flagged."""
+        if not self.rps or not self.server_cpu_pct:
+            return 0.0
+        return self.rps / (self.server_cpu_pct / 100)
+
 
 def run_once(args, workload: Workload, server_name: str, rnd: int, log_dir: Path) -> Run:
     port = free_port()
@@ -564,7 +574,8 @@ def run_line(r: Run) -> str:
     line = (
         f"  {r.workload:9} round {r.round + 1} {r.server:8} {r.raw_rps or 0:>11,.0f}/s  "
         f"p50 {_fmt(r.p50_ms, '.2f')} ms  p99 {_fmt(r.p99_ms, '.2f')} ms  "
-        f"rss {_fmt(r.rss_tree_mib, '.1f')} MiB  cpu% srv/load/other {cpu}"
+        f"rss {_fmt(r.rss_tree_mib, '.1f')} MiB  cpu% srv/load/other {cpu}  "
+        f"{r.per_cpu_s:,.0f}/CPU-s"
     )
     if r.flags:
         line += f"  FLAGGED (counts as 0): {'; '.join(r.flags)}"
@@ -590,6 +601,14 @@ def best_runs(runs: list[Run]) -> dict[tuple[str, str], Run]:
     return best
 
 
+def best_efficiency(runs: list[Run]) -> dict[tuple[str, str], float]:
+    best: dict[tuple[str, str], float] = {}
+    for r in runs:
+        key = (r.workload, r.server)
+        best[key] = max(best.get(key, 0.0), r.per_cpu_s)
+    return best
+
+
 def _fmt(v: float | None, spec: str) -> str:
     return "-" if v is None else format(v, spec)
 
@@ -600,12 +619,17 @@ def _ratio(value: float, base: Run | None) -> str:
     return f"{value / base.rps:.2f}x"
 
 
-def markdown_table(workloads: list[str], servers: list[str], best: dict) -> str:
+def _per_cpu_ratio(value: float, base: float | None) -> str:
+    return f"{value / base:.2f}x" if base and value else "-"
+
+
+def markdown_table(workloads: list[str], servers: list[str], best: dict, efficiency: dict) -> str:
     head = (
         "| workload | server | req/s | p50 ms | p99 ms | RSS MiB (tree/max) "
-        "| CPU % srv/load/other | vs uvicorn | vs granian | flags, notes |"
+        "| CPU % srv/load/other | vs uvicorn | vs granian "
+        "| req per CPU-s | per CPU-s vs uvicorn | per CPU-s vs granian | flags, notes |"
     )
-    lines = [head, "|" + "---|" * 10]
+    lines = [head, "|" + "---|" * 13]
     for w in workloads:
         for s in servers:
             r = best.get((w, s))
@@ -621,7 +645,11 @@ def markdown_table(workloads: list[str], servers: list[str], best: dict) -> str:
                 f"| {w} | {s} | {r.rps:,.0f}{unit} | {_fmt(r.p50_ms, '.2f')} "
                 f"| {_fmt(r.p99_ms, '.2f')} | {rss} | {cpu} "
                 f"| {_ratio(r.rps, best.get((w, 'uvicorn')))} "
-                f"| {_ratio(r.rps, best.get((w, 'granian')))} | {flags} |"
+                f"| {_ratio(r.rps, best.get((w, 'granian')))} "
+                f"| {efficiency.get((w, s), 0):,.0f} "
+                f"| {_per_cpu_ratio(efficiency.get((w, s), 0), efficiency.get((w, 'uvicorn')))} "
+                f"| {_per_cpu_ratio(efficiency.get((w, s), 0), efficiency.get((w, 'granian')))} "
+                f"| {flags} |"
             )
     return "\n".join(lines)
 
@@ -862,7 +890,8 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted: reporting the runs done so far", file=sys.stderr)
 
     best = best_runs(runs)
-    table = markdown_table([w.name for w, _ in plan], args.servers, best)
+    efficiency = best_efficiency(runs)
+    table = markdown_table([w.name for w, _ in plan], args.servers, best, efficiency)
     print()
     print(table)
 
@@ -871,6 +900,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": info,
         "config": {k: (v if not isinstance(v, Path) else str(v)) for k, v in vars(args).items()},
         "best": [asdict(r) for r in best.values()],
+        "best_per_cpu_s": {f"{w}/{srv}": round(v) for (w, srv), v in efficiency.items()},
         "runs": [asdict(r) for r in runs],
         "table": table,
     }

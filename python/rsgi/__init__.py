@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-from importlib import metadata
 from typing import Any
 
+# The package's version is the extension's (maturin takes it from Cargo.toml); reading it
+# there spares every worker importlib.metadata and its imports.
+from rsgi._rsgi import __version__
 from rsgi.config import Config, ConfigError
 from rsgi.main import run
-
-try:
-    __version__ = metadata.version("rsgi")
-except metadata.PackageNotFoundError:  # running from a source tree
-    __version__ = "0.0.0"
 
 __all__ = ["Config", "ConfigError", "Worker", "__version__", "run"]
 

@@ -35,7 +35,7 @@ pub struct Activity {
 }
 
 impl Activity {
-    fn new() -> Self {
+    pub(super) fn new() -> Self {
         Activity {
             refusal: OnceLock::new(),
             in_flight: AtomicU32::new(0),

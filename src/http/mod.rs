@@ -82,3 +82,20 @@ pub struct RequestHead {
     /// What a trusted proxy reported about the client, if anything.
     pub forwarded: Option<proxy::Forwarded>,
 }
+
+impl RequestHead {
+    pub fn new(
+        parts: http::request::Parts,
+        conn: Arc<ConnInfo>,
+        forwarded: Option<proxy::Forwarded>,
+    ) -> Box<Self> {
+        Box::new(RequestHead {
+            method: parts.method,
+            uri: parts.uri,
+            version: parts.version,
+            headers: parts.headers,
+            conn,
+            forwarded,
+        })
+    }
+}

@@ -185,17 +185,8 @@ impl AsgiService {
             }
         }
 
-        let head = RequestHead {
-            method: parts.method,
-            uri: parts.uri,
-            version: parts.version,
-            headers: parts.headers,
-            conn: self.conn.clone(),
-            forwarded,
-        };
-        self.ctx
-            .bridge
-            .push(Event::Request(ex.clone(), Box::new(head)));
+        let head = RequestHead::new(parts, self.conn.clone(), forwarded);
+        self.ctx.bridge.push(Event::Request(ex.clone(), head));
 
         let head = poll_fn(|cx| {
             let mut st = ex.lock();
@@ -250,17 +241,8 @@ impl AsgiService {
             return reject(StatusCode::BAD_REQUEST);
         };
         ex.lock().ws.max_queue = ws.max_queue;
-        let head = RequestHead {
-            method: parts.method,
-            uri: parts.uri,
-            version: parts.version,
-            headers: parts.headers,
-            conn: self.conn.clone(),
-            forwarded,
-        };
-        self.ctx
-            .bridge
-            .push(Event::WebSocket(ex.clone(), Box::new(head)));
+        let head = RequestHead::new(parts, self.conn.clone(), forwarded);
+        self.ctx.bridge.push(Event::WebSocket(ex.clone(), head));
         let head = poll_fn(|cx| {
             let mut st = ex.lock();
             match st.head.take() {
