@@ -518,7 +518,8 @@ fn start_app(
 }
 
 /// How to make a request's Task. `asyncio.Task` directly is the fast path; the explicit name
-/// spares CPython 3.11 from formatting a "Task-N" name for every request.
+/// spares CPython from formatting a "Task-N" name for every request. An app's own task
+/// factory is honoured, and then used as it is.
 fn task_maker(event_loop: &Bound<'_, PyAny>) -> PyResult<(Py<PyAny>, Option<Py<PyDict>>)> {
     let py = event_loop.py();
     if !event_loop
@@ -534,6 +535,11 @@ fn task_maker(event_loop: &Bound<'_, PyAny>) -> PyResult<(Py<PyAny>, Option<Py<P
     let kwargs = PyDict::new(py);
     kwargs.set_item(intern!(py, "loop"), event_loop)?;
     kwargs.set_item(intern!(py, "name"), intern!(py, "rsgi-request"))?;
+    if py.version_info() >= (3, 12) {
+        // The app's first step runs at once, as the Task's own (current_task() is set): an
+        // app that answers without waiting for anything never goes through the loop's queue.
+        kwargs.set_item(intern!(py, "eager_start"), true)?;
+    }
     Ok((task.unbind(), Some(kwargs.unbind())))
 }
 
