@@ -9,6 +9,8 @@ mod metrics;
 mod net;
 mod server;
 mod supervisor;
+#[cfg(test)]
+mod testing;
 mod tls;
 mod ws;
 

@@ -149,6 +149,11 @@ def _proc_status_kib(pid: int, key: str) -> int:
     return int(match.group(1)) if match else 0
 
 
+def _read_from(path: Path, since: int) -> str:
+    """A captured output file from byte offset ``since``, decoded."""
+    return path.read_bytes()[since:].decode("utf-8", "replace")
+
+
 @dataclass
 class Server:
     """A running server process with its output captured in files."""
@@ -171,12 +176,10 @@ class Server:
         return f"http://127.0.0.1:{self.port}"
 
     def stderr(self, since: int = 0) -> str:
-        data = self.stderr_path.read_bytes()
-        return data[since:].decode("utf-8", "replace")
+        return _read_from(self.stderr_path, since)
 
     def stdout(self, since: int = 0) -> str:
-        data = self.stdout_path.read_bytes()
-        return data[since:].decode("utf-8", "replace")
+        return _read_from(self.stdout_path, since)
 
     def stderr_offset(self) -> int:
         return self.stderr_path.stat().st_size
@@ -199,28 +202,23 @@ class Server:
 
     def wait_for_stderr(self, pattern: str, since: int = 0, timeout: float = 5.0) -> str:
         """Wait until ``pattern`` (a regex) appears in stderr after byte offset ``since``."""
-        deadline = time.monotonic() + timeout
-        while True:
-            text = self.stderr(since)
-            if re.search(pattern, text):
-                return text
-            if time.monotonic() > deadline:
-                raise AssertionError(
-                    f"pattern {pattern!r} not found in server stderr within {timeout}s; "
-                    f"new stderr was:\n{text}"
-                )
-            time.sleep(0.05)
+        return self._wait_for_output("stderr", pattern, since, timeout)
 
     def wait_for_stdout(self, pattern: str, since: int = 0, timeout: float = 5.0) -> str:
+        """Wait until ``pattern`` (a regex) appears in stdout after byte offset ``since``."""
+        return self._wait_for_output("stdout", pattern, since, timeout)
+
+    def _wait_for_output(self, stream: str, pattern: str, since: int, timeout: float) -> str:
+        read = getattr(self, stream)
         deadline = time.monotonic() + timeout
         while True:
-            text = self.stdout(since)
+            text = read(since)
             if re.search(pattern, text):
                 return text
             if time.monotonic() > deadline:
                 raise AssertionError(
-                    f"pattern {pattern!r} not found in server stdout within {timeout}s; "
-                    f"new stdout was:\n{text}"
+                    f"pattern {pattern!r} not found in server {stream} within {timeout}s; "
+                    f"new {stream} was:\n{text}"
                 )
             time.sleep(0.05)
 

@@ -223,15 +223,16 @@ def test_connection_close_closes_after_response(raw_server):
 # -- Expect: 100-continue --------------------------------------------------------------
 
 
+def expect_continue(target: str) -> bytes:
+    """The head of a POST announcing a 5-byte body and ``Expect: 100-continue``."""
+    return build_request(
+        "POST", target, headers=[("Content-Length", "5"), ("Expect", "100-continue")]
+    )
+
+
 def test_expect_100_continue_sent_when_app_reads_body(raw_server):
     with RawClient(raw_server.port) as client:
-        client.send(
-            build_request(
-                "POST",
-                "/expect",
-                headers=[("Content-Length", "5"), ("Expect", "100-continue")],
-            )
-        )
+        client.send(expect_continue("/expect"))
         # The app sleeps 0.5 s before calling receive(): nothing may arrive before that.
         assert client.nothing_within(0.3), f"early bytes: {bytes(client.buffer)!r}"
         interim = client.read_head(timeout=5.0)
@@ -244,13 +245,7 @@ def test_expect_100_continue_sent_when_app_reads_body(raw_server):
 
 def test_expect_100_continue_not_sent_when_app_rejects(raw_server):
     with RawClient(raw_server.port) as client:
-        client.send(
-            build_request(
-                "POST",
-                "/reject",
-                headers=[("Content-Length", "5"), ("Expect", "100-continue")],
-            )
-        )
+        client.send(expect_continue("/reject"))
         resp = client.read_response()
     assert resp.status_line.startswith(b"HTTP/1.1 401 ")
     assert resp.raw_head.startswith(b"HTTP/1.1 401 ")

@@ -8,6 +8,13 @@ import pytest
 from conftest import simple_get, spawn_server, wait_until_accepting
 
 
+def spawn_events_server(events, *args: str):
+    """The app that writes each lifespan event and request it sees to the file ``events``."""
+    return spawn_server(
+        "lifespan_apps:lifespan_events", *args, env={"ASGI_TEST_EVENTS_FILE": str(events)}
+    )
+
+
 def read_events(path) -> list[str]:
     try:
         return path.read_text().split()
@@ -15,46 +22,40 @@ def read_events(path) -> list[str]:
         return []
 
 
-@pytest.mark.parametrize("mode", ["on", "auto"])
-def test_startup_failed_exits_with_code_3(mode):
-    server = spawn_server("lifespan_apps:fail_startup", "--lifespan", mode)
+@pytest.mark.parametrize(
+    ("app", "mode", "logged"),
+    [
+        ("fail_startup", "on", "boom"),
+        ("fail_startup", "auto", "boom"),
+        # An exception in startup fails it too when lifespan is "on".
+        ("raise_in_startup", "on", "startup exploded"),
+    ],
+)
+def test_startup_failure_exits_with_code_3(app, mode, logged):
+    server = spawn_server(f"lifespan_apps:{app}", "--lifespan", mode)
     try:
         code = server.wait_exit(timeout=15)
         assert code == 3, f"exit code {code}\n{server.output()}"
-        assert "boom" in server.stderr(), server.output()
+        assert logged in server.stderr(), server.output()
     finally:
         server.stop()
 
 
-def test_startup_exception_with_lifespan_on_exits_3():
-    server = spawn_server("lifespan_apps:raise_in_startup", "--lifespan", "on")
-    try:
-        code = server.wait_exit(timeout=15)
-        assert code == 3, f"exit code {code}\n{server.output()}"
-        assert "startup exploded" in server.stderr(), server.output()
-    finally:
-        server.stop()
-
-
-def test_app_without_lifespan_support_serves_in_auto_mode():
-    server = spawn_server("lifespan_apps:no_lifespan")
+@pytest.mark.parametrize(
+    ("app", "body"),
+    [
+        ("no_lifespan", b"no lifespan here"),  # raises on the lifespan scope
+        ("returns_on_lifespan", b"returned on lifespan"),  # returns at once on it
+    ],
+)
+def test_app_without_lifespan_serves_in_auto_mode(app, body):
+    server = spawn_server(f"lifespan_apps:{app}")
     try:
         wait_until_accepting(server)
         resp = simple_get(server.port, "/")
         assert resp.status == 200
-        assert resp.body == b"no lifespan here"
+        assert resp.body == body
         server.assert_alive()
-    finally:
-        server.stop()
-
-
-def test_app_returning_at_once_on_lifespan_serves_in_auto_mode():
-    server = spawn_server("lifespan_apps:returns_on_lifespan")
-    try:
-        wait_until_accepting(server)
-        resp = simple_get(server.port, "/")
-        assert resp.status == 200
-        assert resp.body == b"returned on lifespan"
         server.signal(signal.SIGTERM)
         server.wait_exit(timeout=15)
     finally:
@@ -64,9 +65,7 @@ def test_app_returning_at_once_on_lifespan_serves_in_auto_mode():
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
 def test_lifespan_startup_before_serving_and_shutdown_on_signal(tmp_path, signum):
     events = tmp_path / "events.txt"
-    server = spawn_server(
-        "lifespan_apps:lifespan_events", env={"ASGI_TEST_EVENTS_FILE": str(events)}
-    )
+    server = spawn_events_server(events)
     try:
         wait_until_accepting(server)
         assert read_events(events) == ["lifespan.startup"]
@@ -93,9 +92,7 @@ def test_lifespan_startup_before_serving_and_shutdown_on_signal(tmp_path, signum
 )
 def test_clean_shutdown_exit_code_zero(tmp_path, signum):
     events = tmp_path / "events.txt"
-    server = spawn_server(
-        "lifespan_apps:lifespan_events", env={"ASGI_TEST_EVENTS_FILE": str(events)}
-    )
+    server = spawn_events_server(events)
     try:
         wait_until_accepting(server)
         server.signal(signum)
@@ -107,12 +104,7 @@ def test_clean_shutdown_exit_code_zero(tmp_path, signum):
 
 def test_lifespan_off_never_runs_lifespan(tmp_path):
     events = tmp_path / "events.txt"
-    server = spawn_server(
-        "lifespan_apps:lifespan_events",
-        "--lifespan",
-        "off",
-        env={"ASGI_TEST_EVENTS_FILE": str(events)},
-    )
+    server = spawn_events_server(events, "--lifespan", "off")
     try:
         wait_until_accepting(server)
         assert simple_get(server.port, "/").body == b"events"

@@ -199,9 +199,10 @@ def test_killed_worker_is_replaced(servers):
     assert serving_pids(server, 2) == after
 
 
-def test_hup_reloads_code_under_load_without_failures(servers, tmp_path):
-    app_dir = reload_app_dir(tmp_path, "one")
-    server = servers("-w", "2", app_dir=app_dir)
+def hup_under_load(server: Server, app_dir: Path) -> Hammer:
+    """Deploys version 'two' of the app with SIGHUP while a Hammer runs; returns the Hammer
+    once 'two' answers, the old workers are gone and 50 more requests went through. No
+    request may fail, and the last 20 must come from new workers."""
     old = serving_pids(server, 2)
     with Hammer(server) as hammer:
         hammer.wait_for_count(50)
@@ -212,6 +213,13 @@ def test_hup_reloads_code_under_load_without_failures(servers, tmp_path):
         hammer.wait_for_count(50)
     assert hammer.failures == [], hammer.failures[:5]
     assert set(hammer.pids[-20:]).isdisjoint(old)
+    return hammer
+
+
+def test_hup_reloads_code_under_load_without_failures(servers, tmp_path):
+    app_dir = reload_app_dir(tmp_path, "one")
+    server = servers("-w", "2", app_dir=app_dir)
+    hammer = hup_under_load(server, app_dir)
     assert hammer.versions[-20:] == ["two"] * 20
     assert "Reload complete" in server.stderr()
     assert server.stop() == 0
@@ -220,16 +228,7 @@ def test_hup_reloads_code_under_load_without_failures(servers, tmp_path):
 def test_hup_with_preload_reexecutes_the_master(servers, tmp_path):
     app_dir = reload_app_dir(tmp_path, "one")
     server = servers("-w", "2", "--preload", app_dir=app_dir)
-    old = serving_pids(server, 2)
-    with Hammer(server) as hammer:
-        hammer.wait_for_count(50)
-        (app_dir / "supervisor_version.py").write_text("VERSION = 'two'\n")
-        server.signal(signal.SIGHUP)
-        wait_for(lambda: hammer.versions and hammer.versions[-1] == "two", timeout=15)
-        wait_for(lambda: not (children(server.pid) & old), timeout=15, message="old workers left")
-        hammer.wait_for_count(50)
-    assert hammer.failures == [], hammer.failures[:5]
-    assert set(hammer.pids[-20:]).isdisjoint(old)
+    hup_under_load(server, app_dir)
     assert server.stderr().count("Started master process") == 2
     assert server.alive() and server.stop() == 0
 

@@ -11,7 +11,8 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyString, PyTuple};
 
-use super::exchange::{Exchange, ResponseHead, NO_SLOT, RESPONSE_HIGH_WATER, RESPONSE_LOW_WATER};
+use super::exchange::{Exchange, Inner, ResponseHead, RESPONSE_HIGH_WATER};
+use super::link::{self, Link, Protocol};
 use crate::server::LoopContext;
 
 pyo3::create_exception!(
@@ -20,6 +21,11 @@ pyo3::create_exception!(
     pyo3::exceptions::PyOSError,
     "The client closed the connection; raised by send() after a disconnect."
 );
+
+/// What `send()` raises once the client has gone.
+pub(crate) fn disconnected() -> PyErr {
+    ClientDisconnected::new_err("client disconnected")
+}
 
 const UNDECLARED_TRAILERS: &str =
     "Response announces trailers but has no 'Trailer' header naming them: they will not be sent.";
@@ -35,107 +41,27 @@ enum Response {
 
 #[pyclass(module = "rsgi._rsgi", unsendable)]
 pub struct HttpCycle {
-    ex: Arc<Exchange>,
-    ctx: std::rc::Rc<LoopContext>,
+    link: Link,
     response: Response,
     /// `http.response.start` announced trailers.
     trailers: bool,
     /// The last `http.request` message (`more_body` false) was delivered.
     request_complete: bool,
-    recv_waiter: Option<Py<PyAny>>,
-    drain_waiter: Option<Py<PyAny>>,
 }
 
 impl HttpCycle {
     pub fn new(ex: Arc<Exchange>, ctx: std::rc::Rc<LoopContext>) -> Self {
         HttpCycle {
-            ex,
-            ctx,
+            link: Link::new(ex, ctx),
             response: Response::NotStarted,
             trailers: false,
             request_complete: false,
-            recv_waiter: None,
-            drain_waiter: None,
         }
-    }
-
-    /// Wakes the I/O side for this exchange, batched with every other send of this loop turn.
-    fn notify_io(&self, st: &mut super::exchange::Inner) {
-        if !st.io_queued {
-            st.io_queued = true;
-            self.ctx.queue_io(&self.ex);
-        }
-    }
-
-    /// The next `receive()` message if one is ready; otherwise arms a wake-up and returns None.
-    fn try_receive<'py>(&mut self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
-        let mut st = self.ex.lock();
-        if self.request_complete {
-            if st.gone || self.response == Response::Complete {
-                return Ok(Some(disconnect(py)?));
-            }
-            st.loop_waiting = true;
-            return Ok(None);
-        }
-        if !st.req_chunks.is_empty() {
-            let total = st.req_buffered;
-            let body = PyBytes::new_with(py, total, |buf| {
-                let mut at = 0;
-                for chunk in st.req_chunks.drain(..) {
-                    buf[at..at + chunk.len()].copy_from_slice(&chunk);
-                    at += chunk.len();
-                }
-                Ok(())
-            })?;
-            st.req_buffered = 0;
-            let more = !st.req_done;
-            self.request_complete = !more;
-            if st.pump_waker.is_some() {
-                self.notify_io(&mut st);
-            }
-            return Ok(Some(http_request(py, body.into_any(), more)?));
-        }
-        if st.gone {
-            return Ok(Some(disconnect(py)?));
-        }
-        if st.req_done {
-            self.request_complete = true;
-            return Ok(Some(http_request(
-                py,
-                PyBytes::new(py, b"").into_any(),
-                false,
-            )?));
-        }
-        if !st.req_wanted {
-            st.req_wanted = true;
-            self.notify_io(&mut st);
-        }
-        st.loop_waiting = true;
-        Ok(None)
     }
 
     /// Called by the loop thread when the I/O side reported a change.
     pub fn on_wake(&mut self, py: Python<'_>) -> PyResult<()> {
-        if let Some(fut) = self.recv_waiter.take() {
-            match self.try_receive(py)? {
-                Some(msg) => resolve(py, &fut, msg.into_any())?,
-                None => self.recv_waiter = Some(fut),
-            }
-        }
-        if let Some(fut) = self.drain_waiter.take() {
-            let mut st = self.ex.lock();
-            if st.gone {
-                drop(st);
-                reject(py, &fut, ClientDisconnected::new_err("client disconnected"))?;
-            } else if st.resp_buffered < RESPONSE_LOW_WATER {
-                drop(st);
-                resolve(py, &fut, py.None().into_bound(py))?;
-            } else {
-                st.loop_waiting = true;
-                self.drain_waiter = Some(fut);
-            }
-        }
-        Ok(())
+        link::on_wake(self, py)
     }
 
     fn start(&mut self, py: Python<'_>, message: &Bound<'_, PyAny>) -> PyResult<()> {
@@ -144,82 +70,41 @@ impl HttpCycle {
                 "Unexpected ASGI message 'http.response.start' sent, after response already started.",
             ));
         }
-        let status = field(message, intern!(py, "status"))?
-            .ok_or_else(|| PyTypeError::new_err("'http.response.start' message has no 'status'"))?;
-        let status: u16 = status
-            .extract()
-            .ok()
-            .filter(|s| (100..=999).contains(s))
-            .ok_or_else(|| {
-                PyTypeError::new_err(format!("Invalid HTTP status code {status:?} in response."))
-            })?;
-        let headers = match field(message, intern!(py, "headers"))? {
-            Some(h) if !h.is_none() => response_headers(&h)?,
-            _ => HeaderMap::new(),
-        };
-        let trailers = match field(message, intern!(py, "trailers"))? {
-            Some(t) => t.is_truthy()?,
-            None => false,
-        };
+        let status = status_field(message, "http.response.start", |_| true)?;
+        let headers = headers_field(message, intern!(py, "headers"))?;
+        let trailers = flag(message, intern!(py, "trailers"))?;
         if trailers && !headers.contains_key(http::header::TRAILER) {
             // hyper writes only the trailer fields that the `Trailer` header names.
-            self.ctx
-                .error_log
-                .call_method1(py, intern!(py, "warning"), (UNDECLARED_TRAILERS,))?;
+            self.link.ctx.error_log.call_method1(
+                py,
+                intern!(py, "warning"),
+                (UNDECLARED_TRAILERS,),
+            )?;
         }
-        let mut st = self.ex.lock();
-        if st.gone {
-            return Err(ClientDisconnected::new_err("client disconnected"));
-        }
+        let mut st = self.link.lock_open()?;
         self.trailers = trailers;
         st.trailers_announced = trailers;
         st.head = Some(ResponseHead { status, headers });
         self.response = Response::Started;
-        self.notify_io(&mut st);
+        self.link.notify_io(&mut st);
         Ok(())
     }
 
     /// Queues a body chunk; returns a future when the app must wait for the socket to drain.
     fn body(&mut self, py: Python<'_>, message: &Bound<'_, PyAny>) -> PyResult<Option<Py<PyAny>>> {
-        match self.response {
-            Response::NotStarted => {
-                return Err(PyRuntimeError::new_err(
-                    "Expected ASGI message 'http.response.start', but got 'http.response.body'.",
-                ))
-            }
-            Response::Trailers | Response::Complete => {
-                return Err(PyRuntimeError::new_err(
-                    "Unexpected ASGI message 'http.response.body' sent, after response already completed.",
-                ))
-            }
-            Response::Started => {}
-        }
-        let chunk = match field(message, intern!(py, "body"))? {
-            Some(b) if !b.is_none() => body_bytes(&b)?,
-            _ => Bytes::new(),
-        };
-        let more = match field(message, intern!(py, "more_body"))? {
-            Some(m) => m.is_truthy()?,
-            None => false,
-        };
-        let mut st = self.ex.lock();
-        if st.gone {
-            return Err(ClientDisconnected::new_err("client disconnected"));
-        }
-        if !chunk.is_empty() {
-            st.resp_buffered += chunk.len();
-            st.resp_chunks.push_back(chunk);
-        }
+        self.expect_body("http.response.body")?;
+        let chunk = body_field(message)?;
+        let more = flag(message, intern!(py, "more_body"))?;
+        let mut st = self.link.lock_open()?;
+        st.push_body(chunk);
         if !more {
             self.response = body_complete(self.trailers, &mut st);
         }
-        self.notify_io(&mut st);
+        self.link.notify_io(&mut st);
         if st.resp_buffered > RESPONSE_HIGH_WATER {
             st.loop_waiting = true;
             drop(st);
-            let fut = self.ctx.create_future(py)?;
-            self.drain_waiter = Some(fut.clone_ref(py));
-            return Ok(Some(fut));
+            return self.link.wait_drain(py).map(Some);
         }
         drop(st);
         if !more {
@@ -232,32 +117,17 @@ impl HttpCycle {
     /// `http.response.pathsend`: the I/O thread streams the file at `path` as the rest of the
     /// body. A file that cannot be read then closes the connection (the head is already out).
     fn pathsend(&mut self, py: Python<'_>, message: &Bound<'_, PyAny>) -> PyResult<()> {
-        match self.response {
-            Response::NotStarted => {
-                return Err(PyRuntimeError::new_err(
-                    "Expected ASGI message 'http.response.start', but got 'http.response.pathsend'.",
-                ))
-            }
-            Response::Trailers | Response::Complete => {
-                return Err(PyRuntimeError::new_err(
-                    "Unexpected ASGI message 'http.response.pathsend' sent, after response already completed.",
-                ))
-            }
-            Response::Started => {}
-        }
+        self.expect_body("http.response.pathsend")?;
         let path = field(message, intern!(py, "path"))?.ok_or_else(|| {
             PyTypeError::new_err("'http.response.pathsend' message has no 'path'")
         })?;
         let path: PathBuf = path.extract().map_err(|_| {
             PyTypeError::new_err(format!("'path' must be a string, got {}", type_name(&path)))
         })?;
-        let mut st = self.ex.lock();
-        if st.gone {
-            return Err(ClientDisconnected::new_err("client disconnected"));
-        }
+        let mut st = self.link.lock_open()?;
         st.resp_file = Some(path);
         self.response = body_complete(self.trailers, &mut st);
-        self.notify_io(&mut st);
+        self.link.notify_io(&mut st);
         drop(st);
         self.on_wake(py)
     }
@@ -282,18 +152,9 @@ impl HttpCycle {
                 ))
             }
         }
-        let fields = match field(message, intern!(py, "headers"))? {
-            Some(h) if !h.is_none() => response_headers(&h)?,
-            _ => HeaderMap::new(),
-        };
-        let more = match field(message, intern!(py, "more_trailers"))? {
-            Some(m) => m.is_truthy()?,
-            None => false,
-        };
-        let mut st = self.ex.lock();
-        if st.gone {
-            return Err(ClientDisconnected::new_err("client disconnected"));
-        }
+        let fields = headers_field(message, intern!(py, "headers"))?;
+        let more = flag(message, intern!(py, "more_trailers"))?;
+        let mut st = self.link.lock_open()?;
         if !fields.is_empty() {
             let all = st.resp_trailers.get_or_insert_with(HeaderMap::new);
             for (name, value) in &fields {
@@ -305,14 +166,27 @@ impl HttpCycle {
         }
         st.resp_done = true;
         self.response = Response::Complete;
-        self.notify_io(&mut st);
+        self.link.notify_io(&mut st);
         drop(st);
         self.on_wake(py)
     }
 
+    /// The body (or file) may be sent: the response started and its body is not complete.
+    fn expect_body(&self, kind: &str) -> PyResult<()> {
+        match self.response {
+            Response::Started => Ok(()),
+            Response::NotStarted => Err(PyRuntimeError::new_err(format!(
+                "Expected ASGI message 'http.response.start', but got '{kind}'."
+            ))),
+            Response::Trailers | Response::Complete => Err(PyRuntimeError::new_err(format!(
+                "Unexpected ASGI message '{kind}' sent, after response already completed."
+            ))),
+        }
+    }
+
     /// Answers 500 when nothing was sent yet, or cuts the connection when a response started.
     fn fail(&mut self) {
-        let mut st = self.ex.lock();
+        let mut st = self.link.ex.lock();
         match self.response {
             Response::NotStarted => {
                 let mut headers = HeaderMap::new();
@@ -321,41 +195,85 @@ impl HttpCycle {
                     HeaderValue::from_static("text/plain; charset=utf-8"),
                 );
                 headers.insert(http::header::CONNECTION, HeaderValue::from_static("close"));
-                st.head = Some(ResponseHead {
-                    status: 500,
-                    headers,
-                });
-                let body = Bytes::from_static(b"Internal Server Error");
-                st.resp_buffered += body.len();
-                st.resp_chunks.push_back(body);
-                st.resp_done = true;
+                st.respond(500, headers, Bytes::from_static(b"Internal Server Error"));
                 self.response = Response::Complete;
-                drop(st);
-                st = self.ex.lock();
             }
             Response::Started | Response::Trailers => st.abort = true,
             Response::Complete => return,
         }
-        self.notify_io(&mut st);
+        self.link.notify_io(&mut st);
+    }
+}
+
+impl Protocol for HttpCycle {
+    fn link(&self) -> &Link {
+        &self.link
+    }
+
+    fn link_mut(&mut self) -> &mut Link {
+        &mut self.link
+    }
+
+    fn try_receive<'py>(&mut self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
+        let mut st = self.link.ex.lock();
+        if self.request_complete {
+            if st.gone || self.response == Response::Complete {
+                return Ok(Some(disconnect(py)?));
+            }
+            st.loop_waiting = true;
+            return Ok(None);
+        }
+        if !st.req_chunks.is_empty() {
+            let total = st.req_buffered;
+            let body = PyBytes::new_with(py, total, |buf| {
+                let mut at = 0;
+                for chunk in st.req_chunks.drain(..) {
+                    buf[at..at + chunk.len()].copy_from_slice(&chunk);
+                    at += chunk.len();
+                }
+                Ok(())
+            })?;
+            st.req_buffered = 0;
+            let more = !st.req_done;
+            self.request_complete = !more;
+            if st.pump_waker.is_some() {
+                self.link.notify_io(&mut st);
+            }
+            return Ok(Some(http_request(py, body.into_any(), more)?));
+        }
+        if st.gone {
+            return Ok(Some(disconnect(py)?));
+        }
+        if st.req_done {
+            self.request_complete = true;
+            return Ok(Some(http_request(
+                py,
+                PyBytes::new(py, b"").into_any(),
+                false,
+            )?));
+        }
+        if !st.req_wanted {
+            st.req_wanted = true;
+            self.link.notify_io(&mut st);
+        }
+        st.loop_waiting = true;
+        Ok(None)
+    }
+
+    fn unsent(&self, st: &Inner) -> Option<usize> {
+        (!st.gone).then_some(st.resp_buffered)
     }
 }
 
 #[pymethods]
 impl HttpCycle {
     fn receive(&mut self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        if let Some(msg) = self.try_receive(py)? {
-            return self.ctx.ready_with(py, msg.into_any());
-        }
-        let fut = self.ctx.create_future(py)?;
-        self.recv_waiter = Some(fut.clone_ref(py));
-        Ok(fut)
+        link::receive(self, py)
     }
 
     fn send(&mut self, py: Python<'_>, message: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
-        let kind = field(message, intern!(py, "type"))?
-            .ok_or_else(|| PyTypeError::new_err("ASGI message has no 'type'"))?;
-        let kind = kind.cast::<PyString>()?.to_str()?;
-        match kind {
+        let kind = message_type(message)?;
+        match kind.to_str()? {
             "http.response.body" => {
                 if let Some(fut) = self.body(py, message)? {
                     return Ok(fut);
@@ -370,7 +288,7 @@ impl HttpCycle {
                 )))
             }
         }
-        Ok(self.ctx.ready(py))
+        Ok(self.link.ctx.ready(py))
     }
 
     /// Called once the app's coroutine has ended; `failed` when it raised.
@@ -385,20 +303,14 @@ impl HttpCycle {
             _ => None,
         };
         self.fail();
-        self.recv_waiter = None;
-        self.drain_waiter = None;
-        let slot = self.ex.slot();
-        if slot != NO_SLOT {
-            self.ex.set_slot(NO_SLOT);
-            self.ctx.release(slot);
-        }
+        self.link.release();
         complaint
     }
 }
 
 /// The last body message or the file was sent: the response is complete unless trailers were
 /// announced. Returns the response's new state.
-fn body_complete(trailers: bool, st: &mut super::exchange::Inner) -> Response {
+fn body_complete(trailers: bool, st: &mut Inner) -> Response {
     if trailers {
         Response::Trailers
     } else {
@@ -423,6 +335,57 @@ pub(crate) fn field<'py>(
     }
 }
 
+/// A boolean message key; absent is false.
+pub(crate) fn flag(message: &Bound<'_, PyAny>, key: &Bound<'_, PyString>) -> PyResult<bool> {
+    match field(message, key)? {
+        Some(v) => v.is_truthy(),
+        None => Ok(false),
+    }
+}
+
+/// A message's `type`, which every message must have.
+pub(crate) fn message_type<'py>(message: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyString>> {
+    let kind = field(message, intern!(message.py(), "type"))?
+        .ok_or_else(|| PyTypeError::new_err("ASGI message has no 'type'"))?;
+    Ok(kind.cast_into::<PyString>()?)
+}
+
+/// The `status` of the response start message `kind`: 100 to 999, and `allowed`.
+pub(crate) fn status_field(
+    message: &Bound<'_, PyAny>,
+    kind: &str,
+    allowed: impl Fn(u16) -> bool,
+) -> PyResult<u16> {
+    let status = field(message, intern!(message.py(), "status"))?
+        .ok_or_else(|| PyTypeError::new_err(format!("'{kind}' message has no 'status'")))?;
+    status
+        .extract()
+        .ok()
+        .filter(|s| (100..=999).contains(s) && allowed(*s))
+        .ok_or_else(|| {
+            PyTypeError::new_err(format!("Invalid HTTP status code {status:?} in response."))
+        })
+}
+
+/// A list of header pairs under `key`; absent or None is no headers.
+pub(crate) fn headers_field(
+    message: &Bound<'_, PyAny>,
+    key: &Bound<'_, PyString>,
+) -> PyResult<HeaderMap> {
+    match field(message, key)? {
+        Some(h) if !h.is_none() => response_headers(&h),
+        _ => Ok(HeaderMap::new()),
+    }
+}
+
+/// The `body` of a body message; absent or None is empty.
+pub(crate) fn body_field(message: &Bound<'_, PyAny>) -> PyResult<Bytes> {
+    match field(message, intern!(message.py(), "body"))? {
+        Some(b) if !b.is_none() => body_bytes(&b),
+        _ => Ok(Bytes::new()),
+    }
+}
+
 fn http_request<'py>(
     py: Python<'py>,
     body: Bound<'py, PyAny>,
@@ -439,22 +402,6 @@ fn disconnect(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
     let d = PyDict::new(py);
     d.set_item(intern!(py, "type"), intern!(py, "http.disconnect"))?;
     Ok(d)
-}
-
-pub(crate) fn resolve(py: Python<'_>, fut: &Py<PyAny>, value: Bound<'_, PyAny>) -> PyResult<()> {
-    let fut = fut.bind(py);
-    if !fut.call_method0(intern!(py, "done"))?.is_truthy()? {
-        fut.call_method1(intern!(py, "set_result"), (value,))?;
-    }
-    Ok(())
-}
-
-pub(crate) fn reject(py: Python<'_>, fut: &Py<PyAny>, err: PyErr) -> PyResult<()> {
-    let fut = fut.bind(py);
-    if !fut.call_method0(intern!(py, "done"))?.is_truthy()? {
-        fut.call_method1(intern!(py, "set_exception"), (err.into_value(py),))?;
-    }
-    Ok(())
 }
 
 pub(crate) fn body_bytes(b: &Bound<'_, PyAny>) -> PyResult<Bytes> {

@@ -134,6 +134,21 @@ impl Exchange {
 }
 
 impl Inner {
+    /// Queues response body bytes for the I/O side; an empty chunk queues nothing.
+    pub fn push_body(&mut self, chunk: Bytes) {
+        if !chunk.is_empty() {
+            self.resp_buffered += chunk.len();
+            self.resp_chunks.push_back(chunk);
+        }
+    }
+
+    /// A whole response at once: the head and all of the body.
+    pub fn respond(&mut self, status: u16, headers: HeaderMap, body: Bytes) {
+        self.head = Some(ResponseHead { status, headers });
+        self.push_body(body);
+        self.resp_done = true;
+    }
+
     pub fn outcome(&self) -> Outcome {
         if self.gone {
             Outcome::Gone

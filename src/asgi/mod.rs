@@ -5,5 +5,6 @@ pub mod awaitable;
 pub mod bridge;
 pub mod cycle;
 pub mod exchange;
+pub mod link;
 pub mod runner;
 pub mod scope;

@@ -289,20 +289,10 @@ fn prefix_eq(a: u128, b: u128, bits: u8, width: u32) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testing::headers;
 
     fn peer(ip: &str) -> Endpoint {
         Endpoint::Tcp(ip.into(), 5000)
-    }
-
-    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
-        let mut map = HeaderMap::new();
-        for (k, v) in pairs {
-            map.append(
-                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                v.parse().unwrap(),
-            );
-        }
-        map
     }
 
     fn client(f: Option<Forwarded>) -> Option<String> {

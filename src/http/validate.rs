@@ -33,17 +33,7 @@ pub fn check_head(version: Version, headers: &HeaderMap) -> Option<StatusCode> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
-        let mut map = HeaderMap::new();
-        for (k, v) in pairs {
-            map.append(
-                http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
-                v.parse().unwrap(),
-            );
-        }
-        map
-    }
+    use crate::testing::headers;
 
     #[test]
     fn plain_request_passes() {

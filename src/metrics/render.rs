@@ -12,6 +12,16 @@ fn sum<'a>(slots: &[&'a Metrics], field: impl Fn(&'a Metrics) -> &'a AtomicU64) 
 /// Picks one counter out of a process's metrics.
 type Field = fn(&Metrics) -> &AtomicU64;
 
+/// The families of one sample without labels: name, type, help, and what is summed.
+#[rustfmt::skip]
+const UNLABELLED: [(&str, &str, &str, Field); 5] = [
+    ("rsgi_requests_in_flight", "gauge", "Requests being handled.", |m| &m.in_flight),
+    ("rsgi_connections_open", "gauge", "Open HTTP connections.", |m| &m.connections),
+    ("rsgi_websocket_connections_open", "gauge", "Open WebSocket connections.", |m| &m.websockets),
+    ("rsgi_received_bytes_total", "counter", "Bytes read from clients.", |m| &m.bytes_in),
+    ("rsgi_sent_bytes_total", "counter", "Response body bytes sent.", |m| &m.bytes_out),
+];
+
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
@@ -59,45 +69,10 @@ pub fn render(slots: &[&Metrics], extra: &str) -> String {
         micros as f64 / 1e6
     );
     let _ = writeln!(out, "rsgi_request_duration_seconds_count {cumulative}");
-    let gauges: [(&str, &str, Field); 3] = [
-        ("rsgi_requests_in_flight", "Requests being handled.", |m| {
-            &m.in_flight
-        }),
-        ("rsgi_connections_open", "Open HTTP connections.", |m| {
-            &m.connections
-        }),
-        (
-            "rsgi_websocket_connections_open",
-            "Open WebSocket connections.",
-            |m| &m.websockets,
-        ),
-    ];
-    for (name, help, field) in gauges {
-        family(&mut out, name, "gauge", help);
+    for (name, kind, help, field) in UNLABELLED {
+        family(&mut out, name, kind, help);
         let _ = writeln!(out, "{name} {}", sum(slots, field));
     }
-    family(
-        &mut out,
-        "rsgi_received_bytes_total",
-        "counter",
-        "Bytes read from clients.",
-    );
-    let _ = writeln!(
-        out,
-        "rsgi_received_bytes_total {}",
-        sum(slots, |m| &m.bytes_in)
-    );
-    family(
-        &mut out,
-        "rsgi_sent_bytes_total",
-        "counter",
-        "Response body bytes sent.",
-    );
-    let _ = writeln!(
-        out,
-        "rsgi_sent_bytes_total {}",
-        sum(slots, |m| &m.bytes_out)
-    );
     family(
         &mut out,
         "rsgi_requests_refused_total",

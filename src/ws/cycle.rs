@@ -19,11 +19,10 @@ use pyo3::types::{PyBytes, PyDict, PyString};
 use super::close_code;
 use super::{Message, Outgoing};
 use crate::asgi::cycle::{
-    body_bytes, field, reject, resolve, response_headers, ClientDisconnected,
+    body_bytes, body_field, disconnected, field, flag, headers_field, message_type, status_field,
 };
-use crate::asgi::exchange::{
-    Exchange, Inner, ResponseHead, NO_SLOT, RESPONSE_HIGH_WATER, RESPONSE_LOW_WATER,
-};
+use crate::asgi::exchange::{Exchange, Inner, ResponseHead, RESPONSE_HIGH_WATER};
+use crate::asgi::link::{self, Link, Protocol};
 use crate::server::LoopContext;
 
 #[derive(PartialEq, Eq, Clone, Copy, Debug)]
@@ -41,101 +40,23 @@ enum State {
 
 #[pyclass(module = "rsgi._rsgi", unsendable)]
 pub struct WebSocketCycle {
-    ex: Arc<Exchange>,
-    ctx: Rc<LoopContext>,
+    link: Link,
     state: State,
     connect_delivered: bool,
-    recv_waiter: Option<Py<PyAny>>,
-    drain_waiter: Option<Py<PyAny>>,
 }
 
 impl WebSocketCycle {
     pub fn new(ex: Arc<Exchange>, ctx: Rc<LoopContext>) -> Self {
         WebSocketCycle {
-            ex,
-            ctx,
+            link: Link::new(ex, ctx),
             state: State::Handshake,
             connect_delivered: false,
-            recv_waiter: None,
-            drain_waiter: None,
         }
-    }
-
-    fn notify_io(&self, st: &mut Inner) {
-        if !st.io_queued {
-            st.io_queued = true;
-            self.ctx.queue_io(&self.ex);
-        }
-    }
-
-    /// The next message if one is ready; otherwise arms a wake-up and returns None.
-    fn try_receive<'py>(&mut self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
-        if !self.connect_delivered {
-            self.connect_delivered = true;
-            let d = PyDict::new(py);
-            d.set_item(intern!(py, "type"), intern!(py, "websocket.connect"))?;
-            return Ok(Some(d));
-        }
-        let mut st = self.ex.lock();
-        if let Some(msg) = st.ws.incoming.pop_front() {
-            if st.ws.read_paused && st.ws.incoming.len() <= st.ws.max_queue / 2 {
-                st.ws.read_paused = false;
-                self.notify_io(&mut st);
-            }
-            drop(st);
-            return Ok(Some(receive_message(py, msg)?));
-        }
-        if let Some(info) = &st.ws.closed {
-            let (code, reason) = (info.code, info.reason.clone());
-            drop(st);
-            return Ok(Some(disconnect(py, code, &reason)?));
-        }
-        let over = match self.state {
-            State::Handshake => st.gone,
-            State::Denying | State::Denied => true,
-            State::Accepted | State::Closed => false,
-        };
-        if over {
-            drop(st);
-            return Ok(Some(disconnect(py, close_code::ABNORMAL, "")?));
-        }
-        st.loop_waiting = true;
-        Ok(None)
     }
 
     /// Called by the loop thread when the I/O side reported a change.
     pub fn on_wake(&mut self, py: Python<'_>) -> PyResult<()> {
-        if let Some(fut) = self.recv_waiter.take() {
-            match self.try_receive(py)? {
-                Some(msg) => resolve(py, &fut, msg.into_any())?,
-                None => self.recv_waiter = Some(fut),
-            }
-        }
-        if let Some(fut) = self.drain_waiter.take() {
-            let mut st = self.ex.lock();
-            let queued = match self.state {
-                State::Denying | State::Denied => st.resp_buffered,
-                _ => st.ws.out_bytes,
-            };
-            if st.gone || st.ws.closed.is_some() {
-                drop(st);
-                reject(py, &fut, ClientDisconnected::new_err("client disconnected"))?;
-            } else if queued < RESPONSE_LOW_WATER {
-                drop(st);
-                resolve(py, &fut, py.None().into_bound(py))?;
-            } else {
-                st.loop_waiting = true;
-                self.drain_waiter = Some(fut);
-            }
-        }
-        Ok(())
-    }
-
-    /// A future for `send()` to wait on until the queue drains (`loop_waiting` is set).
-    fn wait_drain(&mut self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        let fut = self.ctx.create_future(py)?;
-        self.drain_waiter = Some(fut.clone_ref(py));
-        Ok(fut)
+        link::on_wake(self, py)
     }
 
     fn unexpected(&self, kind: &str) -> PyErr {
@@ -159,10 +80,7 @@ impl WebSocketCycle {
     }
 
     fn accept(&mut self, py: Python<'_>, message: &Bound<'_, PyAny>) -> PyResult<()> {
-        let mut headers = match field(message, intern!(py, "headers"))? {
-            Some(h) if !h.is_none() => response_headers(&h)?,
-            _ => HeaderMap::new(),
-        };
+        let mut headers = headers_field(message, intern!(py, "headers"))?;
         if let Some(sub) = field(message, intern!(py, "subprotocol"))? {
             if !sub.is_none() {
                 let sub = sub.cast::<PyString>()?.to_str()?;
@@ -171,16 +89,13 @@ impl WebSocketCycle {
                 headers.insert(SEC_WEBSOCKET_PROTOCOL, value);
             }
         }
-        let mut st = self.ex.lock();
-        if st.gone {
-            return Err(ClientDisconnected::new_err("client disconnected"));
-        }
+        let mut st = self.link.lock_open()?;
         st.head = Some(ResponseHead {
             status: 101,
             headers,
         });
         self.state = State::Accepted;
-        self.notify_io(&mut st);
+        self.link.notify_io(&mut st);
         Ok(())
     }
 
@@ -205,17 +120,17 @@ impl WebSocketCycle {
                 }
             },
         };
-        let mut st = self.ex.lock();
+        let mut st = self.link.ex.lock();
         if st.gone || st.ws.closed.is_some() {
-            return Err(ClientDisconnected::new_err("client disconnected"));
+            return Err(disconnected());
         }
         st.ws.out_bytes += out.len();
         st.ws.outgoing.push_back(out);
-        self.notify_io(&mut st);
+        self.link.notify_io(&mut st);
         if st.ws.out_bytes > RESPONSE_HIGH_WATER {
             st.loop_waiting = true;
             drop(st);
-            return self.wait_drain(py).map(Some);
+            return self.link.wait_drain(py).map(Some);
         }
         Ok(None)
     }
@@ -237,14 +152,14 @@ impl WebSocketCycle {
             Some(r) if !r.is_none() => r.cast::<PyString>()?.to_str()?.to_owned(),
             _ => String::new(),
         };
-        let mut st = self.ex.lock();
+        let mut st = self.link.ex.lock();
         if st.gone || st.ws.closed.is_some() {
             self.state = State::Closed;
-            return Err(ClientDisconnected::new_err("client disconnected"));
+            return Err(disconnected());
         }
         st.ws.outgoing.push_back(Outgoing::Close(code, reason));
         self.state = State::Closed;
-        self.notify_io(&mut st);
+        self.link.notify_io(&mut st);
         Ok(())
     }
 
@@ -256,40 +171,20 @@ impl WebSocketCycle {
                 HeaderValue::from_static("text/plain; charset=utf-8"),
             );
         }
-        let mut st = self.ex.lock();
-        st.head = Some(ResponseHead { status, headers });
-        st.resp_buffered += body.len();
-        if !body.is_empty() {
-            st.resp_chunks.push_back(body);
-        }
-        st.resp_done = true;
+        let mut st = self.link.ex.lock();
+        st.respond(status, headers, body);
         self.state = State::Denied;
-        self.notify_io(&mut st);
-        drop(st);
+        self.link.notify_io(&mut st);
     }
 
     fn response_start(&mut self, py: Python<'_>, message: &Bound<'_, PyAny>) -> PyResult<()> {
-        let status = field(message, intern!(py, "status"))?.ok_or_else(|| {
-            PyTypeError::new_err("'websocket.http.response.start' message has no 'status'")
-        })?;
-        let status: u16 = status
-            .extract()
-            .ok()
-            .filter(|s| (100..=999).contains(s) && *s != 101)
-            .ok_or_else(|| {
-                PyTypeError::new_err(format!("Invalid HTTP status code {status:?} in response."))
-            })?;
-        let headers = match field(message, intern!(py, "headers"))? {
-            Some(h) if !h.is_none() => response_headers(&h)?,
-            _ => HeaderMap::new(),
-        };
-        let mut st = self.ex.lock();
-        if st.gone {
-            return Err(ClientDisconnected::new_err("client disconnected"));
-        }
+        // 101 would be an accept, which has its own message.
+        let status = status_field(message, "websocket.http.response.start", |s| s != 101)?;
+        let headers = headers_field(message, intern!(py, "headers"))?;
+        let mut st = self.link.lock_open()?;
         st.head = Some(ResponseHead { status, headers });
         self.state = State::Denying;
-        self.notify_io(&mut st);
+        self.link.notify_io(&mut st);
         Ok(())
     }
 
@@ -298,52 +193,87 @@ impl WebSocketCycle {
         py: Python<'_>,
         message: &Bound<'_, PyAny>,
     ) -> PyResult<Option<Py<PyAny>>> {
-        let chunk = match field(message, intern!(py, "body"))? {
-            Some(b) if !b.is_none() => body_bytes(&b)?,
-            _ => Bytes::new(),
-        };
-        let more = match field(message, intern!(py, "more_body"))? {
-            Some(m) => m.is_truthy()?,
-            None => false,
-        };
-        let mut st = self.ex.lock();
-        if st.gone {
-            return Err(ClientDisconnected::new_err("client disconnected"));
-        }
-        if !chunk.is_empty() {
-            st.resp_buffered += chunk.len();
-            st.resp_chunks.push_back(chunk);
-        }
+        let chunk = body_field(message)?;
+        let more = flag(message, intern!(py, "more_body"))?;
+        let mut st = self.link.lock_open()?;
+        st.push_body(chunk);
         if !more {
             st.resp_done = true;
             self.state = State::Denied;
         }
-        self.notify_io(&mut st);
+        self.link.notify_io(&mut st);
         if st.resp_buffered > RESPONSE_HIGH_WATER {
             st.loop_waiting = true;
             drop(st);
-            return self.wait_drain(py).map(Some);
+            return self.link.wait_drain(py).map(Some);
         }
         Ok(None)
+    }
+}
+
+impl Protocol for WebSocketCycle {
+    fn link(&self) -> &Link {
+        &self.link
+    }
+
+    fn link_mut(&mut self) -> &mut Link {
+        &mut self.link
+    }
+
+    fn try_receive<'py>(&mut self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
+        if !self.connect_delivered {
+            self.connect_delivered = true;
+            let d = PyDict::new(py);
+            d.set_item(intern!(py, "type"), intern!(py, "websocket.connect"))?;
+            return Ok(Some(d));
+        }
+        let mut st = self.link.ex.lock();
+        if let Some(msg) = st.ws.incoming.pop_front() {
+            if st.ws.read_paused && st.ws.incoming.len() <= st.ws.max_queue / 2 {
+                st.ws.read_paused = false;
+                self.link.notify_io(&mut st);
+            }
+            drop(st);
+            return Ok(Some(receive_message(py, msg)?));
+        }
+        if let Some(info) = &st.ws.closed {
+            let (code, reason) = (info.code, info.reason.clone());
+            drop(st);
+            return Ok(Some(disconnect(py, code, &reason)?));
+        }
+        let over = match self.state {
+            State::Handshake => st.gone,
+            State::Denying | State::Denied => true,
+            State::Accepted | State::Closed => false,
+        };
+        if over {
+            drop(st);
+            return Ok(Some(disconnect(py, close_code::ABNORMAL, "")?));
+        }
+        st.loop_waiting = true;
+        Ok(None)
+    }
+
+    fn unsent(&self, st: &Inner) -> Option<usize> {
+        if st.gone || st.ws.closed.is_some() {
+            return None;
+        }
+        Some(match self.state {
+            State::Denying | State::Denied => st.resp_buffered,
+            _ => st.ws.out_bytes,
+        })
     }
 }
 
 #[pymethods]
 impl WebSocketCycle {
     fn receive(&mut self, py: Python<'_>) -> PyResult<Py<PyAny>> {
-        if let Some(msg) = self.try_receive(py)? {
-            return self.ctx.ready_with(py, msg.into_any());
-        }
-        let fut = self.ctx.create_future(py)?;
-        self.recv_waiter = Some(fut.clone_ref(py));
-        Ok(fut)
+        link::receive(self, py)
     }
 
     fn send(&mut self, py: Python<'_>, message: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
-        let kind = field(message, intern!(py, "type"))?
-            .ok_or_else(|| PyTypeError::new_err("ASGI message has no 'type'"))?;
-        let kind = kind.cast::<PyString>()?.to_str()?;
-        match (kind, self.state) {
+        let kind = message_type(message)?;
+        match (kind.to_str()?, self.state) {
             ("websocket.send", State::Accepted) => {
                 if let Some(fut) = self.send_data(py, message)? {
                     return Ok(fut);
@@ -361,7 +291,7 @@ impl WebSocketCycle {
             }
             (kind, _) => return Err(self.unexpected(kind)),
         }
-        Ok(self.ctx.ready(py))
+        Ok(self.link.ctx.ready(py))
     }
 
     /// Called once the app's coroutine has ended; `failed` when it raised.
@@ -372,14 +302,14 @@ impl WebSocketCycle {
                 if !failed {
                     complaint = Some("ASGI callable returned without sending handshake.");
                 }
-                if !self.ex.lock().gone {
+                if !self.link.ex.lock().gone {
                     let mut headers = HeaderMap::new();
                     headers.insert(http::header::CONNECTION, HeaderValue::from_static("close"));
                     self.deny(500, headers, Bytes::from_static(b"Internal Server Error"));
                 }
             }
             State::Accepted => {
-                let mut st = self.ex.lock();
+                let mut st = self.link.ex.lock();
                 if !st.gone && st.ws.closed.is_none() {
                     let code = if failed {
                         close_code::INTERNAL_ERROR
@@ -389,7 +319,7 @@ impl WebSocketCycle {
                     st.ws
                         .outgoing
                         .push_back(Outgoing::Close(code, String::new()));
-                    self.notify_io(&mut st);
+                    self.link.notify_io(&mut st);
                 }
                 self.state = State::Closed;
             }
@@ -397,19 +327,13 @@ impl WebSocketCycle {
                 if !failed {
                     complaint = Some("ASGI callable returned without completing response.");
                 }
-                let mut st = self.ex.lock();
+                let mut st = self.link.ex.lock();
                 st.abort = true;
-                self.notify_io(&mut st);
+                self.link.notify_io(&mut st);
             }
             State::Closed | State::Denied => {}
         }
-        self.recv_waiter = None;
-        self.drain_waiter = None;
-        let slot = self.ex.slot();
-        if slot != NO_SLOT {
-            self.ex.set_slot(NO_SLOT);
-            self.ctx.release(slot);
-        }
+        self.link.release();
         complaint
     }
 }

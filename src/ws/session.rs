@@ -500,17 +500,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
                 }
                 let text = h.opcode == frame::OP_TEXT;
                 if h.fin && !h.rsv1 {
-                    let bytes = Bytes::copy_from_slice(payload);
-                    let msg = if text {
-                        match Utf8Bytes::new(bytes) {
-                            Ok(t) => Message::Text(t),
-                            Err(_) => return self.fail(INVALID_DATA),
-                        }
-                    } else {
-                        Message::Binary(bytes)
-                    };
-                    self.batch.push(msg);
-                    return;
+                    return self.deliver(text, Bytes::copy_from_slice(payload));
                 }
                 self.partial = Some(Partial {
                     text,
@@ -574,8 +564,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let Some(p) = self.partial.take() else {
             return;
         };
-        let bytes = Bytes::from(p.data);
-        let msg = if p.text {
+        self.deliver(p.text, Bytes::from(p.data));
+    }
+
+    /// A complete data message goes to the app; text that is not UTF-8 fails the connection.
+    fn deliver(&mut self, text: bool, bytes: Bytes) {
+        let msg = if text {
             match Utf8Bytes::new(bytes) {
                 Ok(t) => Message::Text(t),
                 Err(_) => return self.fail(INVALID_DATA),

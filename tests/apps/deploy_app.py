@@ -12,19 +12,16 @@ import asyncio
 import json
 import os
 
+from _lifespan import lifespan
+
 INSTANCE = os.environ.get("INSTANCE", "?")
 SEEN = {"http": 0}
 
 
 async def app(scope, receive, send):
     if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+        await lifespan(receive, send)
+        return
     if scope["type"] == "websocket":
         await websocket(receive, send)
         return

@@ -20,6 +20,8 @@ import json
 import os
 from urllib.parse import parse_qs
 
+from _lifespan import lifespan
+
 ERRORS: list[str] = []
 MESSAGES: list[str] = []
 
@@ -134,13 +136,8 @@ async def bad_trailers(send) -> None:
 
 async def app(scope, receive, send) -> None:
     if scope["type"] == "lifespan":
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+        await lifespan(receive, send)
+        return
     path = scope["path"]
     if path == "/scope":
         await scope_info(scope, send)

@@ -11,6 +11,8 @@ import os
 import time
 from urllib.parse import parse_qs
 
+from _lifespan import lifespan
+
 
 def query(scope) -> dict[str, str]:
     parsed = parse_qs(scope.get("query_string", b"").decode("latin-1"))
@@ -21,16 +23,6 @@ async def respond(send, body: bytes, headers=()) -> None:
     head = [(b"content-type", b"text/plain"), (b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": 200, "headers": head + list(headers)})
     await send({"type": "http.response.body", "body": body})
-
-
-async def lifespan(receive, send) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        else:
-            await send({"type": "lifespan.shutdown.complete"})
-            return
 
 
 async def app(scope, receive, send):
