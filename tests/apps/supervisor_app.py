@@ -5,6 +5,8 @@
 - ``GET /block?t=S``: blocks the event loop with time.sleep(S) (a hung worker).
 - ``SUP_VERSION`` (environment) or the module ``supervisor_version`` next to the app,
   when present, is sent in the ``x-version`` header: reload tests change it.
+- ``GET /listen-env``: the ``LISTEN_*`` variables the worker's app sees, and those a child
+  process it starts sees, as ``app|child`` (names, comma-separated).
 - ``SUP_FAIL_STARTUP=1``: lifespan startup fails; ``SUP_FAIL_IMPORT=1``: import fails.
 """
 
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
 import time
 from urllib.parse import parse_qs
 
@@ -48,6 +51,8 @@ async def app(scope, receive, send):
     elif scope["path"] == "/block":
         time.sleep(seconds)
     body = str(os.getpid()).encode()
+    if scope["path"] == "/listen-env":
+        body = listen_env().encode()
     await send(
         {
             "type": "http.response.start",
@@ -60,3 +65,10 @@ async def app(scope, receive, send):
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+def listen_env() -> str:
+    mine = sorted(name for name in os.environ if name.startswith("LISTEN_"))
+    env = subprocess.run(["env"], capture_output=True, text=True, check=True).stdout
+    child = sorted(line.split("=", 1)[0] for line in env.splitlines() if line.startswith("LISTEN_"))
+    return f"{','.join(mine)}|{','.join(child)}"
