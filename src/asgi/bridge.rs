@@ -10,9 +10,9 @@
 //! then wakes the I/O thread's dispatcher once per batch (see `Core::flush`), which wakes each
 //! exchange's task locally.
 
+use std::future::poll_fn;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::future::poll_fn;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Poll, Waker};
@@ -308,7 +308,11 @@ mod tests {
             for _ in 0..3 {
                 bridge.log(LogLevel::Warning, "x".into());
             }
-            assert_eq!(pending_wakeups(&bridge), 0, "deferred until this task yields");
+            assert_eq!(
+                pending_wakeups(&bridge),
+                0,
+                "deferred until this task yields"
+            );
             tokio::task::yield_now().await;
             assert_eq!(pending_wakeups(&bridge), 1, "one wake-up for the batch");
         });
