@@ -32,6 +32,9 @@ from conftest import (
 pytestmark = pytest.mark.rsgi_only
 
 APP = "supervisor_app:app"
+HEALTH = ("--health-path", "/healthz")
+# Longer than any replacement takes.
+DELAY = ("--shutdown-delay", "10", *HEALTH)
 
 
 def children(pid: int) -> set[int]:
@@ -65,6 +68,10 @@ def pid_of_response(server: Server) -> int:
     response = get(server)
     assert response.status == 200, response
     return int(response.body)
+
+
+def health(server: Server) -> int:
+    return simple_get(server.port, "/healthz").status
 
 
 def serving_pids(server: Server, count: int, timeout: float = 10.0) -> set[int]:
@@ -534,6 +541,45 @@ def test_quit_is_a_quick_stop(servers):
         server.signal(signal.SIGQUIT)
         assert server.wait_exit(10) == 0
     assert time.monotonic() - started < 5
+
+
+@pytest.mark.parametrize("how", ["HUP", "TTOU", "request limit"])
+def test_replaced_workers_skip_the_shutdown_delay(servers, how):
+    """--shutdown-delay gives load balancers time to take a stopping server out; a worker
+    that another replaces leaves a server that goes on serving, and stops at once."""
+    if how == "request limit":
+        server = servers("-w", "1", "--limit-max-requests", "10", *DELAY)
+    else:
+        server = servers("-w", "2", *DELAY)
+        serving_pids(server, 2)
+        server.signal(signal.SIGHUP if how == "HUP" else signal.SIGTTOU)
+
+    def stopped() -> set[int]:
+        if how == "request limit":
+            pid_of_response(server)
+        return {int(pid) for pid in re.findall(r"Stopping worker \[(\d+)\]", server.stderr())}
+
+    pids = wait_for(stopped, timeout=15, interval=0.01, message="no worker was stopped")
+    since = time.monotonic()
+    wait_for(lambda: not (children(server.pid) & pids), timeout=6, message="still serving")
+    assert time.monotonic() - since < 5
+    assert "Still serving" not in server.stderr()
+    assert health(server) == 200
+    # The whole server's stop still waits: skip it.
+    server.signal(signal.SIGQUIT)
+    assert server.wait_exit(10) == 0
+
+
+def test_term_with_workers_serves_on_for_the_shutdown_delay(servers):
+    server = servers("-w", "2", "--shutdown-delay", "3", *HEALTH)
+    serving_pids(server, 2)
+    started = time.monotonic()
+    server.signal(signal.SIGTERM)
+    wait_for(lambda: health(server) == 503, timeout=2.5, message="health never turned 503")
+    assert pid_of_response(server) in children(server.pid)
+    assert server.wait_exit(15) == 0
+    assert time.monotonic() - started >= 3
+    assert server.stderr().count("Still serving for 3s") == 2
 
 
 def test_single_worker_without_supervisor_options_runs_alone(servers):
