@@ -9,6 +9,7 @@ PKCS#8 key, bad TLS settings, and clients that do not speak TLS.
 from __future__ import annotations
 
 import json
+import signal
 import socket
 import ssl
 import time
@@ -354,6 +355,23 @@ def test_silent_client_is_cut_after_handshake_timeout(server_factory, pki):
         sock.close()
     assert time.monotonic() - started < 5
     wait_for(lambda: https_get(server.port, pki.context()).status_code == 200)
+
+
+def test_a_stop_lets_an_accepted_connection_finish_its_handshake(server_factory, pki):
+    """A connection accepted before the stop is answered, though its handshake had not
+    begun: with workers sharing the listening socket, no other one can take it back."""
+    server = server_factory("ext_app:app", *pki.server_args())
+    client = RawClient(server.port)
+    time.sleep(0.2)  # accepted, no ClientHello yet
+    server.signal(signal.SIGTERM)
+    time.sleep(0.3)
+    client.sock = pki.context().wrap_socket(client.sock, server_hostname=HOSTNAME)
+    with client:
+        client.request("GET", "/scope")
+        resp = client.read_response()
+        assert resp.status == 200 and json.loads(resp.body)["scheme"] == "https"
+        assert resp.header("connection") == b"close"
+    assert server.wait_exit(10) == 0
 
 
 def test_ambiguous_framing_is_refused_over_tls(tls_server, pki):

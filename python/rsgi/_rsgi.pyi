@@ -79,7 +79,8 @@ class Core:
     def set_draining(self) -> None:
         """Turns the --health-path answer to 503; serving goes on (shutdown() implies it)."""
     def shutdown(self) -> None:
-        """Stops accepting; connections close once their in-flight request is done."""
+        """Stops accepting; connections close once their in-flight request is done.
+        Returns once nothing more can be accepted: connections() then counts them all."""
     def reopen_logs(self) -> None:
         """Reopens the access log file (USR1, after log rotation)."""
     def connections(self) -> int: ...

@@ -548,7 +548,8 @@ class Config:
         help="On TERM or INT, seconds to keep serving normally, with --health-path already "
         "answering 503, before the listening sockets close and the graceful shutdown "
         "begins: time for load balancers to stop sending requests. A second signal stops "
-        "at once.",
+        "at once. Workers that the master replaces (HUP, TTOU, --limit-max-requests) stop "
+        "without it.",
         group=PROCESSES,
         parse=parse_float,
         minimum=0,

@@ -72,6 +72,8 @@ class Server:
         self.fds = fds
         self.stop = asyncio.Event()
         self.force = False
+        #: Skip --shutdown-delay: the stop is not the whole server's (see ``request_stop``).
+        self.no_delay = False
         #: The Rust core, once the lifespan startup succeeded.
         self.core: _rsgi.Core | None = None
 
@@ -124,10 +126,16 @@ class Server:
         for address in core.addresses:
             logger.info("rsgi running on %s (Press CTRL+C to quit)", address)
 
-    def request_stop(self, force: bool = False) -> None:
-        """Stops the server: gracefully, or with ``force`` without waiting for requests."""
+    def request_stop(self, force: bool = False, *, delay: bool = True) -> None:
+        """Stops the server: gracefully, or with ``force`` without waiting for requests.
+
+        ``delay=False`` skips --shutdown-delay: for a worker that another one replaces,
+        since the server itself goes on serving and no load balancer has to notice.
+        """
         if force:
             self.force = True
+        if not delay:
+            self.no_delay = True
         self.stop.set()
 
     def reopen_logs(self, core: _rsgi.Core) -> None:
@@ -154,12 +162,12 @@ class Server:
         """
         core.set_draining()
         delay = self.config.shutdown_delay
-        if delay <= 0 or self.force:
+        if delay <= 0 or self.force or self.no_delay:
             return
         logger.info("Still serving for %gs before closing the sockets (--shutdown-delay)", delay)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + delay
-        while loop.time() < deadline and not self.force:
+        while loop.time() < deadline and not (self.force or self.no_delay):
             await asyncio.sleep(min(0.05, max(deadline - loop.time(), 0)))
 
     async def drain(self, core: _rsgi.Core) -> None:

@@ -50,6 +50,18 @@ impl Activity {
         self.in_flight.load(Ordering::Relaxed) == 0
     }
 
+    /// Part of a request head has arrived, and no request started since.
+    fn head_started(&self) -> bool {
+        self.head_since.load(Ordering::Relaxed) != 0
+    }
+
+    /// Whether a shutdown held back for [`SHUTDOWN_GRACE`] (until `until`) may now go to
+    /// hyper, which closes a connection with no request running. Not while a request head is
+    /// arriving: that request is already on its way, and gets until the head-read deadline.
+    fn grace_over(&self, until: u64, now: u64) -> bool {
+        now >= until && !self.head_started()
+    }
+
     pub(super) fn bytes_arrived(&self) {
         if self.in_flight.load(Ordering::Relaxed) == 0
             && self.head_since.load(Ordering::Relaxed) == 0
@@ -111,8 +123,9 @@ impl Timeouts {
 /// the shutdown, or the next one on a keep-alive connection. Under a process manager that
 /// keeps the listening socket open (rsgi's master, gunicorn), closing it would fail a request
 /// that no other worker can pick up. A request that arrives meanwhile is served with
-/// `connection: close`.
-const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
+/// `connection: close`; one whose head has begun to arrive when the grace ends is waited for
+/// until the head-read deadline.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 
 /// Serves one connection until the client leaves, a timeout closes it, or a graceful shutdown
 /// lets its in-flight request finish.
@@ -182,17 +195,15 @@ pub async fn serve_connection<S>(
             _ = shutdown.changed(), if !closing => begin_shutdown!(),
             _ = timer.as_mut() => {
                 let now = now_ms();
-                if let Some(until) = deferred {
-                    if now >= until {
-                        // Nothing came: let hyper close it.
-                        deferred = None;
-                        driver.as_mut().graceful_shutdown();
-                    }
+                if deferred.is_some_and(|until| activity.grace_over(until, now)) {
+                    // Nothing came: let hyper close it.
+                    deferred = None;
+                    driver.as_mut().graceful_shutdown();
                 }
                 let mut wait = match activity.deadline(&limits) {
                     // Idle too long, or too slow to send a head: drop the connection.
                     Some(deadline) if now >= deadline => {
-                        if activity.head_since.load(Ordering::Relaxed) != 0 {
+                        if activity.head_started() {
                             let why = (StatusCode::REQUEST_TIMEOUT, "request head not received in time");
                             ctx.log_refusal(why, &conn.client);
                         }
@@ -201,9 +212,9 @@ pub async fn serve_connection<S>(
                     Some(deadline) => Duration::from_millis(deadline - now),
                     None => limits.idle(),
                 };
-                if let Some(until) = deferred {
+                if let Some(until) = deferred.filter(|&until| until > now) {
                     // The coarse clock may lag the timer: come back when it has caught up.
-                    wait = wait.min(Duration::from_millis(until.saturating_sub(now).max(1)));
+                    wait = wait.min(Duration::from_millis(until - now));
                 }
                 timer.as_mut().reset(tokio::time::Instant::now() + wait);
             }
@@ -268,4 +279,38 @@ fn log_parse_error(ctx: &HttpContext, conn: &ConnInfo, e: &hyper::Error) {
         return;
     };
     ctx.log_refusal(refusal, &conn.client);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grace_ends_unless_a_request_head_is_arriving() {
+        let activity = Activity::new();
+        assert!(!activity.grace_over(1000, 999));
+        assert!(activity.grace_over(1000, 1000));
+        // Bytes of a head came: that request is waited for, past the grace.
+        activity.bytes_arrived();
+        assert!(activity.head_started());
+        assert!(!activity.grace_over(1000, 5000));
+        // Once it is served, the connection is idle again: the grace applies.
+        activity.request_started();
+        activity.request_done();
+        assert!(activity.grace_over(1000, 5000));
+    }
+
+    #[test]
+    fn a_head_arriving_past_the_grace_is_bounded_by_the_head_read_timeout() {
+        let limits = Timeouts {
+            keep_alive: Duration::from_secs(5),
+            header_read: Duration::from_secs(30),
+        };
+        let activity = Activity::new();
+        activity.bytes_arrived();
+        let since = activity.head_since.load(Ordering::Relaxed);
+        assert_eq!(activity.deadline(&limits), Some(since + 30_000));
+        activity.request_started();
+        assert_eq!(activity.deadline(&limits), None);
+    }
 }

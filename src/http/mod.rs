@@ -19,7 +19,7 @@ use http::{HeaderMap, Method, Uri, Version};
 use crate::tls::TlsInfo;
 
 pub use body::ResponseBody;
-pub use conn::{serve_connection, Timeouts};
+pub use conn::{serve_connection, Timeouts, SHUTDOWN_GRACE};
 pub use limits::{InFlight, Limits};
 pub use proxy::TrustedProxies;
 pub use service::{Access, HttpContext};

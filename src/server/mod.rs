@@ -322,9 +322,11 @@ impl Core {
     }
 
     /// Stops accepting and lets every connection finish its in-flight request, then close.
-    fn shutdown(&self) {
+    /// Returns once nothing more can be accepted, so that `connections()` counts every
+    /// connection left to wait for.
+    fn shutdown(&self, py: Python<'_>) {
         if let Some(io) = self.io.borrow().as_ref() {
-            io.shutdown();
+            py.detach(|| io.shutdown());
         }
     }
 

@@ -1,8 +1,9 @@
 //! The I/O thread: a tokio runtime that accepts connections and serves them with hyper.
 
+use std::convert::Infallible;
 use std::io;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -18,6 +19,7 @@ pub struct IoThread {
     stop: Option<oneshot::Sender<()>>,
     thread: Option<JoinHandle<()>>,
     connections: Arc<AtomicUsize>,
+    accept_loops: AcceptLoops,
 }
 
 impl IoThread {
@@ -42,6 +44,7 @@ impl IoThread {
         };
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (stop, stop_rx) = oneshot::channel();
+        let (accept_loops, accepting) = AcceptLoops::new();
         let connections = Arc::new(AtomicUsize::new(0));
         let counter = connections.clone();
         let shared = ctx.clone();
@@ -64,9 +67,12 @@ impl IoThread {
                             ctx.clone(),
                             shutdown_rx.clone(),
                             counter.clone(),
+                            accepting.clone(),
                         );
                         tokio::spawn(accept);
                     }
+                    // From now on only the accept loops hold one.
+                    drop(accepting);
                     let _ = stop_rx.await;
                 });
                 // Dropping the runtime drops every connection still open.
@@ -78,12 +84,21 @@ impl IoThread {
             stop: Some(stop),
             thread: Some(thread),
             connections,
+            accept_loops,
         })
     }
 
+    /// Stops accepting, and returns once no accept loop can take another connection: every
+    /// connection accepted is counted in [`connections`](Self::connections) by then, so a
+    /// caller that waits for that count to reach zero misses none (otherwise a connection
+    /// accepted just after it read zero would be dropped with the runtime, unanswered). Each
+    /// connection then finishes its in-flight request and closes.
     pub fn shutdown(&self) {
         self.set_draining();
         let _ = self.shutdown.send(true);
+        if !self.accept_loops.wait_stopped(ACCEPT_STOP_WAIT) {
+            tracing::warn!("The accept loops did not stop within {ACCEPT_STOP_WAIT:?}");
+        }
     }
 
     pub fn set_draining(&self) {
@@ -129,6 +144,30 @@ async fn flush_access_log(ctx: Arc<HttpContext>) {
 
 const FLUSH_EVERY: Duration = Duration::from_millis(100);
 
+/// How long [`IoThread::shutdown`] waits for the accept loops to stop. They stop at their
+/// next poll; only a stalled I/O thread (or an accept error's back-off) takes longer.
+const ACCEPT_STOP_WAIT: Duration = Duration::from_secs(1);
+
+/// Tells when every accept loop has stopped: each one holds an [`Accepting`] for as long as
+/// it may accept a connection, and the wait ends when the last is dropped.
+struct AcceptLoops(parking_lot::Mutex<mpsc::Receiver<Infallible>>);
+
+/// An accept loop's token (see [`AcceptLoops`]); nothing is ever sent through it.
+type Accepting = mpsc::Sender<Infallible>;
+
+impl AcceptLoops {
+    fn new() -> (Self, Accepting) {
+        let (tx, rx) = mpsc::channel();
+        (AcceptLoops(parking_lot::Mutex::new(rx)), tx)
+    }
+
+    /// Waits up to `limit` for every [`Accepting`] to be dropped; true once they all are.
+    fn wait_stopped(&self, limit: Duration) -> bool {
+        let outcome = self.0.lock().recv_timeout(limit);
+        matches!(outcome, Err(mpsc::RecvTimeoutError::Disconnected))
+    }
+}
+
 /// Counts a connection for as long as it lives.
 struct Counted(Arc<AtomicUsize>);
 
@@ -147,17 +186,23 @@ impl Drop for Counted {
     }
 }
 
+/// Accepts until the shutdown signal. `_accepting` is dropped on return, after the last
+/// connection accepted was counted.
 async fn accept_loop(
     listener: Listener,
     ctx: Arc<HttpContext>,
     mut shutdown: watch::Receiver<bool>,
     counter: Arc<AtomicUsize>,
+    _accepting: Accepting,
 ) {
     let result = match listener {
         Listener::Tcp(l) => match tokio::net::TcpListener::from_std(l) {
             Ok(l) => {
                 loop {
                     tokio::select! {
+                        // Once the signal is seen, not one more connection.
+                        biased;
+                        _ = shutdown.changed() => break,
                         r = l.accept() => match r {
                             Ok((stream, peer)) => {
                                 let _ = stream.set_nodelay(true);
@@ -166,7 +211,6 @@ async fn accept_loop(
                             }
                             Err(e) => accept_failed(e).await,
                         },
-                        _ = shutdown.changed() => break,
                     }
                 }
                 Ok(())
@@ -182,13 +226,14 @@ async fn accept_loop(
                     .map_or(Endpoint::Unknown, Endpoint::Unix);
                 loop {
                     tokio::select! {
+                        biased;
+                        _ = shutdown.changed() => break,
                         r = l.accept() => match r {
                             Ok((stream, _)) => {
                                 spawn_conn(stream, Endpoint::Unknown, path.clone(), &ctx, &shutdown, &counter);
                             }
                             Err(e) => accept_failed(e).await,
                         },
-                        _ = shutdown.changed() => break,
                     }
                 }
                 Ok(())
@@ -237,4 +282,103 @@ fn spawn_conn<S>(
 async fn accept_failed(e: io::Error) {
     tracing::warn!("Error accepting a connection: {e}");
     tokio::time::sleep(Duration::from_millis(100)).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{TcpListener, TcpStream};
+
+    use super::*;
+    use crate::asgi::bridge::Bridge;
+    use crate::http::{InFlight, Limits, Timeouts};
+    use crate::ws::WsConfig;
+
+    fn io_thread(listener: TcpListener) -> IoThread {
+        let metrics = crate::metrics::current();
+        let ctx = HttpContext {
+            bridge: Arc::new(Bridge::new().unwrap()),
+            default_headers: http::HeaderMap::new(),
+            http1: hyper::server::conn::http1::Builder::new(),
+            timeouts: Timeouts {
+                keep_alive: Duration::from_secs(5),
+                header_read: Duration::from_secs(30),
+            },
+            limits: Limits {
+                request_line: 8190,
+                field_size: 8190,
+                body: None,
+                concurrency: None,
+                body_read: Duration::from_secs(30),
+            },
+            in_flight: InFlight::new(&metrics.in_flight),
+            metrics,
+            proxies: None,
+            access: None,
+            request_id: false,
+            health_path: None,
+            draining: Default::default(),
+            ws: WsConfig {
+                enabled: false,
+                max_size: 1,
+                max_queue: 1,
+                ping_interval: None,
+                ping_timeout: None,
+                per_message_deflate: false,
+            },
+            tls: None,
+        };
+        IoThread::start(Arc::new(ctx), vec![Listener::Tcp(listener)], None, 1).unwrap()
+    }
+
+    /// Once `shutdown` returns, every connection accepted is counted, and none is accepted
+    /// later (a caller that saw none left would drop it unanswered): the rest stay in the
+    /// backlog for another process sharing the socket.
+    #[test]
+    fn nothing_is_accepted_once_shutdown_returns() {
+        for _ in 0..20 {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            listener.set_nonblocking(true).unwrap();
+            let addr = listener.local_addr().unwrap();
+            // What the master keeps: the socket listens on after the worker lets go of it.
+            let master = listener.try_clone().unwrap();
+            let io = io_thread(listener);
+            // Clients connecting all along, before and after the shutdown.
+            let (started, connecting) = mpsc::channel();
+            let clients = std::thread::spawn(move || {
+                let mut clients = vec![TcpStream::connect(addr).unwrap()];
+                started.send(()).unwrap();
+                clients.extend((0..63).map(|_| TcpStream::connect(addr).unwrap()));
+                clients
+            });
+            connecting.recv().unwrap();
+            io.shutdown();
+            let counted = io.connections();
+            let clients = clients.join().unwrap();
+            std::thread::sleep(Duration::from_millis(20));
+            assert_eq!(
+                io.connections(),
+                counted,
+                "accepted after shutdown returned"
+            );
+            let left = std::iter::from_fn(|| master.accept().ok()).count();
+            assert_eq!(counted + left, clients.len());
+            io.stop();
+        }
+    }
+
+    #[test]
+    fn accept_loops_stopped_once_every_token_is_dropped() {
+        let (loops, accepting) = AcceptLoops::new();
+        let held = accepting.clone();
+        drop(accepting);
+        assert!(!loops.wait_stopped(Duration::from_millis(20)));
+        let late = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            drop(held);
+        });
+        assert!(loops.wait_stopped(Duration::from_secs(10)));
+        late.join().unwrap();
+        // And it stays so: a second shutdown returns at once.
+        assert!(loops.wait_stopped(Duration::ZERO));
+    }
 }

@@ -63,7 +63,42 @@ pub struct Settings {
     pub limit: Option<u64>,
     pub jitter: u64,
     pub timeout: Option<Duration>,
+    /// `--timeout-graceful-shutdown`.
     pub graceful: Duration,
+    /// `--shutdown-delay`: for a stop of the whole server only (see [`GracefulStop`]).
+    pub shutdown_delay: Duration,
+}
+
+/// Why a worker is stopped gracefully, which decides the signal it gets and its time to exit.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum GracefulStop {
+    /// The server stops: the worker first serves on for `--shutdown-delay` with its health
+    /// path answering 503, for load balancers to take the server out, then drains.
+    Server,
+    /// Another worker takes over (reload, request limit, fewer workers, failed reload): the
+    /// server goes on serving, so there is nothing for a load balancer to notice, and the
+    /// worker drains at once.
+    Replaced,
+}
+
+impl GracefulStop {
+    /// The signal for the worker (see python/rsgi/supervisors/prefork.py). Both stop a
+    /// serving worker gracefully; before its event loop handles them, both end it.
+    fn signal(self) -> Signal {
+        match self {
+            GracefulStop::Server => Signal::SIGTERM,
+            GracefulStop::Replaced => Signal::SIGUSR2,
+        }
+    }
+
+    /// How long the worker has to exit before SIGKILL.
+    fn time(self, settings: &Settings) -> Duration {
+        let delay = match self {
+            GracefulStop::Server => settings.shutdown_delay,
+            GracefulStop::Replaced => Duration::ZERO,
+        };
+        delay + settings.graceful + LIFESPAN_GRACE
+    }
 }
 
 /// The Python side the master calls into.
@@ -170,7 +205,9 @@ impl Master {
             master.next_serial = state.next_serial;
             master.reload = Some(state.next_serial);
             master.announced = true;
-            let kill_at = now + master.settings.graceful + LIFESPAN_GRACE;
+            // Those already stopping were replaced by that image's reload.
+            let stop = GracefulStop::Replaced;
+            let kill_at = now + stop.time(&master.settings);
             for w in state.workers {
                 let channel = w.channel.map(|fd| {
                     // SAFETY: the previous image handed this pipe end over to us alone.
@@ -186,7 +223,7 @@ impl Master {
                     last_beat: now,
                     retiring: Some(Retire::Reload),
                     stop: w.stopping.then_some(Stopping {
-                        signal: Signal::SIGTERM,
+                        signal: stop.signal(),
                         kill_at,
                         killed: false,
                     }),
@@ -407,7 +444,8 @@ impl Master {
             ),
         );
         let now = Instant::now();
-        let graceful = self.settings.graceful + LIFESPAN_GRACE;
+        let graceful = GracefulStop::Server;
+        let graceful_kill_at = now + graceful.time(&self.settings);
         for w in &mut self.workers {
             if quick {
                 // SIGQUIT only once the worker's loop handles it; its default dumps core.
@@ -434,10 +472,10 @@ impl Master {
                     }
                 }
             } else if w.stop.is_none() {
-                let _ = kill(w.pid, Signal::SIGTERM);
+                let _ = kill(w.pid, graceful.signal());
                 w.stop = Some(Stopping {
-                    signal: Signal::SIGTERM,
-                    kill_at: now + graceful,
+                    signal: graceful.signal(),
+                    kill_at: graceful_kill_at,
                     killed: false,
                 });
             }
@@ -566,12 +604,14 @@ impl Master {
         format!("Serving with {ready} workers")
     }
 
+    /// Stops a worker that another one replaces (see [`GracefulStop::Replaced`]).
     fn stop_worker(&mut self, py: Python<'_>, hooks: &Hooks, i: usize, why: &str) {
-        let kill_at = Instant::now() + self.settings.graceful + LIFESPAN_GRACE;
+        let stop = GracefulStop::Replaced;
+        let kill_at = Instant::now() + stop.time(&self.settings);
         let w = &mut self.workers[i];
-        let _ = kill(w.pid, Signal::SIGTERM);
+        let _ = kill(w.pid, stop.signal());
         w.stop = Some(Stopping {
-            signal: Signal::SIGTERM,
+            signal: stop.signal(),
             kill_at,
             killed: false,
         });
@@ -1014,5 +1054,36 @@ fn pollfd(fd: RawFd, events: libc::c_short) -> libc::pollfd {
         fd,
         events,
         revents: 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> Settings {
+        Settings {
+            workers: 2,
+            reload_by_exec: false,
+            pid_file: None,
+            limit: None,
+            jitter: 0,
+            timeout: None,
+            graceful: Duration::from_secs(30),
+            shutdown_delay: Duration::from_secs(5),
+        }
+    }
+
+    #[test]
+    fn a_replaced_worker_skips_the_shutdown_delay() {
+        let s = settings();
+        assert_eq!(GracefulStop::Replaced.time(&s), s.graceful + LIFESPAN_GRACE);
+        assert_eq!(
+            GracefulStop::Server.time(&s),
+            s.shutdown_delay + s.graceful + LIFESPAN_GRACE
+        );
+        // The worker tells them apart by the signal.
+        assert_eq!(GracefulStop::Server.signal(), Signal::SIGTERM);
+        assert_eq!(GracefulStop::Replaced.signal(), Signal::SIGUSR2);
     }
 }

@@ -52,15 +52,10 @@ impl Supervisor {
             limit: config.getattr("limit_max_requests")?.extract()?,
             jitter: config.getattr("limit_max_requests_jitter")?.extract()?,
             timeout: duration(config.getattr("timeout_worker")?.extract()?)?,
-            // A worker first serves on for --shutdown-delay, then drains: give it both
-            // before the SIGKILL.
-            graceful: duration(Some(
-                config
-                    .getattr("timeout_graceful_shutdown")?
-                    .extract::<f64>()?
-                    + config.getattr("shutdown_delay")?.extract::<f64>()?,
-            ))?
-            .unwrap_or_default(),
+            graceful: duration(config.getattr("timeout_graceful_shutdown")?.extract()?)?
+                .unwrap_or_default(),
+            shutdown_delay: duration(config.getattr("shutdown_delay")?.extract()?)?
+                .unwrap_or_default(),
         };
         let reuse_port: bool = config.getattr("reuse_port")?.extract()?;
         let inherited = take_inherited().map_err(PyValueError::new_err)?;

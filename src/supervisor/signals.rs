@@ -121,12 +121,13 @@ impl SignalPipe {
     /// In a freshly forked worker: puts back the dispositions the process had before, except
     /// that the control signals are ignored until the worker's event loop handles them: the
     /// terminal's Ctrl-C and Ctrl-\ reach the workers too, and they are the master's to act on.
+    /// Not TERM and USR2, the master's graceful stops: until then they end the worker.
     pub fn restore_in_child(&self) {
         PIPE_WRITE.store(-1, Ordering::Relaxed);
         restore(&self.previous);
         let ignore = SigAction::new(SigHandler::SigIgn, SaFlags::empty(), SigSet::empty());
         for signal in HANDLED {
-            if !matches!(signal, Signal::SIGTERM | Signal::SIGCHLD) {
+            if !matches!(signal, Signal::SIGTERM | Signal::SIGUSR2 | Signal::SIGCHLD) {
                 // SAFETY: SIG_IGN involves no handler code.
                 let _ = unsafe { sigaction(signal, &ignore) };
             }

@@ -27,6 +27,8 @@ use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 use x509_cert::der::Decode;
 
+use crate::http::SHUTDOWN_GRACE;
+
 /// Python's `ssl.CERT_NONE`, `ssl.CERT_OPTIONAL`, `ssl.CERT_REQUIRED`.
 pub const CERT_NONE: u8 = 0;
 pub const CERT_OPTIONAL: u8 = 1;
@@ -120,8 +122,10 @@ impl Tls {
         })
     }
 
-    /// Runs the handshake, giving up after the handshake timeout or when the server starts
-    /// shutting down.
+    /// Runs the handshake, giving up after the handshake timeout. A shutdown does not cut it
+    /// short at once: the connection was taken from a listening socket that other workers
+    /// may share, and none of them can serve it now. It gets [`SHUTDOWN_GRACE`] more (within
+    /// the timeout), then its first request the same grace (see `http::conn`).
     pub async fn accept<S>(
         &self,
         stream: S,
@@ -130,16 +134,26 @@ impl Tls {
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        if *shutdown.borrow() {
-            return Err(io::Error::other("shutting down"));
-        }
-        let handshake = tokio::time::timeout(self.handshake_timeout, self.acceptor.accept(stream));
-        let stream = tokio::select! {
-            r = handshake => match r {
-                Ok(r) => r?,
-                Err(_) => return Err(io::Error::new(io::ErrorKind::TimedOut, "handshake timed out")),
-            },
-            _ = shutdown.changed() => return Err(io::Error::other("shutting down")),
+        let handshake = self.acceptor.accept(stream);
+        tokio::pin!(handshake);
+        let limit = tokio::time::sleep(self.handshake_timeout);
+        tokio::pin!(limit);
+        let mut stopping = false;
+        let stream = loop {
+            tokio::select! {
+                r = &mut handshake => break r?,
+                _ = &mut limit => {
+                    let why = if stopping { "shutting down" } else { "handshake timed out" };
+                    return Err(io::Error::new(io::ErrorKind::TimedOut, why));
+                }
+                _ = shutdown.wait_for(|&stop| stop), if !stopping => {
+                    stopping = true;
+                    let cut = tokio::time::Instant::now() + SHUTDOWN_GRACE;
+                    if cut < limit.deadline() {
+                        limit.as_mut().reset(cut);
+                    }
+                }
+            }
         };
         let info = self.describe(stream.get_ref().1);
         Ok((stream, info))

@@ -6,6 +6,10 @@ forked worker runs :func:`worker_main`, which serves with :func:`rsgi.server.ser
 the inherited sockets and tells the master, through a pipe, that it serves (``R``),
 that its event loop runs (``.``, with ``--timeout-worker``) and that it reached its
 request limit (``M``).
+
+The master stops a worker gracefully with TERM when the whole server stops (the worker
+serves on for ``--shutdown-delay`` first), and with USR2 when another worker replaces it
+(reload, request limit, TTOU): the server goes on serving, so there is no delay.
 """
 
 from __future__ import annotations
@@ -107,7 +111,8 @@ def run_worker(
     serial: int,
 ) -> int:
     # The master handles the terminal's Ctrl-C and Ctrl-\ and the control signals; the
-    # event loop installs the worker's own handlers once it serves.
+    # event loop installs the worker's own handlers once it serves. Until then the master's
+    # TERM and USR2 (stop, see the module's docstring) end the worker.
     for signum in (
         signal.SIGINT,
         signal.SIGQUIT,
@@ -115,7 +120,6 @@ def run_worker(
         signal.SIGTTIN,
         signal.SIGTTOU,
         signal.SIGUSR1,
-        signal.SIGUSR2,
     ):
         signal.signal(signum, signal.SIG_IGN)
     set_title(f"worker {serial}", config)
@@ -171,10 +175,12 @@ class WorkerServer(Server):
     def install_signals(self, loop: asyncio.AbstractEventLoop) -> None:
         # TERM (from the master) and INT both stop gracefully, and a second one does not
         # escalate: the terminal's Ctrl-C reaches the worker as well as the master, which
-        # forwards it. QUIT (the master's quick stop) does not wait for requests. USR1
+        # forwards it. USR2 (the master replaces this worker) stops gracefully without
+        # --shutdown-delay. QUIT (the master's quick stop) does not wait for requests. USR1
         # (reopen the log files) is the server's own, installed once its core exists.
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, self.request_stop)
+        loop.add_signal_handler(signal.SIGUSR2, functools.partial(self.request_stop, delay=False))
         loop.add_signal_handler(signal.SIGQUIT, self.request_stop, True)
 
     def started(self, core: _rsgi.Core) -> None:
