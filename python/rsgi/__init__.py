@@ -4,9 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-# The package's version is the extension's (maturin takes it from Cargo.toml); reading it
-# there spares every worker importlib.metadata and its imports.
-from rsgi._rsgi import __version__
 from rsgi.config import Config, ConfigError
 from rsgi.main import run
 
@@ -14,6 +11,13 @@ __all__ = ["Config", "ConfigError", "Worker", "__version__", "run"]
 
 
 def __getattr__(name: str) -> Any:
+    # The version is the extension's (maturin takes it from Cargo.toml): reading it there
+    # spares every worker importlib.metadata and its imports. Lazy, so that rsgi.config can
+    # be imported from a source tree with no extension built (scripts/gen_options.py).
+    if name == "__version__":
+        from rsgi._rsgi import __version__
+
+        return __version__
     # Lazy: rsgi.workers imports gunicorn, which plain `rsgi` users need not have.
     if name == "Worker":
         from rsgi.workers import Worker
