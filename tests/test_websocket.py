@@ -7,7 +7,6 @@ conforming client cannot do: broken handshakes, unanswered pings, hand-made fram
 from __future__ import annotations
 
 import base64
-import contextlib
 import hashlib
 import json
 import os
@@ -369,17 +368,13 @@ def test_protocol_errors_fail_the_connection(server, frame, code):
 
 
 def test_max_size(tight_server):
-    ws = connect(ws_url(tight_server, "/echo"), compression=None, legacy=True)
-    try:
+    with connect(ws_url(tight_server, "/echo"), compression=None) as ws:
         ws.send(b"x" * 1024)
         assert ws.recv(timeout=5) == b"x" * 1024
         ws.send(b"x" * 1025)
         with pytest.raises(ConnectionClosed) as info:
             ws.recv(timeout=5)
         assert info.value.rcvd.code == 1009
-    finally:
-        with contextlib.suppress(ConnectionClosed):
-            ws.close()
     # Fragments count together.
     raw = RawWs(tight_server.port, "/echo")
     try:

@@ -36,7 +36,7 @@ async def wait_record(key: str, timeout: float) -> object:
     event = WAITERS.setdefault(key, asyncio.Event())
     try:
         await asyncio.wait_for(event.wait(), timeout)
-    except TimeoutError:
+    except asyncio.TimeoutError:  # not the builtin TimeoutError before 3.11
         pass
     return RECORDS.get(key)
 
