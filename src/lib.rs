@@ -21,24 +21,9 @@ use pyo3::prelude::*;
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-extern "C" {
-    fn mi_option_set(option: std::ffi::c_int, value: std::ffi::c_long);
-}
-
-/// `mi_option_arena_eager_commit` (4 in mimalloc's `mi_option_e`).
-const MI_OPTION_ARENA_EAGER_COMMIT: std::ffi::c_int = 4;
-
-/// Commit mimalloc's arenas as they are used rather than up front: eager commit on an
-/// overcommitting Linux, with transparent huge pages, costs every worker ~4 MiB of RSS for
-/// memory it never uses. Runs before the first Rust allocation makes an arena.
-fn tune_allocator() {
-    // SAFETY: mi_option_set only stores an option value; any option id and value are valid.
-    unsafe { mi_option_set(MI_OPTION_ARENA_EAGER_COMMIT, 0) };
-}
-
 #[pymodule]
 fn _rsgi(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    tune_allocator();
+    server::memory::tune();
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_class::<server::Core>()?;
     m.add_class::<supervisor::Supervisor>()?;

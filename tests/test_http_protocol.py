@@ -361,6 +361,29 @@ class RssSampler:
         return (self.peak - self.baseline) / 1024
 
 
+@pytest.mark.rsgi_only
+def test_memory_of_closed_connections_is_given_back(raw_server):
+    """400 keep-alive connections take memory (hyper's buffers, mostly); once they are all
+    closed, the server gives it back to the OS instead of keeping the peak resident."""
+    baseline = raw_server.rss_kib()
+    clients = [RawClient(raw_server.port) for _ in range(400)]
+    try:
+        for client in clients:
+            client.request("GET", "/")
+        for client in clients:
+            assert client.read_response().body == b"hello"
+        grown = raw_server.rss_kib() - baseline
+        assert grown > 4 * 1024, f"400 connections took only {grown} KiB: nothing to measure"
+    finally:
+        for client in clients:
+            client.close()
+    wait_for(
+        lambda: raw_server.rss_kib() - baseline < grown * 0.4,
+        timeout=5,
+        message=f"RSS stayed up after the connections closed (they took {grown} KiB)",
+    )
+
+
 def test_large_streamed_upload_bounded_memory(raw_server):
     total = 50 * MIB
     piece = b"u" * (256 * 1024)

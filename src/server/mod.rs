@@ -1,6 +1,7 @@
 //! `Core`: one worker's server, as Python drives it. It owns the listening sockets, the I/O
 //! thread, and the loop-thread side of the bridge.
 
+pub(crate) mod memory;
 mod runtime;
 
 use std::cell::{Cell, OnceCell, RefCell};

@@ -55,6 +55,7 @@ impl IoThread {
                     tokio::spawn(ctx.bridge.clone().dispatch());
                     tokio::spawn(ctx.bridge.clone().signal());
                     tokio::spawn(crate::net::clock::tick());
+                    tokio::spawn(super::memory::give_back());
                     if let Some(listener) = metrics {
                         tokio::spawn(metrics::serve::serve(listener, shutdown_rx.clone()));
                     }
@@ -181,8 +182,9 @@ impl Counted {
 
 impl Drop for Counted {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        let open = self.0.fetch_sub(1, Ordering::Relaxed) - 1;
         Metrics::sub(&metrics::current().connections, 1);
+        super::memory::connection_closed(open);
     }
 }
 
