@@ -34,6 +34,7 @@ import shlex
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -654,6 +655,47 @@ def markdown_table(workloads: list[str], servers: list[str], best: dict, efficie
     return "\n".join(lines)
 
 
+#: (workload, peer) -> one (req/s ratio, req per CPU-s ratio) per round.
+Pairs = dict[tuple[str, str], list[tuple[float, float]]]
+
+
+def paired_ratios(runs: list[Run], subject: str) -> Pairs:
+    """`subject`'s (req/s, req per CPU-s) over each peer's, round by round.
+
+    Within a round the servers run back to back, so both sides of a ratio met much the same
+    disturbance from other jobs; the median of these holds up better on a shared machine than
+    a ratio of each server's best round, which may come from different spells.
+    """
+    by_round: dict[tuple[str, int], dict[str, Run]] = {}
+    for r in runs:
+        by_round.setdefault((r.workload, r.round), {})[r.server] = r
+    pairs: Pairs = {}
+    for (workload, _), servers in sorted(by_round.items()):
+        mine = servers.get(subject)
+        if mine is None or not mine.rps:
+            continue
+        for peer, theirs in servers.items():
+            if peer != subject and theirs.rps and theirs.per_cpu_s and mine.per_cpu_s:
+                pairs.setdefault((workload, peer), []).append(
+                    (mine.rps / theirs.rps, mine.per_cpu_s / theirs.per_cpu_s)
+                )
+    return pairs
+
+
+def paired_table(subject: str, pairs: Pairs) -> str:
+    lines = [
+        f"| workload | {subject} vs | rounds | median, req/s | median, per CPU-s "
+        "| per CPU-s, each round |",
+        "|---|---|---|---|---|---|",
+    ]
+    for (workload, peer), ratios in pairs.items():
+        rps = statistics.median(r for r, _ in ratios)
+        cpu = statistics.median(c for _, c in ratios)
+        each = ", ".join(f"{c:.2f}" for _, c in ratios)
+        lines.append(f"| {workload} | {peer} | {len(ratios)} | {rps:.2f}x | {cpu:.2f}x | {each} |")
+    return "\n".join(lines)
+
+
 def _version(cmd: list[str]) -> str | None:
     try:
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=20)
@@ -894,6 +936,12 @@ def main(argv: list[str] | None = None) -> int:
     table = markdown_table([w.name for w, _ in plan], args.servers, best, efficiency)
     print()
     print(table)
+    subject = "rsgi" if "rsgi" in args.servers else args.servers[0]
+    pairs = paired_ratios(runs, subject)
+    if pairs:
+        print()
+        print(f"{subject} against each peer in the same round (the steadier comparison):")
+        print(paired_table(subject, pairs))
 
     output.parent.mkdir(parents=True, exist_ok=True)
     doc = {
@@ -902,6 +950,10 @@ def main(argv: list[str] | None = None) -> int:
         "best": [asdict(r) for r in best.values()],
         "best_per_cpu_s": {f"{w}/{srv}": round(v) for (w, srv), v in efficiency.items()},
         "runs": [asdict(r) for r in runs],
+        "paired": {
+            f"{w}/{peer}": [{"rps": round(a, 3), "per_cpu_s": round(b, 3)} for a, b in ratios]
+            for (w, peer), ratios in pairs.items()
+        },
         "table": table,
     }
     output.write_text(json.dumps(doc, indent=2) + "\n")
