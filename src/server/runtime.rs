@@ -260,24 +260,41 @@ fn spawn_conn<S>(
 {
     let counted = Counted::new(counter);
     let ctx = ctx.clone();
-    let mut shutdown = shutdown.clone();
-    tokio::spawn(async move {
-        match &ctx.tls {
-            None => {
-                let conn = Arc::new(ConnInfo::new(client, server, None));
-                serve_connection(stream, conn, ctx.clone(), shutdown).await;
-            }
-            // The handshake runs here, in the connection's task on the I/O thread.
-            Some(tls) => match tls.accept(stream, &mut shutdown).await {
-                Ok((stream, info)) => {
-                    let conn = Arc::new(ConnInfo::new(client, server, Some(info)));
-                    serve_connection(stream, conn, ctx.clone(), shutdown).await;
-                }
-                Err(e) => tracing::debug!("TLS handshake with {} failed: {e}", client.describe()),
-            },
+    let shutdown = shutdown.clone();
+    // Two kinds of task rather than one with a branch for each: a task's future is as large as
+    // its largest state, and the TLS one (handshake, rustls connection) would take ~8 KiB more
+    // of every plain connection.
+    if ctx.tls.is_some() {
+        tokio::spawn(serve_tls(stream, client, server, ctx, shutdown, counted));
+    } else {
+        tokio::spawn(async move {
+            let conn = Arc::new(ConnInfo::new(client, server, None));
+            serve_connection(stream, conn, ctx, shutdown).await;
+            drop(counted);
+        });
+    }
+}
+
+/// A TLS connection's task: the handshake runs here, on the I/O thread, then the connection.
+async fn serve_tls<S>(
+    stream: S,
+    client: Endpoint,
+    server: Endpoint,
+    ctx: Arc<HttpContext>,
+    mut shutdown: watch::Receiver<bool>,
+    counted: Counted,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let Some(tls) = &ctx.tls else { return };
+    match tls.accept(stream, &mut shutdown).await {
+        Ok((stream, info)) => {
+            let conn = Arc::new(ConnInfo::new(client, server, Some(info)));
+            serve_connection(stream, conn, ctx.clone(), shutdown).await;
         }
-        drop(counted);
-    });
+        Err(e) => tracing::debug!("TLS handshake with {} failed: {e}", client.describe()),
+    }
+    drop(counted);
 }
 
 /// Accept errors such as EMFILE are transient: log, back off briefly, go on.
