@@ -108,7 +108,7 @@ pub struct Timeouts {
 impl Timeouts {
     /// How long a connection may stay idle. Without keep-alive, hyper closes the connection
     /// after its one response, so this only bounds the wait for the first request.
-    fn idle(&self) -> Duration {
+    pub fn idle(&self) -> Duration {
         if self.keep_alive.is_zero() {
             self.header_read
         } else {

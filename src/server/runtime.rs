@@ -2,11 +2,15 @@
 
 use std::convert::Infallible;
 use std::io;
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc};
+use std::task::{Context, Poll};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use nix::sys::socket::{recv, MsgFlags};
+use tokio::io::Interest;
 use tokio::sync::{oneshot, watch};
 
 use crate::http::{serve_connection, ConnInfo, Endpoint, HttpContext};
@@ -256,7 +260,7 @@ fn spawn_conn<S>(
     shutdown: &watch::Receiver<bool>,
     counter: &Arc<AtomicUsize>,
 ) where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + ReadReady + Unpin + Send + Sync + 'static,
 {
     let counted = Counted::new(counter);
     let ctx = ctx.clone();
@@ -268,10 +272,80 @@ fn spawn_conn<S>(
         tokio::spawn(serve_tls(stream, client, server, ctx, shutdown, counted));
     } else {
         tokio::spawn(async move {
-            let conn = Arc::new(ConnInfo::new(client, server, None));
-            serve_connection(stream, conn, ctx, shutdown).await;
+            if first_bytes(&stream, &ctx, &shutdown).await {
+                let conn = Arc::new(ConnInfo::new(client, server, None));
+                serve_connection(stream, conn, ctx, shutdown).await;
+            }
             drop(counted);
         });
+    }
+}
+
+/// A socket that can tell when it has bytes to read.
+trait ReadReady: AsRawFd {
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>>;
+    /// Runs `f`, and forgets the socket's read readiness if it fails with `WouldBlock`.
+    fn try_read_io<R>(&self, f: impl FnOnce() -> io::Result<R>) -> io::Result<R>;
+}
+
+impl ReadReady for tokio::net::TcpStream {
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        tokio::net::TcpStream::poll_read_ready(self, cx)
+    }
+    fn try_read_io<R>(&self, f: impl FnOnce() -> io::Result<R>) -> io::Result<R> {
+        self.try_io(Interest::READABLE, f)
+    }
+}
+
+impl ReadReady for tokio::net::UnixStream {
+    fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        tokio::net::UnixStream::poll_read_ready(self, cx)
+    }
+    fn try_read_io<R>(&self, f: impl FnOnce() -> io::Result<R>) -> io::Result<R> {
+        self.try_io(Interest::READABLE, f)
+    }
+}
+
+/// Resolves once the socket has a byte to read, or is closed or failed. tokio reports a new
+/// socket readable before it is, so readiness is checked with a peek.
+async fn readable<S: ReadReady>(stream: &S) {
+    let mut byte = [0u8; 1];
+    loop {
+        if std::future::poll_fn(|cx| stream.poll_read_ready(cx))
+            .await
+            .is_err()
+        {
+            return;
+        }
+        let peek = stream.try_read_io(|| {
+            recv(stream.as_raw_fd(), &mut byte, MsgFlags::MSG_PEEK).map_err(io::Error::from)
+        });
+        match peek {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            _ => return,
+        }
+    }
+}
+
+/// Waits until a new plain connection has bytes to read, or must go on for another reason:
+/// hyper's connection (with its 8 KiB write buffer) is only built then, so a client that
+/// connects ahead of need (a pool, a browser's preconnect) costs the task alone. False when
+/// the connection stayed silent for the idle timeout, and is to be closed: what the
+/// connection driver would do with it. On a shutdown, the driver takes over at once, and
+/// applies its grace to a connection with no request yet.
+async fn first_bytes<S: ReadReady>(
+    stream: &S,
+    ctx: &HttpContext,
+    shutdown: &watch::Receiver<bool>,
+) -> bool {
+    let mut shutdown = shutdown.clone();
+    if *shutdown.borrow_and_update() {
+        return true;
+    }
+    tokio::select! {
+        _ = readable(stream) => true,
+        _ = shutdown.changed() => true,
+        _ = tokio::time::sleep(ctx.timeouts.idle()) => false,
     }
 }
 

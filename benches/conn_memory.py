@@ -1,0 +1,117 @@
+"""What an open connection costs a server in memory.
+
+Starts the server on `hello:app` (from benches/apps), opens N connections that send nothing,
+then sends one request on each and reads the answer, then closes them all, and prints the
+growth of the server's anonymous RSS (`RssAnon`, /proc) at each step, per connection:
+
+    python benches/conn_memory.py rsgi uvicorn granian --connections 512
+
+This is a measurement tool, not a test: nothing here passes or fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+APPS = Path(__file__).resolve().parent / "apps"
+PORT = 8971
+
+COMMANDS = {
+    "rsgi": [sys.executable, "-m", "rsgi", "hello:app", "--no-access-log"],
+    "uvicorn": [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "hello:app",
+        "--no-access-log",
+        "--loop",
+        "uvloop",
+    ],
+    "granian": [
+        "granian",
+        "--interface",
+        "asgi",
+        "--loop",
+        "uvloop",
+        "--no-access-log",
+        "hello:app",
+    ],
+}
+KEEP_ALIVE = {"rsgi": "--timeout-keep-alive", "uvicorn": "--timeout-keep-alive"}
+
+
+def anon_kib(pids: list[int]) -> int:
+    total = 0
+    for pid in pids:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("RssAnon:"):
+                total += int(line.split()[1])
+    return total
+
+
+def tree(pid: int) -> list[int]:
+    """The process and its children (granian serves from a child)."""
+    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True)
+    return [pid, *(int(p) for p in out.stdout.split())]
+
+
+def wait_ready(timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", PORT), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    sys.exit("the server did not start")
+
+
+def measure(name: str, n: int) -> str:
+    cmd = [*COMMANDS[name], "--port", str(PORT)]
+    if name in KEEP_ALIVE:
+        cmd += [KEEP_ALIVE[name], "60"]
+    server = subprocess.Popen(cmd, cwd=APPS, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_ready()
+        time.sleep(1)
+        pids = tree(server.pid)
+        base = anon_kib(pids)
+        conns = [socket.create_connection(("127.0.0.1", PORT)) for _ in range(n)]
+        time.sleep(1)
+        idle = anon_kib(pids)
+        for c in conns:
+            c.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        for c in conns:
+            c.recv(4096)
+        time.sleep(1)
+        used = anon_kib(pids)
+        for c in conns:
+            c.close()
+        time.sleep(1.5)
+        closed = anon_kib(pids)
+    finally:
+        server.terminate()
+        server.wait()
+    return (
+        f"{name:<8} idle {(idle - base) / n:5.1f} KiB per connection, "
+        f"after a request {(used - base) / n:5.1f} KiB, "
+        f"{closed - base:6d} KiB still held once all are closed"
+    )
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("servers", nargs="+", choices=sorted(COMMANDS))
+    p.add_argument("--connections", type=int, default=512)
+    args = p.parse_args()
+    for name in args.servers:
+        print(measure(name, args.connections), flush=True)
+
+
+if __name__ == "__main__":
+    main()
