@@ -24,15 +24,8 @@ import asyncio
 import os
 import sys
 import time
-from pathlib import Path
 
-APPS = Path(__file__).resolve().parent / "apps"
-
-#: workload name -> (app, path, query string), as in run.py.
-WORKLOADS = {
-    "hello": ("hello:app", "/", b""),
-    "fastapi": ("fastapi_app:app", "/items/5", b"q=x"),
-}
+from run import APPS, WORKLOADS
 
 REQUEST = {"type": "http.request", "body": b"", "more_body": False}
 
@@ -96,9 +89,10 @@ def main() -> None:
         sys.exit("app_cost.py needs uvloop, as the servers under test use it")
     print(f"CPython {sys.version.split()[0]}, uvloop {uvloop.__version__}, CPU {args.cpu}")
     for name in args.workloads.split(","):
-        spec, path, query = WORKLOADS[name]
-        app = load(spec)
-        us = uvloop.run(measure(app, path, query, args.requests, args.batch))
+        workload = WORKLOADS[name]
+        path, _, query = workload.path.partition("?")
+        app = load(workload.app)
+        us = uvloop.run(measure(app, path, query.encode(), args.requests, args.batch))
         print(f"{name}: the app alone {us:.1f} µs of CPU per request")
 
 

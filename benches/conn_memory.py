@@ -18,30 +18,10 @@ import sys
 import time
 from pathlib import Path
 
-APPS = Path(__file__).resolve().parent / "apps"
-PORT = 8971
+from run import APPS, free_port, process_tree, server_command
 
-COMMANDS = {
-    "rsgi": [sys.executable, "-m", "rsgi", "hello:app", "--no-access-log"],
-    "uvicorn": [
-        sys.executable,
-        "-m",
-        "uvicorn",
-        "hello:app",
-        "--no-access-log",
-        "--loop",
-        "uvloop",
-    ],
-    "granian": [
-        "granian",
-        "--interface",
-        "asgi",
-        "--loop",
-        "uvloop",
-        "--no-access-log",
-        "hello:app",
-    ],
-}
+SERVERS = ("rsgi", "uvicorn", "granian")
+#: Long enough that no connection is closed idle while the measure runs.
 KEEP_ALIVE = {"rsgi": "--timeout-keep-alive", "uvicorn": "--timeout-keep-alive"}
 
 
@@ -54,17 +34,11 @@ def anon_kib(pids: list[int]) -> int:
     return total
 
 
-def tree(pid: int) -> list[int]:
-    """The process and its children (granian serves from a child)."""
-    out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True, text=True)
-    return [pid, *(int(p) for p in out.stdout.split())]
-
-
-def wait_ready(timeout: float = 20) -> None:
+def wait_ready(port: int, timeout: float = 20) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            socket.create_connection(("127.0.0.1", PORT), timeout=1).close()
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
             return
         except OSError:
             time.sleep(0.1)
@@ -72,16 +46,17 @@ def wait_ready(timeout: float = 20) -> None:
 
 
 def measure(name: str, n: int) -> str:
-    cmd = [*COMMANDS[name], "--port", str(PORT)]
+    port = free_port()
+    cmd = server_command(name, "hello:app", port, workers=1)
     if name in KEEP_ALIVE:
         cmd += [KEEP_ALIVE[name], "60"]
     server = subprocess.Popen(cmd, cwd=APPS, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        wait_ready()
+        wait_ready(port)
         time.sleep(1)
-        pids = tree(server.pid)
+        pids = process_tree(server.pid)
         base = anon_kib(pids)
-        conns = [socket.create_connection(("127.0.0.1", PORT)) for _ in range(n)]
+        conns = [socket.create_connection(("127.0.0.1", port)) for _ in range(n)]
         time.sleep(1)
         idle = anon_kib(pids)
         for c in conns:
@@ -106,7 +81,7 @@ def measure(name: str, n: int) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("servers", nargs="+", choices=sorted(COMMANDS))
+    p.add_argument("servers", nargs="+", choices=SERVERS)
     p.add_argument("--connections", type=int, default=512)
     args = p.parse_args()
     for name in args.servers:
