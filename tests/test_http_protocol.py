@@ -5,6 +5,7 @@ from __future__ import annotations
 import email.utils
 import json
 import re
+import sys
 import threading
 import time
 from datetime import datetime, timezone
@@ -541,6 +542,46 @@ def test_send_raises_oserror_after_client_left_streaming(stream_disconnect_recor
     record = stream_disconnect_record
     assert record["send_exc"] is not None, record
     assert record["is_oserror"] is True, record
+
+
+def abort_streaming_response(port: int, target: str) -> None:
+    """Start a streaming response, read some of it, then reset the connection."""
+    client = RawClient(port)
+    try:
+        client.request("GET", target)
+        assert client.read_head().status == 200
+        client._recv(time.monotonic() + 5)
+    finally:
+        client.abort()
+
+
+@pytest.mark.parametrize("group", ["0", "1"], ids=["plain", "task-group"])
+def test_app_ended_by_a_disconnect_is_not_logged_as_an_error(raw_server, group):
+    """An app that lets send()'s ClientDisconnected end it is not at fault: no ERROR line and
+    no traceback, whether the exception comes bare or wrapped in an ExceptionGroup."""
+    if group == "1" and sys.version_info < (3, 11):
+        pytest.skip("asyncio.TaskGroup needs Python 3.11")
+    key = f"gone-{group}"
+    offset = raw_server.stderr_offset()
+    abort_streaming_response(raw_server.port, f"/stream-until-gone?id={key}&group={group}")
+    expected = {"0": "ClientDisconnected", "1": "ExceptionGroup"}[group]
+    assert wait_report(raw_server, key) == expected
+    # A request served after the app ended: any log line of that app is written by now.
+    assert simple_get(raw_server.port, "/").status == 200
+    text = raw_server.stderr(offset)
+    assert "Traceback" not in text, text
+    assert "ERROR" not in text, text
+
+
+@pytest.mark.rsgi_only
+def test_app_ended_by_a_disconnect_is_a_debug_line(server_factory):
+    server = server_factory("raw_app:app", "--log-level", "debug")
+    offset = server.stderr_offset()
+    abort_streaming_response(server.port, "/stream-until-gone?id=gone-debug")
+    assert wait_report(server, "gone-debug") == "ClientDisconnected"
+    text = server.wait_for_stderr(r"the client disconnected", since=offset)
+    assert re.search(r"^DEBUG: +ASGI application stopped: the client disconnected$", text, re.M)
+    assert "Traceback" not in text, text
 
 
 def test_server_still_serves_after_disconnects(raw_server):

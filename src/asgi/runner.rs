@@ -3,13 +3,13 @@
 //! misbehaved) and logs what went wrong. Doing this in Rust spares every request a Python
 //! wrapper coroutine and its frame.
 
-use pyo3::exceptions::{PyException, PyStopIteration};
+use pyo3::exceptions::{PyBaseException, PyException, PyStopIteration};
 use pyo3::ffi;
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
+use pyo3::types::{PyDict, PyTuple};
 
-use super::cycle::HttpCycle;
+use super::cycle::{ClientDisconnected, HttpCycle};
 use crate::ws::cycle::WebSocketCycle;
 
 /// The Python object behind `receive`/`send` of a running app: an HTTP request or a WebSocket.
@@ -80,8 +80,25 @@ impl AppRunner {
         if !err.is_instance_of::<PyException>(py) {
             return Err(err);
         }
+        if only_disconnects(err.value(py)) {
+            // send() told the app that its client had gone, and the app let that end it: the
+            // usual end of an aborted request, not a fault of the app. A traceback per aborted
+            // request would flood the log, and formatting it would stall the loop whenever
+            // many clients leave at once.
+            self.log_debug(py, "ASGI application stopped: the client disconnected");
+            return Ok(());
+        }
         self.log_error(py, "Exception in ASGI application\n", Some(err));
         Ok(())
+    }
+
+    fn log_debug(&self, py: Python<'_>, msg: &str) {
+        if let Err(e) = self
+            .error_log
+            .call_method1(py, intern!(py, "debug"), (msg,))
+        {
+            e.print(py);
+        }
     }
 
     fn log_error(&self, py: Python<'_>, msg: &str, err: Option<PyErr>) {
@@ -130,6 +147,25 @@ impl AppRunner {
             }
         }
     }
+}
+
+/// Whether `exc` is [`ClientDisconnected`], or an exception group holding nothing else (as
+/// task groups wrap what their tasks raise).
+fn only_disconnects(exc: &Bound<'_, PyBaseException>) -> bool {
+    if exc.is_instance_of::<ClientDisconnected>() {
+        return true;
+    }
+    let Ok(members) = exc.getattr(intern!(exc.py(), "exceptions")) else {
+        return false;
+    };
+    let Ok(members) = members.cast_into::<PyTuple>() else {
+        return false;
+    };
+    !members.is_empty()
+        && members.iter().all(|m| {
+            m.cast_into::<PyBaseException>()
+                .is_ok_and(|m| only_disconnects(&m))
+        })
 }
 
 #[pymethods]

@@ -217,6 +217,31 @@ async def ep_stream_disconnect(scope, receive, send):
     RECORDS[key] = record
 
 
+async def ep_stream_until_gone(scope, receive, send):
+    """Stream until send() raises, and let that exception end the app, as most apps do.
+
+    With ``group=1`` the streaming runs in a task group, which wraps what it raises in an
+    ExceptionGroup. RECORDS holds the exception's type name, then the app re-raises it.
+    """
+    params = query(scope)
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+
+    async def stream():
+        while True:
+            await send({"type": "http.response.body", "body": b"y" * 4096, "more_body": True})
+            await asyncio.sleep(0.005)
+
+    try:
+        if params.get("group") == "1":
+            async with asyncio.TaskGroup() as group:
+                group.create_task(stream())
+        else:
+            await stream()
+    except BaseException as exc:
+        RECORDS[params["id"]] = type(exc).__name__
+        raise
+
+
 async def ep_slow(scope, receive, send):
     params = query(scope)
     if "id" in params:
@@ -312,6 +337,7 @@ ROUTES = {
     "/download": ep_download,
     "/wait-disconnect": ep_wait_disconnect,
     "/stream-disconnect": ep_stream_disconnect,
+    "/stream-until-gone": ep_stream_until_gone,
     "/slow": ep_slow,
     "/count": ep_count,
     "/loop": ep_loop,
