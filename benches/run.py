@@ -270,15 +270,17 @@ def parse_cpu_list(spec: str) -> set[int]:
     return cpus
 
 
-def cpu_busy_seconds(cpus: set[int]) -> float:
-    """Busy time (everything but idle and iowait) of the given CPUs, from /proc/stat."""
-    total = 0
+def cpu_busy_seconds(cpus: set[int]) -> tuple[float, float]:
+    """Busy time (everything but idle and iowait) of the given CPUs, and the part of it the
+    hypervisor stole for other virtual machines, from /proc/stat."""
+    busy = steal = 0
     for line in Path("/proc/stat").read_text().splitlines():
         m = re.match(r"cpu(\d+) (.*)", line)
         if m and int(m.group(1)) in cpus:
             v = [int(x) for x in m.group(2).split()]
-            total += v[0] + v[1] + v[2] + v[5] + v[6] + v[7]  # user nice system irq softirq steal
-    return total / _CLK_TCK
+            busy += v[0] + v[1] + v[2] + v[5] + v[6] + v[7]  # user nice system irq softirq steal
+            steal += v[7]
+    return busy / _CLK_TCK, steal / _CLK_TCK
 
 
 class Server:
@@ -469,6 +471,8 @@ class Run:
     # CPU time of the server's and the load generator's CPUs used by anything else
     # (other jobs on a shared machine): a run with much of it is noisy, repeat it.
     other_cpu_pct: float | None = None
+    # The part of other_cpu_pct that the hypervisor took for other virtual machines.
+    steal_pct: float | None = None
     flags: list[str] = field(default_factory=list)  # any flag makes the run count as zero
     notes: list[str] = field(default_factory=list)  # warnings that do not
     processes: list[dict] = field(default_factory=list)
@@ -513,12 +517,12 @@ def run_once(args, workload: Workload, server_name: str, rnd: int, log_dir: Path
 
         # CPUs of the server and of the load generator (every CPU when one is unpinned).
         cpus = parse_cpu_list(args.server_cpus) | parse_cpu_list(args.load_cpus)
-        busy0 = cpu_busy_seconds(cpus)
+        busy0, steal0 = cpu_busy_seconds(cpus)
         cpu0, t0 = tree_cpu_seconds(server.pid), time.monotonic()
         code, out, load_cpu = run_measured(load_cmd, args.warmup + args.duration + 60)
         wall = time.monotonic() - t0
         cpu1 = tree_cpu_seconds(server.pid)
-        busy1 = cpu_busy_seconds(cpus)
+        busy1, steal1 = cpu_busy_seconds(cpus)
         run.processes = tree_rss(server.pid)  # right after the run, before stopping
         run.load_output = out
 
@@ -532,6 +536,7 @@ def run_once(args, workload: Workload, server_name: str, rnd: int, log_dir: Path
         if wall > 0:
             other = (busy1 - busy0) - (cpu1 - cpu0) - load_cpu
             run.other_cpu_pct = round(max(0.0, 100 * other / wall), 1)
+            run.steal_pct = round(100 * (steal1 - steal0) / wall, 1)
         if code != 0:
             run.flags.append(f"load generator exit code {code}")
         if not server.alive():
@@ -925,7 +930,12 @@ def main(argv: list[str] | None = None) -> int:
                     r = run_once(args, w, s, rnd, log_dir)
                     runs.append(r)
                     if r.other_cpu_pct is not None and r.other_cpu_pct > args.noisy:
-                        r.notes.append(f"noisy: other jobs took {r.other_cpu_pct:.0f}% of a CPU")
+                        stolen = (
+                            f" ({r.steal_pct:.0f}% stolen by the hypervisor)" if r.steal_pct else ""
+                        )
+                        r.notes.append(
+                            f"noisy: other jobs took {r.other_cpu_pct:.0f}% of a CPU{stolen}"
+                        )
                     print(run_line(r), flush=True)
                     time.sleep(args.pause)
     except KeyboardInterrupt:
