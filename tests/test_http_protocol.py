@@ -564,7 +564,7 @@ def test_app_ended_by_a_disconnect_is_not_logged_as_an_error(raw_server, group):
     key = f"gone-{group}"
     offset = raw_server.stderr_offset()
     abort_streaming_response(raw_server.port, f"/stream-until-gone?id={key}&group={group}")
-    expected = {"0": "ClientDisconnected", "1": "ExceptionGroup"}[group]
+    expected = {"0": "ClientDisconnected (rsgi.ClientDisconnected)", "1": "ExceptionGroup"}[group]
     assert wait_report(raw_server, key) == expected
     # A request served after the app ended: any log line of that app is written by now.
     assert simple_get(raw_server.port, "/").status == 200
@@ -578,7 +578,7 @@ def test_app_ended_by_a_disconnect_is_a_debug_line(server_factory):
     server = server_factory("raw_app:app", "--log-level", "debug")
     offset = server.stderr_offset()
     abort_streaming_response(server.port, "/stream-until-gone?id=gone-debug")
-    assert wait_report(server, "gone-debug") == "ClientDisconnected"
+    assert wait_report(server, "gone-debug") == "ClientDisconnected (rsgi.ClientDisconnected)"
     text = server.wait_for_stderr(r"the client disconnected", since=offset)
     assert re.search(r"^DEBUG: +ASGI application stopped: the client disconnected$", text, re.M)
     assert "Traceback" not in text, text

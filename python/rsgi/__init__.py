@@ -7,7 +7,7 @@ from typing import Any
 from rsgi.config import Config, ConfigError
 from rsgi.main import run
 
-__all__ = ["Config", "ConfigError", "Worker", "__version__", "run"]
+__all__ = ["ClientDisconnected", "Config", "ConfigError", "Worker", "__version__", "run"]
 
 
 def __getattr__(name: str) -> Any:
@@ -18,6 +18,10 @@ def __getattr__(name: str) -> Any:
         from rsgi._rsgi import __version__
 
         return __version__
+    if name == "ClientDisconnected":
+        from rsgi._rsgi import ClientDisconnected
+
+        return ClientDisconnected
     # Lazy: rsgi.workers imports gunicorn, which plain `rsgi` users need not have.
     if name == "Worker":
         from rsgi.workers import Worker

@@ -221,7 +221,8 @@ async def ep_stream_until_gone(scope, receive, send):
     """Stream until send() raises, and let that exception end the app, as most apps do.
 
     With ``group=1`` the streaming runs in a task group, which wraps what it raises in an
-    ExceptionGroup. RECORDS holds the exception's type name, then the app re-raises it.
+    ExceptionGroup. RECORDS holds the exception's type name, and whether it is the public
+    `rsgi.ClientDisconnected`; then the app re-raises it.
     """
     params = query(scope)
     await send({"type": "http.response.start", "status": 200, "headers": []})
@@ -238,7 +239,11 @@ async def ep_stream_until_gone(scope, receive, send):
         else:
             await stream()
     except BaseException as exc:
-        RECORDS[params["id"]] = type(exc).__name__
+        import rsgi
+
+        public = isinstance(exc, rsgi.ClientDisconnected) and isinstance(exc, OSError)
+        suffix = " (rsgi.ClientDisconnected)" if public else ""
+        RECORDS[params["id"]] = type(exc).__name__ + suffix
         raise
 
 
