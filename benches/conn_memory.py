@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import argparse
 import socket
-import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
-from run import APPS, free_port, process_tree, server_command
+from run import WORKLOADS, Server, free_port, process_tree, server_command, wait_ready
 
 SERVERS = ("rsgi", "uvicorn", "granian")
 #: Long enough that no connection is closed idle while the measure runs.
@@ -34,25 +34,18 @@ def anon_kib(pids: list[int]) -> int:
     return total
 
 
-def wait_ready(port: int, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.1)
-    sys.exit("the server did not start")
-
-
-def measure(name: str, n: int) -> str:
+def measure(name: str, n: int, log_dir: Path) -> str:
     port = free_port()
-    cmd = server_command(name, "hello:app", port, workers=1)
+    hello = WORKLOADS["hello"]
+    cmd = server_command(name, hello.app, port, workers=1)
     if name in KEEP_ALIVE:
         cmd += [KEEP_ALIVE[name], "60"]
-    server = subprocess.Popen(cmd, cwd=APPS, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = Server(name, cmd, log_dir / f"{name}.log")
+    server.start()
     try:
-        wait_ready(port)
+        problem = wait_ready(server, hello, port, timeout=20)
+        if problem:
+            sys.exit(f"{name}: {problem}\n{server.log_tail()}")
         time.sleep(1)
         pids = process_tree(server.pid)
         base = anon_kib(pids)
@@ -70,8 +63,7 @@ def measure(name: str, n: int) -> str:
         time.sleep(1.5)
         closed = anon_kib(pids)
     finally:
-        server.terminate()
-        server.wait()
+        server.stop()
     return (
         f"{name:<8} idle {(idle - base) / n:5.1f} KiB per connection, "
         f"after a request {(used - base) / n:5.1f} KiB, "
@@ -84,8 +76,9 @@ def main() -> None:
     p.add_argument("servers", nargs="+", choices=SERVERS)
     p.add_argument("--connections", type=int, default=512)
     args = p.parse_args()
-    for name in args.servers:
-        print(measure(name, args.connections), flush=True)
+    with tempfile.TemporaryDirectory() as log_dir:
+        for name in args.servers:
+            print(measure(name, args.connections, Path(log_dir)), flush=True)
 
 
 if __name__ == "__main__":
