@@ -170,6 +170,26 @@ def test_request_id_made_echoed_and_seen_by_app():
         assert response.header("x-request-id") == b"given-7"
 
 
+@pytest.mark.parametrize("log_format", ["text", "json"])
+def test_made_request_id_is_logged_and_is_the_last_header(tmp_path, log_format):
+    log = tmp_path / "access.log"
+    options = ["--access-logfile", str(log)]
+    if log_format == "json":
+        options += ["--log-format", "json"]
+    else:
+        options += ["--access-log-format", "%({x-request-id}i)s %({x-request-id}o)s"]
+    with running_server("raw_app:app", *options) as server:
+        _, response = get(server.port, "/scope", [("X-Trace", "t-1")])
+        [line] = lines_of(log, 1)
+    made = response.header("x-request-id").decode()
+    headers = json.loads(response.body)["scope"]["headers"]
+    assert headers[-2:] == [["x-trace", "t-1"], ["x-request-id", made]]
+    if log_format == "json":
+        assert json.loads(line)["request_id"] == made
+    else:
+        assert line == f"{made} {made}"
+
+
 def test_no_request_id():
     with running_server("raw_app:app", "--no-request-id") as server:
         _, response = get(server.port, "/")

@@ -436,7 +436,9 @@ fn type_name(o: &Bound<'_, PyAny>) -> String {
 }
 
 pub(crate) fn response_headers(headers: &Bound<'_, PyAny>) -> PyResult<HeaderMap> {
-    let mut map = HeaderMap::new();
+    // Room for the I/O side's additions too (`server`, `x-request-id`, `connection`), so
+    // that the map never grows on the way out.
+    let mut map = HeaderMap::with_capacity(headers.len().unwrap_or(0) + 3);
     for item in headers.try_iter()? {
         let item = item?;
         let (name, value) = match item.cast::<PyTuple>() {

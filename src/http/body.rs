@@ -15,11 +15,10 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use super::conn::Activity;
 use super::file::FileStream;
 use super::service::HttpContext;
-use super::service::X_REQUEST_ID;
 use crate::asgi::bridge::Event;
 use crate::asgi::exchange::{Exchange, RESPONSE_LOW_WATER};
 use crate::log::access::RequestFacts;
-use crate::log::Record;
+use crate::log::{Record, X_REQUEST_ID};
 
 /// The app failed after the response started: hyper must close the connection rather than end
 /// the body cleanly, so the client never mistakes a cut response for a complete one.

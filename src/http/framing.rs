@@ -115,6 +115,19 @@ impl Framing {
                     };
                 }
                 _ => {
+                    // Bytes up to the next CR or LF only extend the line: take them at once.
+                    let rest = &data[i..];
+                    let run = if self.after_cr {
+                        0
+                    } else {
+                        memchr::memchr2(b'\r', b'\n', rest).unwrap_or(rest.len())
+                    };
+                    if run > 0 {
+                        self.line_run(&rest[..run])?;
+                        i += run;
+                        self.fed += run as u64;
+                        continue;
+                    }
                     let byte = data[i];
                     i += 1;
                     self.fed += 1;
@@ -123,6 +136,24 @@ impl Framing {
             }
         }
         Ok(self.released)
+    }
+
+    /// Bytes of a line that hold no CR or LF, and do not follow a CR.
+    fn line_run(&mut self, run: &[u8]) -> Result<(), Violation> {
+        if self.matches_head() {
+            self.head_len += run.len();
+            if self.head_len > MAX_HEAD {
+                return Err((
+                    StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                    "request head too large",
+                ));
+            }
+        }
+        if self.line.len() + run.len() > MAX_HEAD {
+            return Err((StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "line too long"));
+        }
+        self.line.extend_from_slice(run);
+        Ok(())
     }
 
     /// One byte of a line-oriented part: the head, a chunk-size line, a trailer line.
@@ -466,6 +497,48 @@ mod tests {
         stream.extend_from_slice(b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc");
         stream.extend_from_slice(b"GET / HT");
         assert_eq!(check(&stream).unwrap(), (stream.len() - 8) as u64);
+    }
+
+    /// Feeds `stream` in reads of `size` bytes; the verdict after the last read.
+    fn in_reads(stream: &[u8], size: usize) -> Result<u64, Violation> {
+        let mut f = Framing::default();
+        let mut released = Ok(0);
+        for part in stream.chunks(size) {
+            released = f.feed(part);
+            if released.is_err() {
+                break;
+            }
+        }
+        released
+    }
+
+    #[test]
+    fn any_split_of_the_stream_gives_the_same_verdict() {
+        let long_line = [b"GET /".as_slice(), &[b'a'; MAX_HEAD], b" HTTP/1.1\r\n\r\n"].concat();
+        let many_fields = [
+            b"GET / HTTP/1.1\r\nHost: a\r\n".as_slice(),
+            &b"X-Field: 0123456789012345678901234567890123456789\r\n".repeat(MAX_HEAD / 48),
+            b"\r\n",
+        ]
+        .concat();
+        let streams: [&[u8]; 8] = [
+            GET,
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5;x=y\r\nhello\r\n0\r\nT: 1\r\n\r\nGET / HT",
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabcGET / HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\rb\r\n\r\n",
+            b"GET / HTTP/1.1\nHost: a\n\n",
+            b"\r\n\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n",
+            &long_line,
+            &many_fields,
+        ];
+        for stream in streams {
+            let whole = check(stream);
+            for size in [1, 2, 3, 7, 64, 4096] {
+                assert_eq!(in_reads(stream, size), whole, "reads of {size} bytes");
+            }
+        }
+        assert_eq!(check(&long_line).unwrap_err().0, 431);
+        assert_eq!(check(&many_fields).unwrap_err().0, 431);
     }
 
     #[test]

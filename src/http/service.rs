@@ -29,7 +29,7 @@ use super::validate::check_head;
 use super::{ConnInfo, Endpoint, RequestHead};
 use crate::asgi::bridge::{Bridge, Event};
 use crate::asgi::exchange::{Exchange, Inner, ResponseHead, REQUEST_READ_AHEAD};
-use crate::log::{AccessLog, Sink};
+use crate::log::{AccessLog, Sink, X_REQUEST_ID};
 use crate::metrics::Metrics;
 use crate::ws::handshake::{self, Check};
 use crate::ws::session::Start;
@@ -126,11 +126,13 @@ impl AsgiService {
             .get(EXPECT)
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
 
-        let mut parts = parts;
         // The framing check stops checking after an upgrade request; unless the upgrade
         // happens, the connection must not carry another request.
         let upgrade = parts.headers.contains_key(http::header::UPGRADE);
-        let request_id = self.ctx.request_id.then(|| request_id(&mut parts.headers));
+        let (request_id, made_request_id) = match self.ctx.request_id {
+            true => request_id(&parts.headers),
+            false => (None, None),
+        };
         let forwarded = self
             .ctx
             .proxies
@@ -147,21 +149,15 @@ impl AsgiService {
                 .as_ref()
                 .and_then(|f| f.client.as_ref())
                 .unwrap_or(&self.conn.client);
-            let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-            let facts = access.log.capture(
-                client.describe(),
-                client_host(client),
-                &parts.method,
-                target,
-                parts.version,
-                &parts.headers,
-            );
+            let who = (client.describe(), client_host(client));
+            let facts = access.log.capture(who, &parts, made_request_id.as_ref());
             completion.track(facts, request_id.clone());
         } else if let Some(id) = request_id {
             completion.echo_request_id(id);
         }
         if upgrade && self.ctx.ws.enabled && handshake::is_upgrade(&parts.headers) {
-            return self.websocket(parts, ex, completion, forwarded).await;
+            let head = (parts, forwarded, made_request_id);
+            return self.websocket(head, ex, completion).await;
         }
         if !body.is_end_stream() {
             let mut taken = 0;
@@ -185,7 +181,7 @@ impl AsgiService {
             }
         }
 
-        let head = RequestHead::new(parts, self.conn.clone(), forwarded);
+        let head = RequestHead::new(parts, self.conn.clone(), forwarded, made_request_id);
         self.ctx.bridge.push(Event::Request(ex.clone(), head));
 
         let head = poll_fn(|cx| {
@@ -214,10 +210,13 @@ impl AsgiService {
     /// after which the connection closes).
     async fn websocket(
         self,
-        mut parts: http::request::Parts,
+        (mut parts, forwarded, made_request_id): (
+            Parts,
+            Option<super::proxy::Forwarded>,
+            Option<HeaderValue>,
+        ),
         ex: Arc<Exchange>,
         mut completion: Completion,
-        forwarded: Option<super::proxy::Forwarded>,
     ) -> Response<ResponseBody> {
         let ws = self.ctx.ws;
         let upgrade = match handshake::check(
@@ -241,7 +240,7 @@ impl AsgiService {
             return reject(StatusCode::BAD_REQUEST);
         };
         ex.lock().ws.max_queue = ws.max_queue;
-        let head = RequestHead::new(parts, self.conn.clone(), forwarded);
+        let head = RequestHead::new(parts, self.conn.clone(), forwarded, made_request_id);
         self.ctx.bridge.push(Event::WebSocket(ex.clone(), head));
         let head = poll_fn(|cx| {
             let mut st = ex.lock();
@@ -345,19 +344,17 @@ impl AsgiService {
     }
 }
 
-/// The request's `x-request-id`: the client's when it sent one, otherwise a new one added to
-/// the headers the app sees.
-fn request_id(headers: &mut HeaderMap) -> HeaderValue {
-    if let Some(id) = headers.get(X_REQUEST_ID) {
-        return id.clone();
+/// The request's `x-request-id`, and whether it was made here: the client's when it sent one,
+/// otherwise a new one, which the app sees as the last header of the scope.
+fn request_id(headers: &HeaderMap) -> (Option<HeaderValue>, Option<HeaderValue>) {
+    match headers.get(X_REQUEST_ID) {
+        Some(id) => (Some(id.clone()), None),
+        None => {
+            let id = crate::log::new_request_id();
+            (Some(id.clone()), Some(id))
+        }
     }
-    let id = crate::log::new_request_id();
-    headers.insert(X_REQUEST_ID, id.clone());
-    id
 }
-
-pub const X_REQUEST_ID: http::header::HeaderName =
-    http::header::HeaderName::from_static("x-request-id");
 
 fn client_host(client: &Endpoint) -> String {
     match client {

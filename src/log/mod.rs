@@ -15,6 +15,11 @@ use std::cell::Cell;
 
 use http::HeaderValue;
 
+/// The header that carries a request's id, taken from the client or made by
+/// [`new_request_id`].
+pub const X_REQUEST_ID: http::header::HeaderName =
+    http::header::HeaderName::from_static("x-request-id");
+
 /// A new request id: 32 hex digits, unique enough to correlate log lines.
 pub fn new_request_id() -> HeaderValue {
     thread_local! {
