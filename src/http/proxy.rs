@@ -61,10 +61,7 @@ impl TrustedProxies {
     /// The forwarded client and scheme, when `peer` is trusted and says so.
     pub fn resolve(&self, peer: &Endpoint, headers: &HeaderMap) -> Option<Forwarded> {
         // Most requests carry no proxy header: skip parsing the peer's address for them.
-        let any_header = [&FORWARDED, &X_FORWARDED_FOR, &X_FORWARDED_PROTO]
-            .into_iter()
-            .any(|name| headers.contains_key(name));
-        if !any_header || !self.trusts_peer(peer) {
+        if !has_proxy_header(headers) || !self.trusts_peer(peer) {
             return None;
         }
         if headers.contains_key(FORWARDED) {
@@ -103,6 +100,22 @@ struct Hop {
     scheme: Option<&'static str>,
     /// The hop names a client (possibly `unknown`), rather than only a scheme.
     from_for: bool,
+}
+
+/// Whether any of the headers a proxy sets is present. A request head has few fields, and
+/// comparing names is cheaper than hashing each of the three for a lookup.
+fn has_proxy_header(headers: &HeaderMap) -> bool {
+    const SCAN: usize = 32;
+    let wanted = |name: &HeaderName| {
+        name == FORWARDED || name == X_FORWARDED_FOR || name == X_FORWARDED_PROTO
+    };
+    if headers.keys_len() <= SCAN {
+        headers.keys().any(wanted)
+    } else {
+        [FORWARDED, X_FORWARDED_FOR, X_FORWARDED_PROTO]
+            .iter()
+            .any(|name| headers.contains_key(name))
+    }
 }
 
 const FORWARDED: HeaderName = http::header::FORWARDED;
@@ -300,6 +313,24 @@ mod tests {
             Endpoint::Tcp(h, p) => Some(format!("{h}:{p}")),
             Endpoint::Unknown => Some("unknown".into()),
             Endpoint::Unix(p) => Some(p),
+        }
+    }
+
+    #[test]
+    fn proxy_headers_are_found_among_few_fields_and_many() {
+        for name in ["forwarded", "x-forwarded-for", "x-forwarded-proto"] {
+            for before in [0, 40] {
+                let mut h = HeaderMap::new();
+                for i in 0..before {
+                    h.insert(
+                        HeaderName::from_bytes(format!("x-field-{i}").as_bytes()).unwrap(),
+                        http::HeaderValue::from_static("v"),
+                    );
+                }
+                assert!(!has_proxy_header(&h), "{before} fields, none a proxy's");
+                h.insert(name, http::HeaderValue::from_static("for=1.2.3.4"));
+                assert!(has_proxy_header(&h), "{name} after {before} fields");
+            }
         }
     }
 

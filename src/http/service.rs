@@ -268,11 +268,7 @@ impl AsgiService {
         for (name, value) in &head.headers {
             headers.append(name.clone(), value.clone());
         }
-        for (name, value) in &self.ctx.default_headers {
-            if !headers.contains_key(name) {
-                headers.insert(name.clone(), value.clone());
-            }
-        }
+        add_default_headers(&self.ctx.default_headers, &mut headers);
         completion.responding(101, &mut headers);
         completion.upgraded();
         *self.upgrade.lock() = Some(Start {
@@ -288,11 +284,7 @@ impl AsgiService {
 
     fn respond(&self, head: ResponseHead, mut completion: Completion) -> Response<ResponseBody> {
         let mut headers = head.headers;
-        for (name, value) in &self.ctx.default_headers {
-            if !headers.contains_key(name) {
-                headers.insert(name.clone(), value.clone());
-            }
-        }
+        add_default_headers(&self.ctx.default_headers, &mut headers);
         completion.responding(head.status, &mut headers);
         let mut resp = Response::new(ResponseBody::new(completion));
         *resp.status_mut() =
@@ -330,17 +322,22 @@ impl AsgiService {
         if status == StatusCode::METHOD_NOT_ALLOWED {
             headers.insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
         }
-        for (name, value) in &self.ctx.default_headers {
-            if !headers.contains_key(name) {
-                headers.insert(name.clone(), value.clone());
-            }
-        }
+        add_default_headers(&self.ctx.default_headers, headers);
         Some(resp)
     }
 
     fn refuse(&self, refusal: Refusal) -> Response<ResponseBody> {
         self.ctx.log_refusal(refusal, &self.conn.client);
         reject(refusal.0)
+    }
+}
+
+/// Adds each default header (`server`, `--header`) whose name the response does not set.
+fn add_default_headers(defaults: &HeaderMap, headers: &mut HeaderMap) {
+    for (name, value) in defaults {
+        if let http::header::Entry::Vacant(slot) = headers.entry(name) {
+            slot.insert(value.clone());
+        }
     }
 }
 

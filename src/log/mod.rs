@@ -38,9 +38,13 @@ pub fn new_request_id() -> HeaderValue {
 fn hex_id(bits: [u64; 2]) -> HeaderValue {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut text = [0u8; 32];
-    for (i, digit) in text.iter_mut().enumerate() {
-        let word = bits[i / 16];
-        *digit = HEX[((word >> (60 - 4 * (i % 16))) & 0xf) as usize];
+    let bytes = bits[0]
+        .to_be_bytes()
+        .into_iter()
+        .chain(bits[1].to_be_bytes());
+    for (pair, byte) in text.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = HEX[usize::from(byte >> 4)];
+        pair[1] = HEX[usize::from(byte & 0xf)];
     }
     HeaderValue::from_bytes(&text).expect("hex digits are a valid header value")
 }
