@@ -22,7 +22,6 @@ Needs valgrind (`apt-get install valgrind`). This is a measurement tool, not a t
 from __future__ import annotations
 
 import argparse
-import os
 import selectors
 import shutil
 import socket
@@ -84,8 +83,7 @@ def _content_length(head: bytes) -> int:
 
 
 def callgrind(cmd: list[str], out_dir: Path) -> list[str]:
-    # Child processes too (granian's worker); the interpreter itself, not a pyenv shim script.
-    cmd = [os.path.realpath(cmd[0]), *cmd[1:]] if os.path.exists(cmd[0]) else cmd
+    # Child processes too: granian's worker, and what a script's shebang runs.
     return [
         "valgrind",
         "--tool=callgrind",
