@@ -1,18 +1,15 @@
 //! Builds the ASGI HTTP scope from a request head, on the loop thread.
 
 use std::cell::RefCell;
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 
 use http::header::TE;
-use http::{HeaderMap, HeaderName, Method, Version};
+use http::{HeaderMap, Method, Version};
 use percent_encoding::percent_decode;
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyList, PyString};
+use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 
 use crate::http::{Endpoint, RequestHead};
-use crate::log::X_REQUEST_ID;
 use crate::tls::TlsInfo;
 
 /// Per-server values every scope shares.
@@ -27,47 +24,9 @@ pub struct ScopeTemplate {
     /// `{"http.response.pathsend": {}}`, copied per request. The inner dict only announces
     /// the extension, so every scope may share it.
     extensions: Py<PyDict>,
-    /// Header names as bytes objects, made once each: requests repeat the same few names.
-    /// Holds at most [`NAME_CACHE`] names; others are made per request.
-    names: RefCell<HashMap<HeaderName, Py<PyBytes>, BuildHasherDefault<NameHasher>>>,
     /// The `server` tuple last reported. A process listens on few addresses, so a request
     /// nearly always reuses it, and tuples are immutable.
     server: RefCell<Option<(Endpoint, Py<PyAny>)>>,
-}
-
-/// How many distinct header names [`ScopeTemplate`] keeps as bytes objects.
-const NAME_CACHE: usize = 256;
-
-/// A multiply-rotate hash for the header-name cache. The cache is bounded and its keys are
-/// names the server has already parsed, so a hash that resists collision attacks (SipHash)
-/// would only cost more than the bytes object it saves.
-#[derive(Default)]
-struct NameHasher(u64);
-
-impl Hasher for NameHasher {
-    fn write(&mut self, bytes: &[u8]) {
-        for chunk in bytes.chunks(8) {
-            let mut word = [0u8; 8];
-            word[..chunk.len()].copy_from_slice(chunk);
-            self.write_u64(u64::from_le_bytes(word));
-        }
-    }
-
-    fn write_u64(&mut self, n: u64) {
-        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-    }
-
-    fn write_u8(&mut self, n: u8) {
-        self.write_u64(u64::from(n));
-    }
-
-    fn write_usize(&mut self, n: usize) {
-        self.write_u64(n as u64);
-    }
-
-    fn finish(&self) -> u64 {
-        self.0
-    }
 }
 
 impl ScopeTemplate {
@@ -101,22 +60,8 @@ impl ScopeTemplate {
             http: http.unbind(),
             asgi: asgi_version(py)?.unbind(),
             extensions: extensions.unbind(),
-            names: RefCell::new(HashMap::default()),
             server: RefCell::new(None),
         })
-    }
-
-    /// `name` as a bytes object, from the cache when it holds it.
-    fn name<'py>(&self, py: Python<'py>, name: &HeaderName) -> Bound<'py, PyBytes> {
-        let mut names = self.names.borrow_mut();
-        if let Some(bytes) = names.get(name) {
-            return bytes.bind(py).clone();
-        }
-        let bytes = PyBytes::new(py, name.as_str().as_bytes());
-        if names.len() < NAME_CACHE {
-            names.insert(name.clone(), bytes.clone().unbind());
-        }
-        bytes
     }
 
     /// The `server` tuple for `e`.
@@ -227,7 +172,7 @@ fn set_common(
     }
     let query = head.uri.query().unwrap_or("").as_bytes();
     scope.set_item(intern!(py, "query_string"), PyBytes::new(py, query))?;
-    scope.set_item(intern!(py, "headers"), headers(py, head, tpl)?)?;
+    scope.set_item(intern!(py, "headers"), headers(py, head)?)?;
     let client = forwarded
         .and_then(|f| f.client.as_ref())
         .unwrap_or(&head.conn.client);
@@ -322,41 +267,20 @@ fn method<'py>(py: Python<'py>, m: &Method) -> Bound<'py, PyString> {
     }
 }
 
-fn headers<'py>(
-    py: Python<'py>,
-    head: &RequestHead,
-    tpl: &ScopeTemplate,
-) -> PyResult<Bound<'py, PyList>> {
-    let id_name = X_REQUEST_ID;
-    let made = head.made_request_id.iter().map(|id| (&id_name, id));
-    let pairs = head
-        .headers
-        .iter()
-        .chain(made)
-        .map(|(name, value)| (tpl.name(py, name), PyBytes::new(py, value.as_bytes())));
-    // Sized up front: one allocation for the list, not one per growth step.
-    let count = head.headers.len() + usize::from(head.made_request_id.is_some());
-    PyList::new(py, Counted(pairs, count))
-}
-
-/// An iterator that knows how many items are left (`HeaderMap::len` counts every value).
-struct Counted<I>(I, usize);
-
-impl<I: Iterator> Iterator for Counted<I> {
-    type Item = I::Item;
-
-    fn next(&mut self) -> Option<I::Item> {
-        let item = self.0.next()?;
-        self.1 = self.1.saturating_sub(1);
-        Some(item)
+fn headers<'py>(py: Python<'py>, head: &RequestHead) -> PyResult<Bound<'py, PyList>> {
+    let list = PyList::empty(py);
+    for (name, value) in &head.headers {
+        let pair = PyTuple::new(
+            py,
+            [
+                PyBytes::new(py, name.as_str().as_bytes()),
+                PyBytes::new(py, value.as_bytes()),
+            ],
+        )?;
+        list.append(pair)?;
     }
-
-    fn size_hint(&self) -> (usize, Option<usize>) {
-        (self.1, Some(self.1))
-    }
+    Ok(list)
 }
-
-impl<I: Iterator> ExactSizeIterator for Counted<I> {}
 
 fn endpoint<'py>(py: Python<'py>, e: &Endpoint) -> PyResult<Bound<'py, PyAny>> {
     Ok(match e {

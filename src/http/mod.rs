@@ -81,10 +81,6 @@ pub struct RequestHead {
     pub conn: Arc<ConnInfo>,
     /// What a trusted proxy reported about the client, if anything.
     pub forwarded: Option<proxy::Forwarded>,
-    /// The `x-request-id` made for this request, when the client sent none. It is kept out of
-    /// `headers` (inserting it would hash and may grow hyper's map) and reaches the app as the
-    /// last header of the scope, where an insert would have put it.
-    pub made_request_id: Option<http::HeaderValue>,
 }
 
 impl RequestHead {
@@ -92,7 +88,6 @@ impl RequestHead {
         parts: http::request::Parts,
         conn: Arc<ConnInfo>,
         forwarded: Option<proxy::Forwarded>,
-        made_request_id: Option<http::HeaderValue>,
     ) -> Box<Self> {
         Box::new(RequestHead {
             method: parts.method,
@@ -101,7 +96,6 @@ impl RequestHead {
             headers: parts.headers,
             conn,
             forwarded,
-            made_request_id,
         })
     }
 }

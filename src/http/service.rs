@@ -126,13 +126,11 @@ impl AsgiService {
             .get(EXPECT)
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
 
+        let mut parts = parts;
         // The framing check stops checking after an upgrade request; unless the upgrade
         // happens, the connection must not carry another request.
         let upgrade = parts.headers.contains_key(http::header::UPGRADE);
-        let (request_id, made_request_id) = match self.ctx.request_id {
-            true => request_id(&parts.headers),
-            false => (None, None),
-        };
+        let request_id = self.ctx.request_id.then(|| request_id(&mut parts.headers));
         let forwarded = self
             .ctx
             .proxies
@@ -149,15 +147,21 @@ impl AsgiService {
                 .as_ref()
                 .and_then(|f| f.client.as_ref())
                 .unwrap_or(&self.conn.client);
-            let who = (client.describe(), client_host(client));
-            let facts = access.log.capture(who, &parts, made_request_id.as_ref());
+            let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+            let facts = access.log.capture(
+                client.describe(),
+                client_host(client),
+                &parts.method,
+                target,
+                parts.version,
+                &parts.headers,
+            );
             completion.track(facts, request_id.clone());
         } else if let Some(id) = request_id {
             completion.echo_request_id(id);
         }
         if upgrade && self.ctx.ws.enabled && handshake::is_upgrade(&parts.headers) {
-            let head = (parts, forwarded, made_request_id);
-            return self.websocket(head, ex, completion).await;
+            return self.websocket(parts, ex, completion, forwarded).await;
         }
         if !body.is_end_stream() {
             let mut taken = 0;
@@ -181,7 +185,7 @@ impl AsgiService {
             }
         }
 
-        let head = RequestHead::new(parts, self.conn.clone(), forwarded, made_request_id);
+        let head = RequestHead::new(parts, self.conn.clone(), forwarded);
         self.ctx.bridge.push(Event::Request(ex.clone(), head));
 
         let head = poll_fn(|cx| {
@@ -210,13 +214,10 @@ impl AsgiService {
     /// after which the connection closes).
     async fn websocket(
         self,
-        (mut parts, forwarded, made_request_id): (
-            Parts,
-            Option<super::proxy::Forwarded>,
-            Option<HeaderValue>,
-        ),
+        mut parts: http::request::Parts,
         ex: Arc<Exchange>,
         mut completion: Completion,
+        forwarded: Option<super::proxy::Forwarded>,
     ) -> Response<ResponseBody> {
         let ws = self.ctx.ws;
         let upgrade = match handshake::check(
@@ -240,7 +241,7 @@ impl AsgiService {
             return reject(StatusCode::BAD_REQUEST);
         };
         ex.lock().ws.max_queue = ws.max_queue;
-        let head = RequestHead::new(parts, self.conn.clone(), forwarded, made_request_id);
+        let head = RequestHead::new(parts, self.conn.clone(), forwarded);
         self.ctx.bridge.push(Event::WebSocket(ex.clone(), head));
         let head = poll_fn(|cx| {
             let mut st = ex.lock();
@@ -341,16 +342,15 @@ fn add_default_headers(defaults: &HeaderMap, headers: &mut HeaderMap) {
     }
 }
 
-/// The request's `x-request-id`, and whether it was made here: the client's when it sent one,
-/// otherwise a new one, which the app sees as the last header of the scope.
-fn request_id(headers: &HeaderMap) -> (Option<HeaderValue>, Option<HeaderValue>) {
-    match headers.get(X_REQUEST_ID) {
-        Some(id) => (Some(id.clone()), None),
-        None => {
-            let id = crate::log::new_request_id();
-            (Some(id.clone()), Some(id))
-        }
+/// The request's `x-request-id`: the client's when it sent one, otherwise a new one added to
+/// the headers the app sees.
+fn request_id(headers: &mut HeaderMap) -> HeaderValue {
+    if let Some(id) = headers.get(X_REQUEST_ID) {
+        return id.clone();
     }
+    let id = crate::log::new_request_id();
+    headers.insert(X_REQUEST_ID, id.clone());
+    id
 }
 
 fn client_host(client: &Endpoint) -> String {

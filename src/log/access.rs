@@ -167,36 +167,30 @@ impl AccessLog {
         }
     }
 
-    /// Keeps what the line will need of the request head; `made_request_id` is the id the
-    /// server made for it, which is not among its headers.
+    /// Keeps what the line will need of the request head.
     pub fn capture(
         &self,
-        (client, client_host): (String, String),
-        head: &http::request::Parts,
-        made_request_id: Option<&HeaderValue>,
+        client: String,
+        client_host: String,
+        method: &Method,
+        target: &str,
+        version: Version,
+        headers: &HeaderMap,
     ) -> RequestFacts {
-        let headers = &head.headers;
-        let get = |name: &HeaderName| {
-            let made = (name == X_REQUEST_ID).then_some(made_request_id).flatten();
-            headers.get(name).or(made).cloned()
-        };
+        let get = |name: &HeaderName| headers.get(name).cloned();
         RequestFacts {
             client,
             client_host,
-            method: head.method.clone(),
-            target: head
-                .uri
-                .path_and_query()
-                .map_or("/", |p| p.as_str())
-                .to_owned(),
-            version: head.version,
+            method: method.clone(),
+            target: target.to_owned(),
+            version,
             referer: get(&http::header::REFERER),
             user_agent: get(&http::header::USER_AGENT),
-            request_id: get(&X_REQUEST_ID),
+            request_id: headers.get(X_REQUEST_ID).cloned(),
             headers: self
                 .request_headers
                 .iter()
-                .filter_map(|n| get(n).map(|v| (n.clone(), v)))
+                .filter_map(|n| headers.get(n).map(|v| (n.clone(), v.clone())))
                 .collect(),
             started: SystemTime::now(),
         }
@@ -413,19 +407,19 @@ pub fn json_string(value: &str, out: &mut String) {
 mod tests {
     use super::*;
 
-    /// A GET request head for `target`, with no headers yet.
-    fn head(target: &str) -> http::request::Parts {
-        http::Request::get(target).body(()).unwrap().into_parts().0
-    }
-
     fn record() -> Record {
-        let mut head = head("/a?b=1");
-        let headers = &mut head.headers;
+        let mut headers = HeaderMap::new();
         headers.insert("user-agent", HeaderValue::from_static("curl/8"));
         headers.insert("x-trace", HeaderValue::from_static("abc"));
         let log = AccessLog::new(Format::Default);
-        let client = ("127.0.0.1:5555".into(), "127.0.0.1".into());
-        let mut request = log.capture(client, &head, None);
+        let mut request = log.capture(
+            "127.0.0.1:5555".into(),
+            "127.0.0.1".into(),
+            &Method::GET,
+            "/a?b=1",
+            Version::HTTP_11,
+            &headers,
+        );
         request.headers.push((
             HeaderName::from_static("x-trace"),
             HeaderValue::from_static("abc"),
@@ -470,14 +464,21 @@ mod tests {
     fn remote_user_from_basic_auth() {
         let f = Format::parse_atoms("%(u)s").unwrap();
         let log = AccessLog::new(f);
-        let mut head = head("/");
+        let mut headers = HeaderMap::new();
         // "alice:secret"
-        head.headers.insert(
+        headers.insert(
             "authorization",
             HeaderValue::from_static("Basic YWxpY2U6c2VjcmV0"),
         );
         let mut r = record();
-        r.request = log.capture(("-".into(), "-".into()), &head, None);
+        r.request = log.capture(
+            "-".into(),
+            "-".into(),
+            &Method::GET,
+            "/",
+            Version::HTTP_11,
+            &headers,
+        );
         let mut out = String::new();
         log.format(&r, &mut out);
         assert_eq!(out, "alice");
