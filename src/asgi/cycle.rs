@@ -9,7 +9,7 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use pyo3::exceptions::{PyRuntimeError, PyTypeError};
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyString, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 
 use super::exchange::{Exchange, Inner, ResponseHead, RESPONSE_HIGH_WATER};
 use super::link::{self, Link, Protocol};
@@ -439,18 +439,29 @@ pub(crate) fn response_headers(headers: &Bound<'_, PyAny>) -> PyResult<HeaderMap
     // Room for the I/O side's additions too (`server`, `x-request-id`, `connection`), so
     // that the map never grows on the way out.
     let mut map = HeaderMap::with_capacity(headers.len().unwrap_or(0) + 3);
-    for item in headers.try_iter()? {
-        let item = item?;
-        let (name, value) = match item.cast::<PyTuple>() {
-            Ok(t) if t.len() == 2 => (t.get_item(0)?, t.get_item(1)?),
-            _ => (item.get_item(0)?, item.get_item(1)?),
-        };
-        let name = HeaderName::from_bytes(header_part(&name, "name")?)
-            .map_err(|_| PyRuntimeError::new_err(format!("Invalid HTTP header name {name:?}.")))?;
-        let value = HeaderValue::from_bytes(header_part(&value, "value")?).map_err(|_| {
-            PyRuntimeError::new_err(format!("Invalid HTTP header value {value:?}."))
-        })?;
-        map.append(name, value);
+    // A list, as nearly every app sends, is indexed without an iterator object.
+    if let Ok(list) = headers.cast::<PyList>() {
+        for item in list.iter() {
+            append_header(&mut map, &item)?;
+        }
+    } else {
+        for item in headers.try_iter()? {
+            append_header(&mut map, &item?)?;
+        }
     }
     Ok(map)
+}
+
+/// One `(name, value)` pair of an app's headers.
+fn append_header(map: &mut HeaderMap, item: &Bound<'_, PyAny>) -> PyResult<()> {
+    let (name, value) = match item.cast::<PyTuple>() {
+        Ok(t) if t.len() == 2 => (t.get_item(0)?, t.get_item(1)?),
+        _ => (item.get_item(0)?, item.get_item(1)?),
+    };
+    let name = HeaderName::from_bytes(header_part(&name, "name")?)
+        .map_err(|_| PyRuntimeError::new_err(format!("Invalid HTTP header name {name:?}.")))?;
+    let value = HeaderValue::from_bytes(header_part(&value, "value")?)
+        .map_err(|_| PyRuntimeError::new_err(format!("Invalid HTTP header value {value:?}.")))?;
+    map.append(name, value);
+    Ok(())
 }

@@ -27,6 +27,9 @@ pub struct ScopeTemplate {
     /// The `server` tuple last reported. A process listens on few addresses, so a request
     /// nearly always reuses it, and tuples are immutable.
     server: RefCell<Option<(Endpoint, Py<PyAny>)>>,
+    /// The client host string last made. Behind a proxy nearly every request comes from the
+    /// same address, while the port differs from connection to connection.
+    client_host: RefCell<Option<(Box<str>, Py<PyString>)>>,
 }
 
 impl ScopeTemplate {
@@ -61,6 +64,7 @@ impl ScopeTemplate {
             asgi: asgi_version(py)?.unbind(),
             extensions: extensions.unbind(),
             server: RefCell::new(None),
+            client_host: RefCell::new(None),
         })
     }
 
@@ -75,6 +79,23 @@ impl ScopeTemplate {
         let tuple = endpoint(py, e)?;
         *last = Some((e.clone(), tuple.clone().unbind()));
         Ok(tuple)
+    }
+
+    /// The `client` tuple for `e`.
+    fn client<'py>(&self, py: Python<'py>, e: &Endpoint) -> PyResult<Bound<'py, PyAny>> {
+        let Endpoint::Tcp(host, port) = e else {
+            return endpoint(py, e);
+        };
+        let mut last = self.client_host.borrow_mut();
+        let text = match &*last {
+            Some((known, text)) if known == host => text.bind(py).clone(),
+            _ => {
+                let text = PyString::new(py, host);
+                *last = Some((host.clone(), text.clone().unbind()));
+                text
+            }
+        };
+        Ok((text, *port).into_pyobject(py)?.into_any())
     }
 }
 
@@ -176,7 +197,7 @@ fn set_common(
     let client = forwarded
         .and_then(|f| f.client.as_ref())
         .unwrap_or(&head.conn.client);
-    scope.set_item(intern!(py, "client"), endpoint(py, client)?)?;
+    scope.set_item(intern!(py, "client"), tpl.client(py, client)?)?;
     scope.set_item(intern!(py, "server"), tpl.server(py, &head.conn.server)?)?;
     scope.set_item(intern!(py, "extensions"), extensions(py, head, tpl)?)?;
     if let Some(state) = &tpl.state {

@@ -5,13 +5,16 @@
 //! says which deadline applies now, and the timer either closes the connection or re-arms.
 
 use std::future::{poll_fn, Future};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
+use tokio::time::Sleep;
 
 use super::framing::Violation;
 use super::service::{AsgiService, HttpContext};
@@ -133,7 +136,7 @@ pub async fn serve_connection<S>(
     stream: S,
     conn: Arc<ConnInfo>,
     ctx: Arc<HttpContext>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -173,27 +176,37 @@ pub async fn serve_connection<S>(
         begin_shutdown!();
     }
     let mut served = false;
+    let mut stop_rx = shutdown.clone();
+    let stop = std::pin::pin!(stop_rx.changed());
+    let mut wakeups = Wakeups::new(stop, &shutdown);
     loop {
-        tokio::select! {
-            biased;
-            result = poll_fn(|cx| {
-                let done = driver.as_mut().poll(cx);
-                if done.is_pending() && deferred.is_some() && !activity.waiting() {
-                    // A request started: hyper now finishes it, then closes.
-                    deferred = None;
-                    driver.as_mut().graceful_shutdown();
-                    cx.waker().wake_by_ref();
-                }
-                done
-            }) => {
+        let woke = poll_fn(|cx| {
+            if let Poll::Ready(result) = driver.as_mut().poll(cx) {
+                return Poll::Ready(Woke::Done(result));
+            }
+            if deferred.is_some() && !activity.waiting() {
+                // A request started: hyper now finishes it, then closes.
+                deferred = None;
+                driver.as_mut().graceful_shutdown();
+                cx.waker().wake_by_ref();
+            }
+            wakeups.poll(cx, !closing, timer.as_mut())
+        })
+        .await;
+        match woke {
+            Woke::Done(result) => {
                 if let Err(e) = result {
                     log_parse_error(&ctx, &conn, &e);
                 }
                 served = true;
                 break;
             }
-            _ = shutdown.changed(), if !closing => begin_shutdown!(),
-            _ = timer.as_mut() => {
+            Woke::Shutdown => {
+                begin_shutdown!();
+                // It may have reset the timer.
+                wakeups.timer_armed = false;
+            }
+            Woke::Timer => {
                 let now = now_ms();
                 if deferred.is_some_and(|until| activity.grace_over(until, now)) {
                     // Nothing came: let hyper close it.
@@ -204,7 +217,10 @@ pub async fn serve_connection<S>(
                     // Idle too long, or too slow to send a head: drop the connection.
                     Some(deadline) if now >= deadline => {
                         if activity.head_started() {
-                            let why = (StatusCode::REQUEST_TIMEOUT, "request head not received in time");
+                            let why = (
+                                StatusCode::REQUEST_TIMEOUT,
+                                "request head not received in time",
+                            );
                             ctx.log_refusal(why, &conn.client);
                         }
                         break;
@@ -217,6 +233,7 @@ pub async fn serve_connection<S>(
                     wait = wait.min(Duration::from_millis(until - now));
                 }
                 timer.as_mut().reset(tokio::time::Instant::now() + wait);
+                wakeups.timer_armed = false;
             }
         }
     }
@@ -264,6 +281,63 @@ where
     Metrics::add(open, 1);
     ws::session::run(io, read_ahead, ex, deflate, bridge, ctx.ws, shutdown).await;
     Metrics::sub(open, 1);
+}
+
+/// Why the connection task woke up and stopped waiting.
+enum Woke {
+    /// hyper finished with the connection.
+    Done(Result<(), hyper::Error>),
+    Shutdown,
+    Timer,
+}
+
+/// The shutdown signal and the timer, polled only when they may have fired.
+///
+/// Once polled, each holds this task's waker and wakes it when it fires, and a task's waker
+/// does not change. Polling them again on every wake-up of the connection (two per request)
+/// would only register the same waker again, so a cheap check comes first: the watch's
+/// version, and whether the timer has elapsed. The timer is polled again after each reset,
+/// because firing took its waker.
+struct Wakeups<'a, F> {
+    /// `changed()` of a clone of `shutdown`; never polled again once ready.
+    stop: Pin<&'a mut F>,
+    shutdown: &'a watch::Receiver<bool>,
+    stop_armed: bool,
+    timer_armed: bool,
+}
+
+impl<'a, F: Future> Wakeups<'a, F> {
+    fn new(stop: Pin<&'a mut F>, shutdown: &'a watch::Receiver<bool>) -> Self {
+        Wakeups {
+            stop,
+            shutdown,
+            stop_armed: false,
+            timer_armed: false,
+        }
+    }
+
+    /// `watch_stop`: false once the connection is closing, when the signal no longer matters.
+    fn poll(
+        &mut self,
+        cx: &mut Context<'_>,
+        watch_stop: bool,
+        mut timer: Pin<&mut Sleep>,
+    ) -> Poll<Woke> {
+        let stop_may_have_fired = !self.stop_armed || self.shutdown.has_changed().unwrap_or(true);
+        if watch_stop && stop_may_have_fired {
+            if self.stop.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Woke::Shutdown);
+            }
+            self.stop_armed = true;
+        }
+        if !self.timer_armed || timer.is_elapsed() {
+            if timer.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Woke::Timer);
+            }
+            self.timer_armed = true;
+        }
+        Poll::Pending
+    }
 }
 
 /// hyper answered a request it could not parse (400, 414 or 431); say so in the log.

@@ -7,7 +7,7 @@ use std::future::{poll_fn, Future};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::task::Poll;
+use std::task::{Context, Poll, Waker};
 
 use bytes::Bytes;
 use http::header::{
@@ -86,40 +86,89 @@ pub struct AsgiService {
     pub upgrade: Arc<Mutex<Option<Start>>>,
 }
 
-type BoxFuture = Pin<Box<dyn Future<Output = Result<Response<ResponseBody>, Infallible>> + Send>>;
-
 impl hyper::service::Service<Request<Incoming>> for AsgiService {
     type Response = Response<ResponseBody>;
     type Error = Infallible;
-    type Future = BoxFuture;
+    type Future = Answer;
 
-    fn call(&self, req: Request<Incoming>) -> Self::Future {
-        let this = self.clone();
-        Box::pin(async move { Ok(this.handle(req).await) })
+    fn call(&self, req: Request<Incoming>) -> Answer {
+        self.handle(req)
+    }
+}
+
+/// The response to one request. Everything up to handing the head to the loop thread happens
+/// in [`AsgiService::handle`], so the common case is a small future that only waits for the
+/// app's response head: hyper keeps it in place, with no allocation per request.
+pub enum Answer {
+    /// Answered without the app (refused, or the health path).
+    Ready(Option<Response<ResponseBody>>),
+    /// Waiting for the app's `http.response.start`.
+    Head(AwaitHead),
+    /// A WebSocket handshake, rare enough to be boxed.
+    WebSocket(Pin<Box<dyn Future<Output = Response<ResponseBody>> + Send>>),
+}
+
+impl Future for Answer {
+    type Output = Result<Response<ResponseBody>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.get_mut() {
+            Answer::Ready(resp) => {
+                Poll::Ready(Ok(resp.take().expect("Answer polled after completion")))
+            }
+            Answer::Head(wait) => wait.poll(cx).map(Ok),
+            Answer::WebSocket(fut) => fut.as_mut().poll(cx).map(Ok),
+        }
+    }
+}
+
+/// Waits for the app's response head, then turns it into hyper's response.
+pub struct AwaitHead {
+    ex: Arc<Exchange>,
+    /// Taken when the head arrives.
+    rest: Option<(AsgiService, Completion)>,
+}
+
+impl AwaitHead {
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Response<ResponseBody>> {
+        let mut st = self.ex.lock();
+        let failed = st.req_failed;
+        let head = st.head.take();
+        if failed == 0 && head.is_none() {
+            st.io_waker = Some(cx.waker().clone());
+            return Poll::Pending;
+        }
+        drop(st);
+        let (service, completion) = self.rest.take().expect("AwaitHead polled after completion");
+        Poll::Ready(match head {
+            Some(head) if failed == 0 => service.respond(head, completion),
+            // The pump logged why.
+            _ => reject(StatusCode::from_u16(failed).unwrap_or(StatusCode::BAD_REQUEST)),
+        })
     }
 }
 
 impl AsgiService {
-    async fn handle(self, req: Request<Incoming>) -> Response<ResponseBody> {
+    fn handle(&self, req: Request<Incoming>) -> Answer {
         if let Some(&violation) = self.activity.refusal.get() {
-            return self.refuse(violation);
+            return Answer::Ready(Some(self.refuse(violation)));
         }
         let (parts, mut body) = req.into_parts();
         let refused = check_head(parts.version, &parts.headers)
             .map(|status| (status, "malformed or ambiguous request head"))
             .or_else(|| self.ctx.limits.check_head(&parts));
         if let Some(refusal) = refused {
-            return self.refuse(refusal);
+            return Answer::Ready(Some(self.refuse(refusal)));
         }
         if let Some(resp) = self.health(&parts) {
-            return resp;
+            return Answer::Ready(Some(resp));
         }
         if !self.ctx.in_flight.admit(self.ctx.limits.concurrency) {
             let mut resp =
                 self.refuse((StatusCode::SERVICE_UNAVAILABLE, "concurrency limit reached"));
             resp.headers_mut()
                 .insert(RETRY_AFTER, HeaderValue::from_static("1"));
-            return resp;
+            return Answer::Ready(Some(resp));
         }
         let expect_continue = parts
             .headers
@@ -161,17 +210,18 @@ impl AsgiService {
             completion.echo_request_id(id);
         }
         if upgrade && self.ctx.ws.enabled && handshake::is_upgrade(&parts.headers) {
-            return self.websocket(parts, ex, completion, forwarded).await;
+            let this = self.clone();
+            return Answer::WebSocket(Box::pin(this.websocket(parts, ex, completion, forwarded)));
         }
         if !body.is_end_stream() {
             let mut taken = 0;
             // Reading would send `100 Continue`: with it, wait until the app asks for the body.
             if !expect_continue {
                 ex.lock().req_wanted = true;
-                taken = take_ready_body(&ex, &mut body, self.ctx.limits.body).await;
+                taken = take_ready_body(&ex, &mut body, self.ctx.limits.body);
                 let failed = ex.lock().req_failed;
                 if failed != 0 {
-                    return self.refuse(body_refusal(failed));
+                    return Answer::Ready(Some(self.refuse(body_refusal(failed))));
                 }
             }
             if !ex.lock().req_done {
@@ -187,26 +237,10 @@ impl AsgiService {
 
         let head = RequestHead::new(parts, self.conn.clone(), forwarded);
         self.ctx.bridge.push(Event::Request(ex.clone(), head));
-
-        let head = poll_fn(|cx| {
-            let mut st = ex.lock();
-            if st.req_failed != 0 {
-                return Poll::Ready(Err(st.req_failed));
-            }
-            match st.head.take() {
-                Some(head) => Poll::Ready(Ok(head)),
-                None => {
-                    st.io_waker = Some(cx.waker().clone());
-                    Poll::Pending
-                }
-            }
+        Answer::Head(AwaitHead {
+            ex,
+            rest: Some((self.clone(), completion)),
         })
-        .await;
-        match head {
-            Ok(head) => self.respond(head, completion),
-            // The pump logged why.
-            Err(status) => reject(StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST)),
-        }
     }
 
     /// A WebSocket upgrade request: checked here, then handed to the app, which accepts it
@@ -345,12 +379,10 @@ fn add_default_headers(defaults: &HeaderMap, headers: &mut HeaderMap) {
 /// The request's `x-request-id`: the client's when it sent one, otherwise a new one added to
 /// the headers the app sees.
 fn request_id(headers: &mut HeaderMap) -> HeaderValue {
-    if let Some(id) = headers.get(X_REQUEST_ID) {
-        return id.clone();
-    }
-    let id = crate::log::new_request_id();
-    headers.insert(X_REQUEST_ID, id.clone());
-    id
+    headers
+        .entry(X_REQUEST_ID)
+        .or_insert_with(crate::log::new_request_id)
+        .clone()
 }
 
 fn client_host(client: &Endpoint) -> String {
@@ -370,22 +402,23 @@ fn body_refusal(status: u16) -> Refusal {
 
 /// Moves the body bytes hyper already holds into the exchange, so that a small request body
 /// reaches the app with its head and `receive()` need not wait. Returns the bytes taken.
-async fn take_ready_body(ex: &Exchange, body: &mut Incoming, limit: Option<u64>) -> u64 {
+///
+/// It never waits: a frame that is not there yet is left to the pump, whose own polls
+/// replace the no-op waker registered here.
+fn take_ready_body(ex: &Exchange, body: &mut Incoming, limit: Option<u64>) -> u64 {
+    let mut cx = Context::from_waker(Waker::noop());
     let mut taken = 0;
     loop {
-        let frame = poll_fn(|cx| match Pin::new(&mut *body).poll_frame(cx) {
-            Poll::Ready(f) => Poll::Ready(Some(f)),
-            Poll::Pending => Poll::Ready(None),
-        })
-        .await;
+        let Poll::Ready(frame) = Pin::new(&mut *body).poll_frame(&mut cx) else {
+            return taken;
+        };
         let mut st = ex.lock();
         match frame {
-            None => return taken,
-            Some(None) => {
+            None => {
                 st.req_done = true;
                 return taken;
             }
-            Some(Some(Ok(frame))) => {
+            Some(Ok(frame)) => {
                 if let Ok(data) = frame.into_data() {
                     taken += data.len() as u64;
                     if limit.is_some_and(|l| taken > l) {
@@ -399,7 +432,7 @@ async fn take_ready_body(ex: &Exchange, body: &mut Incoming, limit: Option<u64>)
                     return taken;
                 }
             }
-            Some(Some(Err(_))) => {
+            Some(Err(_)) => {
                 st.req_failed = 400;
                 st.gone = true;
                 return taken;

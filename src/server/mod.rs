@@ -536,7 +536,7 @@ fn task_maker(event_loop: &Bound<'_, PyAny>) -> PyResult<(Py<PyAny>, Option<Py<P
     }
     let task = py.import("asyncio")?.getattr(intern!(py, "Task"))?;
     let kwargs = PyDict::new(py);
-    kwargs.set_item(intern!(py, "loop"), event_loop)?;
+    // No `loop`: the Task finds the running one, cheaper than parsing one more keyword.
     kwargs.set_item(intern!(py, "name"), intern!(py, "rsgi-request"))?;
     if py.version_info() >= (3, 12) {
         // The app's first step runs at once, as the Task's own (current_task() is set): an
