@@ -296,8 +296,8 @@ enum Woke {
 /// Once polled, each holds this task's waker and wakes it when it fires, and a task's waker
 /// does not change. Polling them again on every wake-up of the connection (two per request)
 /// would only register the same waker again, so a cheap check comes first: the watch's
-/// version, and whether the timer has elapsed. The timer is polled again after each reset,
-/// because firing took its waker.
+/// version, and whether the timer has elapsed. After each reset the timer is polled again
+/// before it is trusted to wake the task: a fire that was not polled took its waker.
 struct Wakeups<'a, F> {
     /// `changed()` of a clone of `shutdown`; never polled again once ready.
     stop: Pin<&'a mut F>,
@@ -386,5 +386,80 @@ mod tests {
         assert_eq!(activity.deadline(&limits), Some(since + 30_000));
         activity.request_started();
         assert_eq!(activity.deadline(&limits), None);
+    }
+
+    /// Once armed, the shutdown signal and the timer are not polled on the connection's other
+    /// wake-ups, yet each still ends the wait when it fires, a reset timer included.
+    #[test]
+    fn armed_wakeups_fire_through_other_wakeups() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let (tx, rx) = watch::channel(false);
+        let (ping_tx, mut pings) = tokio::sync::mpsc::unbounded_channel::<()>();
+        rt.block_on(async {
+            let mut stop_rx = rx.clone();
+            let stop = std::pin::pin!(stop_rx.changed());
+            let mut wakeups = Wakeups::new(stop, &rx);
+            let timer = tokio::time::sleep(Duration::from_millis(40));
+            tokio::pin!(timer);
+            // Other wake-ups meanwhile, as the connection's I/O makes.
+            tokio::spawn(async move {
+                for _ in 0..20 {
+                    let _ = ping_tx.send(());
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            });
+            let woke = wait(&mut wakeups, timer.as_mut(), &mut pings).await;
+            assert!(matches!(woke, Some(Woke::Timer)));
+
+            // A fire that nobody polled takes the timer's waker: after a reset, the timer
+            // must be polled again. Its next fire comes after the last of the other
+            // wake-ups, so only its own waker can end the wait.
+            timer
+                .as_mut()
+                .reset(tokio::time::Instant::now() + Duration::from_millis(10));
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            assert!(timer.is_elapsed());
+            timer
+                .as_mut()
+                .reset(tokio::time::Instant::now() + Duration::from_millis(150));
+            wakeups.timer_armed = false;
+            let woke = wait(&mut wakeups, timer.as_mut(), &mut pings).await;
+            assert!(
+                matches!(woke, Some(Woke::Timer)),
+                "a reset timer fires again"
+            );
+
+            timer
+                .as_mut()
+                .reset(tokio::time::Instant::now() + Duration::from_secs(60));
+            wakeups.timer_armed = false;
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(30)).await;
+                let _ = tx.send(true);
+            });
+            let woke = wait(&mut wakeups, timer.as_mut(), &mut pings).await;
+            assert!(matches!(woke, Some(Woke::Shutdown)));
+        });
+    }
+
+    /// Waits as the connection does, with the other wake-ups `pings` makes.
+    async fn wait<F: Future>(
+        wakeups: &mut Wakeups<'_, F>,
+        mut timer: Pin<&mut Sleep>,
+        pings: &mut tokio::sync::mpsc::UnboundedReceiver<()>,
+    ) -> Option<Woke> {
+        let woke = poll_fn(|cx| {
+            while let Poll::Ready(Some(())) = pings.poll_recv(cx) {}
+            wakeups.poll(cx, true, timer.as_mut())
+        });
+        let started = std::time::Instant::now();
+        let woke = tokio::time::timeout(Duration::from_secs(5), woke)
+            .await
+            .ok()?;
+        // Not found on the wake-up that the timeout itself made.
+        (started.elapsed() < Duration::from_secs(2)).then_some(woke)
     }
 }
