@@ -9,7 +9,6 @@ pub mod limits;
 pub mod proxy;
 mod service;
 mod stream;
-mod validate;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

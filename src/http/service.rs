@@ -25,7 +25,6 @@ use super::body::{Completion, ResponseBody};
 use super::conn::{Activity, Timeouts};
 use super::limits::{InFlight, Limits, Refusal};
 use super::proxy::TrustedProxies;
-use super::validate::check_head;
 use super::{ConnInfo, Endpoint, RequestHead};
 use crate::asgi::bridge::{Bridge, Event};
 use crate::asgi::exchange::{Exchange, Inner, ResponseHead, REQUEST_READ_AHEAD};
@@ -154,10 +153,9 @@ impl AsgiService {
             return Answer::Ready(Some(self.refuse(violation)));
         }
         let (parts, mut body) = req.into_parts();
-        let refused = check_head(parts.version, &parts.headers)
-            .map(|status| (status, "malformed or ambiguous request head"))
-            .or_else(|| self.ctx.limits.check_head(&parts));
-        if let Some(refusal) = refused {
+        // Ambiguous framing (Transfer-Encoding, Content-Length, Host) never gets this far:
+        // the framing check refuses it on the byte stream, ahead of hyper.
+        if let Some(refusal) = self.ctx.limits.check_head(&parts) {
             return Answer::Ready(Some(self.refuse(refusal)));
         }
         if let Some(resp) = self.health(&parts) {
