@@ -536,7 +536,9 @@ fn task_maker(event_loop: &Bound<'_, PyAny>) -> PyResult<(Py<PyAny>, Option<Py<P
     }
     let task = py.import("asyncio")?.getattr(intern!(py, "Task"))?;
     let kwargs = PyDict::new(py);
-    // No `loop`: the Task finds the running one, cheaper than parsing one more keyword.
+    // `loop` is needed with `eager_start`: CPython 3.12.1 asks the argument, not the Task's
+    // own loop, whether it is running.
+    kwargs.set_item(intern!(py, "loop"), event_loop)?;
     kwargs.set_item(intern!(py, "name"), intern!(py, "rsgi-request"))?;
     if py.version_info() >= (3, 12) {
         // The app's first step runs at once, as the Task's own (current_task() is set): an
