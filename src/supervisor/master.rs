@@ -863,16 +863,20 @@ impl Master {
         }
     }
 
+    /// Signals the workers past a deadline. Each note is logged before its signal goes out, so
+    /// a timed-out worker's stack (written by faulthandler on SIGABRT) follows the note on a
+    /// shared stderr instead of being cut by it.
     fn check_deadlines(&mut self, py: Python<'_>, hooks: &Hooks) {
         let now = Instant::now();
         let timeout = self.settings.timeout;
-        let mut notes = Vec::new();
+        let mut due = Vec::new();
         for w in &mut self.workers {
             if let Some(stop) = &mut w.stop {
                 if !stop.killed && now >= stop.kill_at {
-                    let _ = kill(w.pid, Signal::SIGKILL);
                     stop.killed = true;
-                    notes.push((
+                    due.push((
+                        w.pid,
+                        Signal::SIGKILL,
                         Level::Warning,
                         format!("Worker [{}] did not stop in time: sending SIGKILL", w.pid),
                     ));
@@ -881,7 +885,9 @@ impl Master {
             }
             let Some(timeout) = timeout else { continue };
             if w.ready && now.duration_since(w.last_beat) > timeout {
-                notes.push((
+                due.push((
+                    w.pid,
+                    Signal::SIGABRT,
                     Level::Critical,
                     format!(
                         "Worker [{}] timed out: its event loop has not run for {:.1} s; \
@@ -890,7 +896,6 @@ impl Master {
                         now.duration_since(w.last_beat).as_secs_f64()
                     ),
                 ));
-                let _ = kill(w.pid, Signal::SIGABRT);
                 w.timed_out = true;
                 w.stop = Some(Stopping {
                     signal: Signal::SIGABRT,
@@ -899,8 +904,9 @@ impl Master {
                 });
             }
         }
-        for (level, note) in notes {
+        for (pid, signal, level, note) in due {
             self.log(py, hooks, level, &note);
+            let _ = kill(pid, signal);
         }
     }
 
