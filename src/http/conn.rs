@@ -153,8 +153,10 @@ pub async fn serve_connection<S>(
     tokio::pin!(driver);
 
     let limits = ctx.timeouts;
-    let timer = tokio::time::sleep(limits.idle().min(limits.header_read));
-    tokio::pin!(timer);
+    let timer = std::pin::pin!(tokio::time::sleep(limits.idle().min(limits.header_read)));
+    let mut stop_rx = shutdown.clone();
+    let stop = std::pin::pin!(stop_rx.changed());
+    let mut wakeups = Wakeups::new(stop, &shutdown, timer);
     // Shutting down, but waiting for a request to start (until the deadline, in ms) before
     // telling hyper.
     let mut deferred: Option<u64> = None;
@@ -166,7 +168,7 @@ pub async fn serve_connection<S>(
             if activity.waiting() {
                 let grace = SHUTDOWN_GRACE.min(limits.idle());
                 deferred = Some(now_ms() + grace.as_millis() as u64);
-                timer.as_mut().reset(tokio::time::Instant::now() + grace);
+                wakeups.reset_timer(grace);
             } else {
                 driver.as_mut().graceful_shutdown();
             }
@@ -176,9 +178,6 @@ pub async fn serve_connection<S>(
         begin_shutdown!();
     }
     let mut served = false;
-    let mut stop_rx = shutdown.clone();
-    let stop = std::pin::pin!(stop_rx.changed());
-    let mut wakeups = Wakeups::new(stop, &shutdown);
     loop {
         let woke = poll_fn(|cx| {
             if let Poll::Ready(result) = driver.as_mut().poll(cx) {
@@ -190,7 +189,7 @@ pub async fn serve_connection<S>(
                 driver.as_mut().graceful_shutdown();
                 cx.waker().wake_by_ref();
             }
-            wakeups.poll(cx, !closing, timer.as_mut())
+            wakeups.poll(cx, !closing)
         })
         .await;
         match woke {
@@ -201,11 +200,7 @@ pub async fn serve_connection<S>(
                 served = true;
                 break;
             }
-            Woke::Shutdown => {
-                begin_shutdown!();
-                // It may have reset the timer.
-                wakeups.timer_armed = false;
-            }
+            Woke::Shutdown => begin_shutdown!(),
             Woke::Timer => {
                 let now = now_ms();
                 if deferred.is_some_and(|until| activity.grace_over(until, now)) {
@@ -232,8 +227,7 @@ pub async fn serve_connection<S>(
                     // The coarse clock may lag the timer: come back when it has caught up.
                     wait = wait.min(Duration::from_millis(until - now));
                 }
-                timer.as_mut().reset(tokio::time::Instant::now() + wait);
-                wakeups.timer_armed = false;
+                wakeups.reset_timer(wait);
             }
         }
     }
@@ -303,26 +297,36 @@ struct Wakeups<'a, F> {
     stop: Pin<&'a mut F>,
     shutdown: &'a watch::Receiver<bool>,
     stop_armed: bool,
+    /// The connection's one timer (see the module's doc); reset only by [`Self::reset_timer`].
+    timer: Pin<&'a mut Sleep>,
     timer_armed: bool,
 }
 
 impl<'a, F: Future> Wakeups<'a, F> {
-    fn new(stop: Pin<&'a mut F>, shutdown: &'a watch::Receiver<bool>) -> Self {
+    fn new(
+        stop: Pin<&'a mut F>,
+        shutdown: &'a watch::Receiver<bool>,
+        timer: Pin<&'a mut Sleep>,
+    ) -> Self {
         Wakeups {
             stop,
             shutdown,
             stop_armed: false,
+            timer,
             timer_armed: false,
         }
     }
 
+    /// Sets the timer to fire `after` from now; it is polled again on the next wake-up.
+    fn reset_timer(&mut self, after: Duration) {
+        self.timer
+            .as_mut()
+            .reset(tokio::time::Instant::now() + after);
+        self.timer_armed = false;
+    }
+
     /// `watch_stop`: false once the connection is closing, when the signal no longer matters.
-    fn poll(
-        &mut self,
-        cx: &mut Context<'_>,
-        watch_stop: bool,
-        mut timer: Pin<&mut Sleep>,
-    ) -> Poll<Woke> {
+    fn poll(&mut self, cx: &mut Context<'_>, watch_stop: bool) -> Poll<Woke> {
         let stop_may_have_fired = !self.stop_armed || self.shutdown.has_changed().unwrap_or(true);
         if watch_stop && stop_may_have_fired {
             if self.stop.as_mut().poll(cx).is_ready() {
@@ -330,8 +334,8 @@ impl<'a, F: Future> Wakeups<'a, F> {
             }
             self.stop_armed = true;
         }
-        if !self.timer_armed || timer.is_elapsed() {
-            if timer.as_mut().poll(cx).is_ready() {
+        if !self.timer_armed || self.timer.is_elapsed() {
+            if self.timer.as_mut().poll(cx).is_ready() {
                 return Poll::Ready(Woke::Timer);
             }
             self.timer_armed = true;
@@ -401,9 +405,8 @@ mod tests {
         rt.block_on(async {
             let mut stop_rx = rx.clone();
             let stop = std::pin::pin!(stop_rx.changed());
-            let mut wakeups = Wakeups::new(stop, &rx);
-            let timer = tokio::time::sleep(Duration::from_millis(40));
-            tokio::pin!(timer);
+            let timer = std::pin::pin!(tokio::time::sleep(Duration::from_millis(40)));
+            let mut wakeups = Wakeups::new(stop, &rx, timer);
             // Other wake-ups meanwhile, as the connection's I/O makes.
             tokio::spawn(async move {
                 for _ in 0..20 {
@@ -411,36 +414,28 @@ mod tests {
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
             });
-            let woke = wait(&mut wakeups, timer.as_mut(), &mut pings).await;
+            let woke = wait(&mut wakeups, &mut pings).await;
             assert!(matches!(woke, Some(Woke::Timer)));
 
             // A fire that nobody polled takes the timer's waker: after a reset, the timer
             // must be polled again. Its next fire comes after the last of the other
             // wake-ups, so only its own waker can end the wait.
-            timer
-                .as_mut()
-                .reset(tokio::time::Instant::now() + Duration::from_millis(10));
+            wakeups.reset_timer(Duration::from_millis(10));
             tokio::time::sleep(Duration::from_millis(30)).await;
-            assert!(timer.is_elapsed());
-            timer
-                .as_mut()
-                .reset(tokio::time::Instant::now() + Duration::from_millis(150));
-            wakeups.timer_armed = false;
-            let woke = wait(&mut wakeups, timer.as_mut(), &mut pings).await;
+            assert!(wakeups.timer.is_elapsed());
+            wakeups.reset_timer(Duration::from_millis(150));
+            let woke = wait(&mut wakeups, &mut pings).await;
             assert!(
                 matches!(woke, Some(Woke::Timer)),
                 "a reset timer fires again"
             );
 
-            timer
-                .as_mut()
-                .reset(tokio::time::Instant::now() + Duration::from_secs(60));
-            wakeups.timer_armed = false;
+            wakeups.reset_timer(Duration::from_secs(60));
             tokio::spawn(async move {
                 tokio::time::sleep(Duration::from_millis(30)).await;
                 let _ = tx.send(true);
             });
-            let woke = wait(&mut wakeups, timer.as_mut(), &mut pings).await;
+            let woke = wait(&mut wakeups, &mut pings).await;
             assert!(matches!(woke, Some(Woke::Shutdown)));
         });
     }
@@ -448,12 +443,11 @@ mod tests {
     /// Waits as the connection does, with the other wake-ups `pings` makes.
     async fn wait<F: Future>(
         wakeups: &mut Wakeups<'_, F>,
-        mut timer: Pin<&mut Sleep>,
         pings: &mut tokio::sync::mpsc::UnboundedReceiver<()>,
     ) -> Option<Woke> {
         let woke = poll_fn(|cx| {
             while let Poll::Ready(Some(())) = pings.poll_recv(cx) {}
-            wakeups.poll(cx, true, timer.as_mut())
+            wakeups.poll(cx, true)
         });
         let started = std::time::Instant::now();
         let woke = tokio::time::timeout(Duration::from_secs(5), woke)
