@@ -93,7 +93,7 @@ def per_request(
     return rows
 
 
-def measure(args, server: str, workload: run.Workload) -> tuple[list[ThreadTimes], int, float]:
+def measure(args, server: str, workload: run.Workload) -> tuple[list[ThreadTimes], float]:
     port = run.free_port()
     cmd = run.pinned(args.server_cpus, run.server_command(server, workload.app, port, 1))
     log = run.RESULTS / "logs" / f"threads-{server}.log"
@@ -124,7 +124,7 @@ def measure(args, server: str, workload: run.Workload) -> tuple[list[ThreadTimes
     requests = int(re.search(r"(\d+) requests in", out).group(1))
     if "Non-2xx" in out or "Socket errors" in out:
         sys.exit(f"{server}: wrk saw errors:\n{out}")
-    return per_request(before, after, requests), requests, requests / args.duration
+    return per_request(before, after, requests), requests / args.duration
 
 
 def report(server: str, rows: list[ThreadTimes], rate: float) -> str:
@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     workload = run.WORKLOADS[args.workload]
     for server in args.servers.split(","):
-        rows, _, rate = measure(args, server, workload)
+        rows, rate = measure(args, server, workload)
         print(report(server, rows, rate), flush=True)
     return 0
 
