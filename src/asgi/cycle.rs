@@ -39,22 +39,26 @@ enum Response {
     Complete,
 }
 
-#[pyclass(module = "rsgi._rsgi", unsendable)]
+#[pyclass(module = "rsgi._rsgi")]
 pub struct HttpCycle {
     link: Link,
     response: Response,
     /// `http.response.start` announced trailers.
     trailers: bool,
+    /// The response is an event stream (`text/event-stream`): endless by design, so a
+    /// shutdown ends it rather than wait for it (clients reconnect elsewhere).
+    endless: bool,
     /// The last `http.request` message (`more_body` false) was delivered.
     request_complete: bool,
 }
 
 impl HttpCycle {
-    pub fn new(ex: Arc<Exchange>, ctx: std::rc::Rc<LoopContext>) -> Self {
+    pub fn new(ex: Arc<Exchange>, ctx: Arc<LoopContext>) -> Self {
         HttpCycle {
             link: Link::new(ex, ctx),
             response: Response::NotStarted,
             trailers: false,
+            endless: false,
             request_complete: false,
         }
     }
@@ -81,13 +85,32 @@ impl HttpCycle {
                 (UNDECLARED_TRAILERS,),
             )?;
         }
+        self.endless = headers
+            .get(http::header::CONTENT_TYPE)
+            .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
         let mut st = self.link.lock_open()?;
         self.trailers = trailers;
         st.trailers_announced = trailers;
         st.head = Some(ResponseHead { status, headers });
         self.response = Response::Started;
+        if self.endless && self.link.ctx.stopping() {
+            end_stream(&mut st);
+        }
         self.link.notify_io(&mut st);
         Ok(())
+    }
+
+    /// The server is shutting down: an event stream ends now, after what the app queued, and
+    /// its app sees a disconnect. Any other response goes on (up to the graceful timeout).
+    pub fn on_shutdown(&mut self, py: Python<'_>) -> PyResult<()> {
+        if !self.endless || self.response != Response::Started {
+            return Ok(());
+        }
+        let mut st = self.link.ex.lock();
+        end_stream(&mut st);
+        self.link.notify_io(&mut st);
+        drop(st);
+        self.on_wake(py)
     }
 
     /// Queues a body chunk; returns a future when the app must wait for the socket to drain.
@@ -198,7 +221,9 @@ impl HttpCycle {
                 st.respond(500, headers, Bytes::from_static(b"Internal Server Error"));
                 self.response = Response::Complete;
             }
-            Response::Started | Response::Trailers => st.abort = true,
+            // An ended event stream closes cleanly with what the app had queued.
+            Response::Started | Response::Trailers if !st.ended => st.abort = true,
+            Response::Started | Response::Trailers => {}
             Response::Complete => return,
         }
         self.link.notify_io(&mut st);
@@ -217,7 +242,7 @@ impl Protocol for HttpCycle {
     fn try_receive<'py>(&mut self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>> {
         let mut st = self.link.ex.lock();
         if self.request_complete {
-            if st.gone || self.response == Response::Complete {
+            if st.cut_off() || self.response == Response::Complete {
                 return Ok(Some(disconnect(py)?));
             }
             st.loop_waiting = true;
@@ -241,7 +266,7 @@ impl Protocol for HttpCycle {
             }
             return Ok(Some(http_request(py, body.into_any(), more)?));
         }
-        if st.gone {
+        if st.cut_off() {
             return Ok(Some(disconnect(py)?));
         }
         if st.req_done {
@@ -261,7 +286,7 @@ impl Protocol for HttpCycle {
     }
 
     fn unsent(&self, st: &Inner) -> Option<usize> {
-        (!st.gone).then_some(st.resp_buffered)
+        (!st.cut_off()).then_some(st.resp_buffered)
     }
 }
 
@@ -272,6 +297,36 @@ impl HttpCycle {
     }
 
     fn send(&mut self, py: Python<'_>, message: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
+        match self.dispatch(py, message) {
+            // Once the client has gone, every send() says so, whatever the message: an app
+            // that answers a disconnect with an error page must learn of the disconnect, not
+            // of a protocol error.
+            Err(_) if self.link.ex.lock().cut_off() => Err(disconnected()),
+            result => result,
+        }
+    }
+}
+
+impl HttpCycle {
+    /// Called once the app's coroutine has ended; `failed` when it raised.
+    pub fn finish(&mut self, failed: bool) -> Option<&'static str> {
+        let complaint = match (self.response, failed) {
+            (Response::NotStarted, false) => {
+                Some("ASGI callable returned without starting response.")
+            }
+            (Response::Started | Response::Trailers, false) => {
+                Some("ASGI callable returned without completing response.")
+            }
+            _ => None,
+        }
+        // An app whose client has gone has nobody left to answer.
+        .filter(|_| !self.link.ex.lock().cut_off());
+        self.fail();
+        self.link.release();
+        complaint
+    }
+
+    fn dispatch(&mut self, py: Python<'_>, message: &Bound<'_, PyAny>) -> PyResult<Py<PyAny>> {
         let kind = message_type(message)?;
         match kind.to_str()? {
             "http.response.body" => {
@@ -290,22 +345,13 @@ impl HttpCycle {
         }
         Ok(self.link.ctx.ready(py))
     }
+}
 
-    /// Called once the app's coroutine has ended; `failed` when it raised.
-    pub fn finish(&mut self, failed: bool) -> Option<&'static str> {
-        let complaint = match (self.response, failed) {
-            (Response::NotStarted, false) => {
-                Some("ASGI callable returned without starting response.")
-            }
-            (Response::Started | Response::Trailers, false) => {
-                Some("ASGI callable returned without completing response.")
-            }
-            _ => None,
-        };
-        self.fail();
-        self.link.release();
-        complaint
-    }
+/// Ends an event stream from the server's side: the body ends after what is queued, and the
+/// app is cut off from the client.
+fn end_stream(st: &mut Inner) {
+    st.ended = true;
+    st.resp_done = true;
 }
 
 /// The last body message or the file was sent: the response is complete unless trailers were

@@ -34,17 +34,6 @@ pub struct ResponseHead {
     pub headers: HeaderMap,
 }
 
-/// How the request ended from the server's point of view.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum Outcome {
-    /// Still running.
-    Open,
-    /// The response was handed to hyper in full.
-    Complete,
-    /// The client went away or the connection failed.
-    Gone,
-}
-
 #[derive(Default)]
 pub struct Inner {
     // Request body: written by the I/O thread, taken by the app.
@@ -72,7 +61,15 @@ pub struct Inner {
     /// The app failed after the response started: the connection must close without a clean end.
     pub abort: bool,
 
+    /// The client has gone: the app's `send()` raises `ClientDisconnected`.
     pub gone: bool,
+    /// hyper wrote the whole response its head framed (a HEAD request, a status without a
+    /// body, or all `content-length` bytes) before the app's last message: what the app sends
+    /// from now on is dropped, and its `send()` still succeeds.
+    pub delivered: bool,
+    /// The server ended an endless response (an event stream at shutdown): the body ends
+    /// cleanly after what is queued, and the app sees a disconnect.
+    pub ended: bool,
     /// The loop thread has a pending future that an I/O-side change may resolve.
     pub loop_waiting: bool,
     /// Already queued for a wake-up of the I/O side.
@@ -136,7 +133,7 @@ impl Exchange {
 impl Inner {
     /// Queues response body bytes for the I/O side; an empty chunk queues nothing.
     pub fn push_body(&mut self, chunk: Bytes) {
-        if !chunk.is_empty() {
+        if !chunk.is_empty() && !self.delivered {
             self.resp_buffered += chunk.len();
             self.resp_chunks.push_back(chunk);
         }
@@ -149,13 +146,9 @@ impl Inner {
         self.resp_done = true;
     }
 
-    pub fn outcome(&self) -> Outcome {
-        if self.gone {
-            Outcome::Gone
-        } else if self.resp_done && self.resp_chunks.is_empty() && self.resp_file.is_none() {
-            Outcome::Complete
-        } else {
-            Outcome::Open
-        }
+    /// The app can no longer reach the client: its `send()` raises `ClientDisconnected` and
+    /// `receive()` returns `http.disconnect`.
+    pub fn cut_off(&self) -> bool {
+        self.gone || self.ended
     }
 }

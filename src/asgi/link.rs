@@ -10,7 +10,6 @@
 //! - One `receive()` and one `send()` future at most are kept: an app awaits each call before
 //!   it makes the next, and a second one would replace the first.
 
-use std::rc::Rc;
 use std::sync::Arc;
 
 use parking_lot::MutexGuard;
@@ -26,7 +25,7 @@ use crate::server::LoopContext;
 /// the app waits on.
 pub(crate) struct Link {
     pub ex: Arc<Exchange>,
-    pub ctx: Rc<LoopContext>,
+    pub ctx: Arc<LoopContext>,
     /// A `receive()` that found no message ready.
     recv_waiter: Option<Py<PyAny>>,
     /// A `send()` that queued past the high-water mark, waiting for the queue to drain.
@@ -34,7 +33,7 @@ pub(crate) struct Link {
 }
 
 impl Link {
-    pub fn new(ex: Arc<Exchange>, ctx: Rc<LoopContext>) -> Self {
+    pub fn new(ex: Arc<Exchange>, ctx: Arc<LoopContext>) -> Self {
         Link {
             ex,
             ctx,
@@ -54,7 +53,7 @@ impl Link {
     /// The exchange, locked, while the client is still there; `ClientDisconnected` after.
     pub fn lock_open(&self) -> PyResult<MutexGuard<'_, Inner>> {
         let st = self.ex.lock();
-        if st.gone {
+        if st.cut_off() {
             return Err(disconnected());
         }
         Ok(st)

@@ -41,6 +41,15 @@ impl Cycle {
         }
     }
 
+    /// The server is shutting down (see `HttpCycle::on_shutdown`). A WebSocket hears of it
+    /// from its session on the I/O side.
+    pub fn on_shutdown(&self, py: Python<'_>) -> PyResult<()> {
+        match self {
+            Cycle::Http(c) => c.borrow_mut(py).on_shutdown(py),
+            Cycle::Ws(_) => Ok(()),
+        }
+    }
+
     /// The app ended (`failed`: it raised); returns what to complain about, if anything.
     pub fn finish(&self, py: Python<'_>, failed: bool) -> Option<&'static str> {
         match self {
@@ -50,7 +59,7 @@ impl Cycle {
     }
 }
 
-#[pyclass(module = "rsgi._rsgi", unsendable)]
+#[pyclass(module = "rsgi._rsgi")]
 pub struct AppRunner {
     coro: Py<PyAny>,
     cycle: Cycle,
@@ -80,11 +89,12 @@ impl AppRunner {
         if !err.is_instance_of::<PyException>(py) {
             return Err(err);
         }
-        if only_disconnects(err.value(py)) {
-            // send() told the app that its client had gone, and the app let that end it: the
-            // usual end of an aborted request, not a fault of the app. A traceback per aborted
-            // request would flood the log, and formatting it would stall the loop whenever
-            // many clients leave at once.
+        if from_disconnect(err.value(py)) {
+            // send() told the app that its client had gone, and the app let that end it (or
+            // failed while handling it, say by trying to send an error page): the usual end of
+            // an aborted request, not a fault of the app. A traceback per aborted request would
+            // flood the log, and formatting it would stall the loop whenever many clients
+            // leave at once.
             self.log_debug(py, "ASGI application stopped: the client disconnected");
             return Ok(());
         }
@@ -149,8 +159,25 @@ impl AppRunner {
     }
 }
 
-/// Whether `exc` is [`ClientDisconnected`], or an exception group holding nothing else (as
-/// task groups wrap what their tasks raise).
+/// Whether `exc` is [`ClientDisconnected`], an exception group holding nothing else (as task
+/// groups wrap what their tasks raise), or an exception raised while handling one of those.
+fn from_disconnect(exc: &Bound<'_, PyBaseException>) -> bool {
+    // Chains are short; the bound only guards against a cycle of contexts.
+    let mut at = Some(exc.clone());
+    for _ in 0..16 {
+        let Some(e) = at else { return false };
+        if only_disconnects(&e) {
+            return true;
+        }
+        at = e
+            .getattr(intern!(e.py(), "__context__"))
+            .ok()
+            .and_then(|c| c.cast_into().ok());
+    }
+    false
+}
+
+/// Whether `exc` is [`ClientDisconnected`], or an exception group holding nothing else.
 fn only_disconnects(exc: &Bound<'_, PyBaseException>) -> bool {
     if exc.is_instance_of::<ClientDisconnected>() {
         return true;

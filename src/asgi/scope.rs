@@ -1,6 +1,6 @@
 //! Builds the ASGI HTTP scope from a request head, on the loop thread.
 
-use std::cell::RefCell;
+use parking_lot::Mutex;
 
 use http::header::TE;
 use http::{HeaderMap, Method, Version};
@@ -26,10 +26,10 @@ pub struct ScopeTemplate {
     extensions: Py<PyDict>,
     /// The `server` tuple last reported. A process listens on few addresses, so a request
     /// nearly always reuses it, and tuples are immutable.
-    server: RefCell<Option<(Endpoint, Py<PyAny>)>>,
+    server: Mutex<Option<(Endpoint, Py<PyAny>)>>,
     /// The client host string last made. Behind a proxy nearly every request comes from the
     /// same address, while the port differs from connection to connection.
-    client_host: RefCell<Option<(Box<str>, Py<PyString>)>>,
+    client_host: Mutex<Option<(Box<str>, Py<PyString>)>>,
 }
 
 impl ScopeTemplate {
@@ -63,14 +63,14 @@ impl ScopeTemplate {
             http: http.unbind(),
             asgi: asgi_version(py)?.unbind(),
             extensions: extensions.unbind(),
-            server: RefCell::new(None),
-            client_host: RefCell::new(None),
+            server: Mutex::new(None),
+            client_host: Mutex::new(None),
         })
     }
 
     /// The `server` tuple for `e`.
     fn server<'py>(&self, py: Python<'py>, e: &Endpoint) -> PyResult<Bound<'py, PyAny>> {
-        let mut last = self.server.borrow_mut();
+        let mut last = self.server.lock();
         if let Some((endpoint, tuple)) = &*last {
             if endpoint == e {
                 return Ok(tuple.bind(py).clone());
@@ -86,7 +86,7 @@ impl ScopeTemplate {
         let Endpoint::Tcp(host, port) = e else {
             return endpoint(py, e);
         };
-        let mut last = self.client_host.borrow_mut();
+        let mut last = self.client_host.lock();
         let text = match &*last {
             Some((known, text)) if known == host => text.bind(py).clone(),
             _ => {

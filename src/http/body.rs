@@ -50,6 +50,11 @@ pub struct Completion {
     started: Instant,
     status: u16,
     bytes: u64,
+    /// The request is a HEAD: the response has no body on the wire.
+    head_request: bool,
+    /// Body bytes the response head framed, when it framed a length: hyper ends the response
+    /// once it wrote them, whether or not the app has sent its last message.
+    wire_len: Option<u64>,
     /// Close the connection after this response unless it switches protocols.
     pub close_unless_switching: bool,
 }
@@ -62,7 +67,12 @@ struct Tracked {
 
 impl Completion {
     /// Made right after the request was admitted (`InFlight::admit`).
-    pub fn new(ex: Arc<Exchange>, ctx: Arc<HttpContext>, activity: Arc<Activity>) -> Self {
+    pub fn new(
+        ex: Arc<Exchange>,
+        ctx: Arc<HttpContext>,
+        activity: Arc<Activity>,
+        head_request: bool,
+    ) -> Self {
         Completion {
             ex,
             ctx,
@@ -74,6 +84,8 @@ impl Completion {
             started: Instant::now(),
             status: 0,
             bytes: 0,
+            head_request,
+            wire_len: None,
             close_unless_switching: false,
         }
     }
@@ -100,6 +112,13 @@ impl Completion {
             headers.entry(X_REQUEST_ID).or_insert(id);
         }
         self.status = status;
+        self.wire_len = if self.head_request || matches!(status, 100..=199 | 204 | 304) {
+            Some(0)
+        } else {
+            headers
+                .get(http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok()?.parse().ok())
+        };
         if let (Some(t), Some(access)) = (&mut self.tracked, &self.ctx.access) {
             t.response_headers = access.log.capture_response(headers);
         }
@@ -139,24 +158,43 @@ impl Drop for Completion {
                 .metrics
                 .request_done(self.status, self.started.elapsed(), self.bytes);
         }
-        if !self.finished {
-            // hyper does not poll a body it knows to be empty (content-length: 0): the response
-            // was complete all the same.
-            let st = self.ex.lock();
-            self.finished = st.resp_done && st.resp_chunks.is_empty() && !st.abort;
-        }
-        if self.finished {
-            self.log_access();
-            return;
-        }
         let notify = {
             let mut st = self.ex.lock();
-            st.gone = true;
-            std::mem::take(&mut st.loop_waiting)
+            // hyper does not poll a body it knows to be empty (content-length: 0): the response
+            // was complete all the same.
+            let complete =
+                self.finished || (st.resp_done && st.resp_chunks.is_empty() && !st.abort);
+            if complete {
+                false
+            } else {
+                if self.delivered() {
+                    // The client has all it will get; the app's late messages (Starlette's
+                    // middleware sends the closing empty body after the last bytes) are not
+                    // a disconnect, and the work after them must run.
+                    st.delivered = true;
+                    st.resp_chunks.clear();
+                    st.resp_buffered = 0;
+                    st.resp_file = None;
+                } else {
+                    st.gone = true;
+                }
+                std::mem::take(&mut st.loop_waiting)
+            }
         };
+        if self.status != 0 {
+            // The head went out: the client saw a response, complete or cut.
+            self.log_access();
+        }
         if notify {
             self.ctx.bridge.push(Event::Wake(self.ex.clone()));
         }
+    }
+}
+
+impl Completion {
+    /// hyper has written every body byte the response head framed.
+    fn delivered(&self) -> bool {
+        self.status != 0 && self.wire_len.is_some_and(|len| self.bytes >= len)
     }
 }
 

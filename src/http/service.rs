@@ -185,7 +185,12 @@ impl AsgiService {
             .and_then(|p| p.resolve(&self.conn.client, &parts.headers));
         let ex = Arc::new(Exchange::new(body.is_end_stream()));
         self.activity.request_started();
-        let mut completion = Completion::new(ex.clone(), self.ctx.clone(), self.activity.clone());
+        let mut completion = Completion::new(
+            ex.clone(),
+            self.ctx.clone(),
+            self.activity.clone(),
+            parts.method == Method::HEAD,
+        );
         // While draining, each response closes its connection: clients and proxies holding
         // keep-alive connections open new ones, which a load balancer sends elsewhere.
         completion.close_unless_switching = upgrade || self.ctx.draining.load(Ordering::Relaxed);

@@ -4,12 +4,12 @@
 pub(crate) mod memory;
 mod runtime;
 
-use std::cell::{Cell, OnceCell, RefCell};
-use std::rc::Rc;
-use std::sync::atomic::AtomicBool;
+use std::cell::{OnceCell, RefCell};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use http::{HeaderMap, HeaderName, HeaderValue};
+use parking_lot::Mutex;
 use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
 use pyo3::intern;
 use pyo3::prelude::*;
@@ -31,12 +31,19 @@ use crate::ws::cycle::WebSocketCycle;
 use runtime::IoThread;
 
 /// Loop-thread state shared by the `Core` and every `HttpCycle`.
+///
+/// It is used on the loop thread only, but it is `Send + Sync` (atomics and an uncontended
+/// mutex rather than cells) because the cycles that hold it are Python objects, and Python
+/// may drop them on any thread: the garbage collector runs wherever it is triggered, and
+/// frameworks run sync views in threads (Django).
 pub struct LoopContext {
     bridge: Arc<Bridge>,
     event_loop: Py<PyAny>,
     call_soon: Py<PyAny>,
     flush: Py<PyAny>,
-    flush_pending: Cell<bool>,
+    flush_pending: AtomicBool,
+    /// The server is shutting down: event streams that start now end at once.
+    stopping: AtomicBool,
     ready: Py<Ready>,
     app: Py<PyAny>,
     /// Makes the asyncio Task that runs one request: `asyncio.Task` with `task_kwargs`, or the
@@ -47,18 +54,18 @@ pub struct LoopContext {
     access_log: Option<Py<PyAny>>,
     template: ScopeTemplate,
     /// The cycles whose app is running, indexed by `Exchange::slot`.
-    slots: RefCell<Slab>,
+    slots: Mutex<Slab>,
 }
 
 impl LoopContext {
     /// Queues an exchange for the I/O side and arranges one flush per loop turn.
     pub fn queue_io(&self, ex: &Arc<Exchange>) {
-        if self.bridge.queue_io(ex) && !self.flush_pending.replace(true) {
+        if self.bridge.queue_io(ex) && !self.flush_pending.swap(true, Ordering::Relaxed) {
             Python::attach(|py| {
                 if let Err(e) = self.call_soon.call1(py, (self.flush.clone_ref(py),)) {
                     // Without the flush the I/O side would never hear of this response.
                     e.print(py);
-                    self.flush_pending.set(false);
+                    self.flush_pending.store(false, Ordering::Relaxed);
                     self.bridge.flush();
                 }
             });
@@ -88,8 +95,14 @@ impl LoopContext {
         }
     }
 
+    pub fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::Relaxed)
+    }
+
     pub fn release(&self, slot: usize) {
-        self.slots.borrow_mut().remove(slot);
+        // Dropped after the lock is let go: dropping a Python object may run Python code.
+        let cycle = self.slots.lock().remove(slot);
+        drop(cycle);
     }
 
     fn log(&self, py: Python<'_>, level: LogLevel, msg: &str) {
@@ -127,12 +140,20 @@ impl Slab {
         self.entries.get(i)?.as_ref().map(|c| c.clone_ref(py))
     }
 
-    fn remove(&mut self, i: usize) {
-        if let Some(e) = self.entries.get_mut(i) {
-            if e.take().is_some() {
-                self.free.push(i);
-            }
+    fn remove(&mut self, i: usize) -> Option<Cycle> {
+        let taken = self.entries.get_mut(i)?.take();
+        if taken.is_some() {
+            self.free.push(i);
         }
+        taken
+    }
+
+    fn all(&self, py: Python<'_>) -> Vec<Cycle> {
+        self.entries
+            .iter()
+            .flatten()
+            .map(|c| c.clone_ref(py))
+            .collect()
     }
 
     fn drain(&mut self) -> Vec<Cycle> {
@@ -148,7 +169,7 @@ pub struct Core {
     listeners: RefCell<Vec<Listener>>,
     addresses: Vec<String>,
     io: RefCell<Option<IoThread>>,
-    ctx: OnceCell<Rc<LoopContext>>,
+    ctx: OnceCell<Arc<LoopContext>>,
     spare: RefCell<Vec<Event>>,
     /// Loaded when the core is made, so bad TLS files fail before anything is served.
     tls: RefCell<Option<Tls>>,
@@ -257,7 +278,8 @@ impl Core {
             call_soon: event_loop.getattr(intern!(py, "call_soon"))?.unbind(),
             event_loop: event_loop.unbind(),
             flush: slf.getattr(intern!(py, "flush"))?.unbind(),
-            flush_pending: Cell::new(false),
+            flush_pending: AtomicBool::new(false),
+            stopping: AtomicBool::new(false),
             ready: Py::new(py, Ready::new(None))?,
             app: app.unbind(),
             new_task,
@@ -269,9 +291,9 @@ impl Core {
                 this.config.root_path.clone(),
                 state.map(Bound::unbind),
             )?,
-            slots: RefCell::new(Slab::default()),
+            slots: Mutex::new(Slab::default()),
         };
-        let _ = this.ctx.set(Rc::new(ctx));
+        let _ = this.ctx.set(Arc::new(ctx));
         crate::log::events::route_to(this.bridge.clone());
         let http = Arc::new(http_context(
             &this.config,
@@ -309,7 +331,7 @@ impl Core {
     /// Wakes the I/O thread for every response queued during this loop turn.
     fn flush(&self) {
         if let Some(ctx) = self.ctx.get() {
-            ctx.flush_pending.set(false);
+            ctx.flush_pending.store(false, Ordering::Relaxed);
         }
         self.bridge.flush();
     }
@@ -328,6 +350,15 @@ impl Core {
     fn shutdown(&self, py: Python<'_>) {
         if let Some(io) = self.io.borrow().as_ref() {
             py.detach(|| io.shutdown());
+        }
+        if let Some(ctx) = self.ctx.get() {
+            ctx.stopping.store(true, Ordering::Relaxed);
+            let running = ctx.slots.lock().all(py);
+            for cycle in running {
+                if let Err(e) = cycle.on_shutdown(py) {
+                    e.print(py);
+                }
+            }
         }
     }
 
@@ -355,7 +386,7 @@ impl Core {
     fn running(&self) -> usize {
         self.ctx
             .get()
-            .map_or(0, |c| c.slots.borrow().entries.iter().flatten().count())
+            .map_or(0, |c| c.slots.lock().entries.iter().flatten().count())
     }
 
     /// Stops the I/O thread at once, dropping what is left, and waits for it.
@@ -366,7 +397,7 @@ impl Core {
         }
         // Wake every app still waiting so that its task can end.
         if let Some(ctx) = self.ctx.get() {
-            let cycles = ctx.slots.borrow_mut().drain();
+            let cycles = ctx.slots.lock().drain();
             for c in cycles {
                 if let Err(e) = c.on_wake(py) {
                     e.print(py);
@@ -459,7 +490,7 @@ fn http_context(
     })
 }
 
-fn start_request(py: Python<'_>, ctx: &Rc<LoopContext>, ex: Arc<Exchange>, head: &RequestHead) {
+fn start_request(py: Python<'_>, ctx: &Arc<LoopContext>, ex: Arc<Exchange>, head: &RequestHead) {
     if let Err(e) = try_start_request(py, ctx, ex, head) {
         ctx.log(
             py,
@@ -471,7 +502,7 @@ fn start_request(py: Python<'_>, ctx: &Rc<LoopContext>, ex: Arc<Exchange>, head:
 
 fn try_start_request(
     py: Python<'_>,
-    ctx: &Rc<LoopContext>,
+    ctx: &Arc<LoopContext>,
     ex: Arc<Exchange>,
     head: &RequestHead,
 ) -> PyResult<()> {
@@ -480,7 +511,7 @@ fn try_start_request(
     start_app(py, ctx, &ex, scope, Cycle::Http(cycle))
 }
 
-fn start_websocket(py: Python<'_>, ctx: &Rc<LoopContext>, ex: Arc<Exchange>, head: &RequestHead) {
+fn start_websocket(py: Python<'_>, ctx: &Arc<LoopContext>, ex: Arc<Exchange>, head: &RequestHead) {
     let started = scope::build_websocket(py, head, &ctx.template).and_then(|scope| {
         let cycle = Py::new(py, WebSocketCycle::new(ex.clone(), ctx.clone()))?;
         start_app(py, ctx, &ex, scope, Cycle::Ws(cycle))
@@ -497,12 +528,12 @@ fn start_websocket(py: Python<'_>, ctx: &Rc<LoopContext>, ex: Arc<Exchange>, hea
 /// Registers the cycle for wake-ups and starts the app in an asyncio Task.
 fn start_app(
     py: Python<'_>,
-    ctx: &Rc<LoopContext>,
+    ctx: &Arc<LoopContext>,
     ex: &Exchange,
     scope: Bound<'_, PyDict>,
     cycle: Cycle,
 ) -> PyResult<()> {
-    let slot = ctx.slots.borrow_mut().insert(cycle.clone_ref(py));
+    let slot = ctx.slots.lock().insert(cycle.clone_ref(py));
     ex.set_slot(slot);
     let bound = cycle.bind(py);
     let receive = bound.getattr(intern!(py, "receive"))?;
@@ -559,7 +590,7 @@ fn access_format(config: &CoreConfig) -> PyResult<Format> {
 }
 
 fn wake(py: Python<'_>, ctx: &LoopContext, ex: &Exchange) {
-    let cycle = ctx.slots.borrow().get(py, ex.slot());
+    let cycle = ctx.slots.lock().get(py, ex.slot());
     if let Some(cycle) = cycle {
         if let Err(e) = cycle.on_wake(py) {
             ctx.log(

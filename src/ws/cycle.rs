@@ -5,7 +5,6 @@
 //! exchange's HTTP response fields and are streamed by the HTTP side like any other response.
 //! `websocket.accept` is a 101 head; after it, messages go through the exchange's `ws` queues.
 
-use std::rc::Rc;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -38,7 +37,7 @@ enum State {
     Denied,
 }
 
-#[pyclass(module = "rsgi._rsgi", unsendable)]
+#[pyclass(module = "rsgi._rsgi")]
 pub struct WebSocketCycle {
     link: Link,
     state: State,
@@ -46,7 +45,7 @@ pub struct WebSocketCycle {
 }
 
 impl WebSocketCycle {
-    pub fn new(ex: Arc<Exchange>, ctx: Rc<LoopContext>) -> Self {
+    pub fn new(ex: Arc<Exchange>, ctx: Arc<LoopContext>) -> Self {
         WebSocketCycle {
             link: Link::new(ex, ctx),
             state: State::Handshake,
