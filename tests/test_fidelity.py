@@ -12,7 +12,7 @@ import time
 
 import httpx
 import pytest
-from conftest import SERVER, RawClient, running_server, wait_for
+from conftest import SERVER, ConnectionClosed, RawClient, running_server, wait_for
 
 APP = "fidelity_app:app"
 
@@ -104,6 +104,22 @@ def test_an_error_page_after_a_disconnect_is_quiet_and_the_request_is_logged():
             wait_for(lambda: report(server)["send_errors"] == ["ClientDisconnected"], timeout=5)
         assert_quiet(server)
         assert re.search(r'"GET /stream-then-500 HTTP/1.1" 200', server.stdout())
+
+
+@pytest.mark.timeout(30)
+def test_a_body_that_breaks_its_content_length_is_the_apps_error():
+    """uvicorn raises in send() rather than cut or pad the body; so does rsgi. The client
+    gets a response that ends early, never one that looks complete."""
+    with running_server(APP) as server:
+        for kind in ("long", "short"):
+            with RawClient(server.port) as client:
+                client.request("GET", f"/wrong-length/{kind}")
+                with pytest.raises(ConnectionClosed):
+                    client.read_response()
+        assert report(server)["length_errors"] == [
+            "Response content longer than Content-Length",
+            "Response content shorter than Content-Length",
+        ]
 
 
 def read_until(client: RawClient, marker: bytes, timeout: float) -> bytes:

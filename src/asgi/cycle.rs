@@ -48,17 +48,23 @@ pub struct HttpCycle {
     /// The response is an event stream (`text/event-stream`): endless by design, so a
     /// shutdown ends it rather than wait for it (clients reconnect elsewhere).
     endless: bool,
+    /// The request is a HEAD: the body the app sends is not written.
+    head_request: bool,
+    /// Body bytes the app still owes its `content-length` (None: no length to keep).
+    owed: Option<u64>,
     /// The last `http.request` message (`more_body` false) was delivered.
     request_complete: bool,
 }
 
 impl HttpCycle {
-    pub fn new(ex: Arc<Exchange>, ctx: Arc<LoopContext>) -> Self {
+    pub fn new(ex: Arc<Exchange>, ctx: Arc<LoopContext>, head_request: bool) -> Self {
         HttpCycle {
             link: Link::new(ex, ctx),
             response: Response::NotStarted,
             trailers: false,
             endless: false,
+            head_request,
+            owed: None,
             request_complete: false,
         }
     }
@@ -88,6 +94,11 @@ impl HttpCycle {
         self.endless = headers
             .get(http::header::CONTENT_TYPE)
             .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+        if !self.head_request && !matches!(status, 100..=199 | 204 | 304) {
+            self.owed = headers
+                .get(http::header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok()?.parse().ok());
+        }
         let mut st = self.link.lock_open()?;
         self.trailers = trailers;
         st.trailers_announced = trailers;
@@ -118,6 +129,7 @@ impl HttpCycle {
         self.expect_body("http.response.body")?;
         let chunk = body_field(message)?;
         let more = flag(message, intern!(py, "more_body"))?;
+        self.keep_length(chunk.len(), more)?;
         let mut st = self.link.lock_open()?;
         st.push_body(chunk);
         if !more {
@@ -135,6 +147,27 @@ impl HttpCycle {
             self.on_wake(py)?;
         }
         Ok(None)
+    }
+
+    /// The body must match the `content-length` the app declared, as under uvicorn: a
+    /// mismatch is the app's error, never a response silently cut or padded by the framing.
+    fn keep_length(&mut self, len: usize, more: bool) -> PyResult<()> {
+        let Some(owed) = self.owed.as_mut() else {
+            return Ok(());
+        };
+        let len = len as u64;
+        if len > *owed {
+            return Err(PyRuntimeError::new_err(
+                "Response content longer than Content-Length",
+            ));
+        }
+        *owed -= len;
+        if !more && *owed != 0 {
+            return Err(PyRuntimeError::new_err(
+                "Response content shorter than Content-Length",
+            ));
+        }
+        Ok(())
     }
 
     /// `http.response.pathsend`: the I/O thread streams the file at `path` as the rest of the

@@ -507,7 +507,8 @@ fn try_start_request(
     head: &RequestHead,
 ) -> PyResult<()> {
     let scope = scope::build(py, head, &ctx.template)?;
-    let cycle = Py::new(py, HttpCycle::new(ex.clone(), ctx.clone()))?;
+    let head_request = head.method == http::Method::HEAD;
+    let cycle = Py::new(py, HttpCycle::new(ex.clone(), ctx.clone(), head_request))?;
     start_app(py, ctx, &ex, scope, Cycle::Http(cycle))
 }
 

@@ -10,7 +10,8 @@ Each route is the raw shape of something a framework does:
 - ``/stream-then-500``: streams until the client leaves, then tries to send a 500 page
   (datasette's CSV export);
 - ``/events``: an endless ``text/event-stream`` (sse-starlette);
-- ``/slow-stream``: a finite streamed download that takes about 1.5 s.
+- ``/slow-stream``: a finite streamed download that takes about 1.5 s;
+- ``/wrong-length/{long,short}``: a body longer or shorter than its ``content-length``.
 
 ``GET /report`` returns what the routes observed as JSON.
 """
@@ -21,7 +22,12 @@ import asyncio
 import json
 import threading
 
-REPORT: dict[str, object] = {"late_close_done": 0, "late_close_errors": [], "send_errors": []}
+REPORT: dict[str, object] = {
+    "late_close_done": 0,
+    "late_close_errors": [],
+    "send_errors": [],
+    "length_errors": [],
+}
 
 
 async def respond(send, status: int, body: bytes, content_type: bytes = b"text/plain") -> None:
@@ -117,6 +123,15 @@ async def slow_stream(send) -> None:
     await send({"type": "http.response.body", "body": b"end\n"})
 
 
+async def wrong_length(send, body: bytes) -> None:
+    headers = [(b"content-type", b"text/plain"), (b"content-length", b"5")]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    try:
+        await send({"type": "http.response.body", "body": body})
+    except RuntimeError as exc:
+        REPORT["length_errors"].append(str(exc))
+
+
 async def app(scope, receive, send):
     if scope["type"] == "lifespan":
         while True:
@@ -139,6 +154,10 @@ async def app(scope, receive, send):
         await events(send)
     elif path == "/slow-stream":
         await slow_stream(send)
+    elif path == "/wrong-length/long":
+        await wrong_length(send, b"hello world")
+    elif path == "/wrong-length/short":
+        await wrong_length(send, b"hel")
     elif path == "/report":
         await respond(send, 200, json.dumps(REPORT).encode(), b"application/json")
     else:
