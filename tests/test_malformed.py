@@ -127,6 +127,39 @@ def test_bad_chunk_size_mid_body_gives_disconnect_not_short_body(raw_server):
     assert not any(m[0] == "http.request" and m[2] is False for m in messages), messages
 
 
+BAD_CHUNKED_BODIES = {
+    "size-not-hex": b"zz\r\nhello\r\n0\r\n\r\n",
+    "size-past-64-bits": b"ffffffffffffffffff\r\nhello\r\n0\r\n\r\n",
+    "data-without-crlf": b"5\r\nhelloXX0\r\n\r\n",
+}
+
+
+@pytest.mark.parametrize("split", ["one-segment", "head-then-body"])
+@pytest.mark.parametrize("case", sorted(BAD_CHUNKED_BODIES))
+def test_malformed_chunked_body_gets_400_and_close(raw_server, case, split):
+    """A response not yet started becomes a 400 (never an empty reply, which a proxy turns
+    into a 502); the app sees a disconnect; nothing past the error is read."""
+    key = f"badbody-{case}-{split}"
+    head = build_request(
+        "POST", f"/record-body?id={key}", headers=[("Transfer-Encoding", "chunked")]
+    )
+    with RawClient(raw_server.port) as client:
+        if split == "one-segment":
+            client.send(head + BAD_CHUNKED_BODIES[case] + FOLLOW_UP)
+        else:
+            client.send(head)
+            wait_for(lambda: report(raw_server, key) is not None, message="app not called")
+            client.send(BAD_CHUNKED_BODIES[case] + FOLLOW_UP)
+        resp = client.read_response()
+        assert resp.status_line == b"HTTP/1.1 400 Bad Request", resp.status_line
+        assert resp.header("connection") == b"close"
+        rest = client.read_until_closed(timeout=5)
+    assert rest == b"", f"bytes after the 400 response: {rest!r}"
+    messages = settled_record(raw_server, key)
+    assert messages and messages[-1] == ["http.disconnect"], messages
+    assert not any(m[0] == "http.request" and m[2] is False for m in messages), messages
+
+
 def test_server_healthy_after_malformed_requests(raw_server):
     raw_server.assert_alive()
     resp = simple_get(raw_server.port, "/")

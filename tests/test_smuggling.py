@@ -17,12 +17,15 @@ hyper parses the request head and the chunked body; rsgi adds its own checks on 
 
 from __future__ import annotations
 
+import contextlib
 import json
+import random
 import re
+import socket
 import time
 
 import pytest
-from conftest import RawClient, running_server, simple_get
+from conftest import RawClient, running_server, simple_get, wait_for
 
 pytestmark = pytest.mark.rsgi_only
 
@@ -337,3 +340,100 @@ def test_server_still_serves_after_the_corpus(smuggle_server):
     assert resp.status == 200 and resp.body == b"first:"
     stderr = smuggle_server.stderr()
     assert "panicked" not in stderr and "Traceback" not in stderr, stderr
+
+
+# -- a refusal belongs to the request it was found in ------------------------------------
+# Valid requests pipelined ahead of a refused one are answered first, by the app, whatever
+# way the bytes are cut into segments; then the refusal, and nothing after it.
+# name -> (the messages, in order; the responses as (status line, body); what the app saw)
+BAD_400 = (b"HTTP/1.1 400 Bad Request", b"Bad Request")
+REFUSED_AFTER_VALID: dict[str, tuple[list[bytes], list[tuple[bytes, bytes]], list[list]]] = {
+    # HTTP/1.0 without keep-alive: the connection closes after /first's response, before the
+    # next request is read (as it does when that request comes later, and as uvicorn does).
+    "http10-then-missing-host": (
+        [b"GET /first HTTP/1.0\r\n\r\n", b"GET /second HTTP/1.1\r\n\r\n"],
+        [(b"HTTP/1.0 200 OK", b"first:")],
+        [["GET", "/first", ""]],
+    ),
+    "http10-keep-alive-then-missing-host": (
+        [
+            b"GET /first HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+            b"GET /second HTTP/1.1\r\n\r\n",
+        ],
+        [(b"HTTP/1.0 200 OK", b"first:"), BAD_400],
+        [["GET", "/first", ""]],
+    ),
+    "content-length-body-then-bare-cr": (
+        [
+            b"POST /first HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello",
+            b"GET /bad HTTP/1.1\r\nHost: x\r\r\n\r\n",
+        ],
+        [(b"HTTP/1.1 200 OK", b"first:hello"), BAD_400],
+        [["POST", "/first", "hello"]],
+    ),
+    "two-then-missing-host": (
+        [
+            b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"POST /b HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+            b"2\r\nhi\r\n0\r\n\r\n",
+            b"GET /c HTTP/1.1\r\n\r\n",
+        ],
+        [(b"HTTP/1.1 200 OK", b"first:"), (b"HTTP/1.1 200 OK", b"first:hi"), BAD_400],
+        [["GET", "/a", ""], ["POST", "/b", "hi"]],
+    ),
+    # The refusal is in the second request's body: that request reached the app, which sees
+    # a disconnect, and its answer is the 400.
+    "chunked-then-bad-chunk-size": (
+        [
+            CHUNKED.replace(b"/echo", b"/first") + b"\r\n" + HELLO_CHUNKED,
+            CHUNKED.replace(b"/echo", b"/second") + b"\r\n5\r\nhello\r\nzz\r\n",
+        ],
+        [(b"HTTP/1.1 200 OK", b"first:hello"), BAD_400],
+        [["POST", "/first", "hello"], ["POST", "/second", "<disconnect>"]],
+    ),
+}
+
+
+def segmentations(messages: list[bytes]) -> dict[str, list[bytes]]:
+    """The same bytes in one segment, one segment per message, and cut at random
+    1-500-byte boundaries (fixed seeds)."""
+    data = b"".join(messages)
+    ways = {"one-segment": [data], "per-message": messages}
+    for seed in range(4):
+        rng = random.Random(seed)
+        pieces, start = [], 0
+        while start < len(data):
+            size = rng.randint(1, min(500, len(data)))
+            pieces.append(data[start : start + size])
+            start += size
+        ways[f"random-{seed}"] = pieces
+    return ways
+
+
+def responses_to(server, pieces: list[bytes]) -> list[tuple[bytes, bytes]]:
+    """Sends each piece as its own segment; the responses until the server closes."""
+    with RawClient(server.port) as client:
+        client.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for piece in pieces:
+            with contextlib.suppress(OSError):  # closed early: its answers stay readable
+                client.send(piece)
+            time.sleep(0.02)
+        client.buffer += client.read_until_closed(timeout=6)
+        answers = []
+        while client.buffer:
+            resp = client.read_response()
+            answers.append((resp.status_line, resp.body))
+        return answers
+
+
+@pytest.mark.parametrize("split", list(segmentations([b"x"])))
+@pytest.mark.parametrize("case", list(REFUSED_AFTER_VALID))
+def test_requests_before_a_refused_one_are_answered_first(smuggle_server, case, split):
+    messages, expected, seen = REFUSED_AFTER_VALID[case]
+    pieces = segmentations(messages)[split]
+    reset_log(smuggle_server)
+    answers = responses_to(smuggle_server, pieces)
+    context = f"case {case!r} in {[len(p) for p in pieces]}-byte pieces\n  got: {answers!r}"
+    assert answers == expected, context
+    wait_for(lambda: app_log(smuggle_server) == seen, message=f"{app_log(smuggle_server)}")
+    smuggle_server.assert_alive()

@@ -25,11 +25,22 @@ use crate::net::clock::now_ms;
 use crate::ws;
 use http::StatusCode;
 
+/// A request head the framing check refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Refused {
+    /// Which request of the connection it is (from 0). hyper parses the heads released before
+    /// it first, and answers each of them before this one's stand-in.
+    pub head: u64,
+    pub violation: Violation,
+}
+
 /// What a connection is doing, as far as its timeouts care.
 pub struct Activity {
-    /// Set when the framing check refused the stream: the next request the service sees is a
-    /// stand-in, to be answered with this.
-    pub refusal: OnceLock<Violation>,
+    /// Set when the framing check refused a request head: the request the service sees in
+    /// that head's place is a stand-in, to be answered with the violation.
+    pub refusal: OnceLock<Refused>,
+    /// Requests the service has seen on this connection.
+    requests: AtomicU64,
     in_flight: AtomicU32,
     /// When the connection last became idle (accepted, or a response completed).
     idle_since: AtomicU64,
@@ -41,10 +52,22 @@ impl Activity {
     pub(super) fn new() -> Self {
         Activity {
             refusal: OnceLock::new(),
+            requests: AtomicU64::new(0),
             in_flight: AtomicU32::new(0),
             idle_since: AtomicU64::new(now_ms()),
             head_since: AtomicU64::new(0),
         }
+    }
+
+    /// Counts a request the service got from hyper; the violation to answer it with when it is
+    /// the stand-in of a refused head. Requests parsed from heads released before the refused
+    /// one are served normally, however the bytes were split into reads.
+    pub fn next_request(&self) -> Option<Violation> {
+        // Only the connection's task calls this: a plain load and store are enough.
+        let index = self.requests.load(Ordering::Relaxed);
+        self.requests.store(index + 1, Ordering::Relaxed);
+        let refused = self.refusal.get()?;
+        (refused.head == index).then_some(refused.violation)
     }
 
     /// No request is being handled: the connection is fresh, or idle between keep-alive
@@ -376,6 +399,20 @@ mod tests {
         activity.request_started();
         activity.request_done();
         assert!(activity.grace_over(1000, 5000));
+    }
+
+    #[test]
+    fn only_the_refused_heads_request_is_refused() {
+        let activity = Activity::new();
+        let violation = (StatusCode::BAD_REQUEST, "missing or repeated Host");
+        activity
+            .refusal
+            .set(Refused { head: 2, violation })
+            .unwrap();
+        // Requests 0 and 1 came from heads released before the refused one.
+        assert_eq!(activity.next_request(), None);
+        assert_eq!(activity.next_request(), None);
+        assert_eq!(activity.next_request(), Some(violation));
     }
 
     #[test]

@@ -59,6 +59,8 @@ pub struct Framing {
     /// Bytes fed so far that hyper may have.
     released: u64,
     fed: u64,
+    /// Request heads released so far: hyper makes one request of each.
+    heads: u64,
 }
 
 impl Default for Framing {
@@ -71,6 +73,7 @@ impl Default for Framing {
             head_len: 0,
             released: 0,
             fed: 0,
+            heads: 0,
         }
     }
 }
@@ -187,6 +190,19 @@ impl Framing {
         Ok(())
     }
 
+    /// How many bytes hyper may have. After a violation, these are the bytes before the
+    /// message it broke: whole requests (or, inside a body, its checked part), which are
+    /// answered before the refusal.
+    pub fn released(&self) -> u64 {
+        self.released
+    }
+
+    /// How many request heads have been released; after a violation in a head, also the
+    /// index (from 0) of the refused one.
+    pub fn heads(&self) -> u64 {
+        self.heads
+    }
+
     /// Inside a request body (chunked framing), where hyper reads body bytes.
     pub fn in_body(&self) -> bool {
         matches!(
@@ -258,6 +274,7 @@ impl Framing {
             return Err(bad("missing or repeated Host"));
         }
         self.released = self.fed;
+        self.heads += 1;
         self.head_len = 0;
         self.state = if h.upgrade || h.connect {
             State::Opaque
@@ -539,6 +556,28 @@ mod tests {
         }
         assert_eq!(check(&long_line).unwrap_err().0, 431);
         assert_eq!(check(&many_fields).unwrap_err().0, 431);
+    }
+
+    #[test]
+    fn a_violation_keeps_what_was_released_before_it() {
+        let mut stream = GET.to_vec();
+        stream.extend_from_slice(b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc");
+        let good = stream.len() as u64;
+        stream.extend_from_slice(b"GET / HTTP/1.1\r\n\r\n");
+        let mut f = Framing::default();
+        assert_eq!(f.feed(&stream).unwrap_err().0, 400);
+        assert_eq!(f.released(), good);
+        assert_eq!(f.heads(), 2, "the refused head is the third");
+        assert!(!f.in_body());
+
+        let head = b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n";
+        let mut f = Framing::default();
+        assert!(f
+            .feed(&[&head[..], b"3\r\nabc\r\nzz\r\n"].concat())
+            .is_err());
+        assert_eq!(f.released(), head.len() as u64 + 8);
+        assert_eq!(f.heads(), 1);
+        assert!(f.in_body());
     }
 
     #[test]

@@ -149,7 +149,7 @@ impl AwaitHead {
 
 impl AsgiService {
     fn handle(&self, req: Request<Incoming>) -> Answer {
-        if let Some(&violation) = self.activity.refusal.get() {
+        if let Some(violation) = self.activity.next_request() {
             return Answer::Ready(Some(self.refuse(violation)));
         }
         let (parts, mut body) = req.into_parts();

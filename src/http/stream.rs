@@ -9,12 +9,12 @@ use std::task::{Context, Poll};
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::conn::Activity;
-use super::framing::Framing;
+use super::conn::{Activity, Refused};
+use super::framing::{Framing, Violation};
 use crate::metrics::{self, Metrics};
 
 /// What hyper reads in place of a refused request head: a minimal request that the service
-/// answers with the refusal's status (see `Activity::refusal`), then end of stream.
+/// answers with the refusal's status (see `Activity::refusal`); nothing follows it.
 const STAND_IN: &[u8] = b"GET / HTTP/1.1\r\nhost: refused\r\n\r\n";
 
 const READ_SIZE: usize = 16 * 1024;
@@ -28,9 +28,21 @@ pub struct Checked<S> {
     /// Stream offsets: how far hyper may read, and how far it has.
     released: u64,
     given: u64,
-    eof: bool,
-    /// After a refusal: the bytes hyper gets instead of the rest of the stream.
-    stand_in: Option<&'static [u8]>,
+    /// What hyper gets once it has every released byte.
+    after: After,
+}
+
+/// What follows the released bytes.
+enum After {
+    /// More of the socket.
+    Socket,
+    /// The client closed its side.
+    Eof,
+    /// A request head was refused: this stand-in (what hyper has not read of it yet).
+    StandIn(&'static [u8]),
+    /// A chunked body was refused: every read fails, and so does the body. hyper reads a body
+    /// only after handing its request to the service, so the service answers the failure.
+    BodyError(&'static str),
 }
 
 impl<S> Checked<S> {
@@ -42,8 +54,7 @@ impl<S> Checked<S> {
             pending: BytesMut::new(),
             released: 0,
             given: 0,
-            eof: false,
-            stand_in: None,
+            after: After::Socket,
         }
     }
 
@@ -82,22 +93,28 @@ impl<S: AsyncRead + Unpin> AsyncRead for Checked<S> {
             if this.give(buf) {
                 return Poll::Ready(Ok(()));
             }
-            if let Some(rest) = &mut this.stand_in {
-                if rest.is_empty() {
+            match &mut this.after {
+                After::Socket => {}
+                After::Eof => {
+                    // A message cut short by the client: let hyper see exactly what came.
+                    this.released = this.given + this.pending.len() as u64;
+                    this.give(buf);
+                    return Poll::Ready(Ok(()));
+                }
+                After::StandIn([]) => {
                     // Never end the stream here: hyper would take it for a client that left
                     // and drop the refusal. The refusal closes the connection itself.
                     return Poll::Pending;
                 }
-                let n = rest.len().min(buf.remaining());
-                buf.put_slice(&rest[..n]);
-                *rest = &rest[n..];
-                return Poll::Ready(Ok(()));
-            }
-            if this.eof {
-                // A message cut short by the client: let hyper see exactly what came.
-                this.released = this.given + this.pending.len() as u64;
-                this.give(buf);
-                return Poll::Ready(Ok(()));
+                After::StandIn(rest) => {
+                    let n = rest.len().min(buf.remaining());
+                    buf.put_slice(&rest[..n]);
+                    *rest = &rest[n..];
+                    return Poll::Ready(Ok(()));
+                }
+                After::BodyError(why) => {
+                    return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, *why)));
+                }
             }
             let read = if this.pending.is_empty() {
                 this.read_direct(cx, buf)
@@ -139,31 +156,31 @@ impl<S: AsyncRead + Unpin> Checked<S> {
         }
         let n = buf.filled().len() - before;
         if n == 0 {
-            self.eof = true;
+            self.after = After::Eof;
             return Poll::Ready(Ok(Step::Again));
         }
         self.arrived(n);
-        match self.framing.feed(&buf.filled()[before..]) {
-            Ok(released) => {
-                let allowed = ((released - self.given) as usize).min(n);
-                if allowed < n {
-                    self.pending
-                        .extend_from_slice(&buf.filled()[before + allowed..]);
-                    buf.set_filled(before + allowed);
-                }
-                self.given += allowed as u64;
-                self.released = released;
-                Poll::Ready(Ok(if allowed > 0 {
-                    Step::Given
-                } else {
-                    Step::Again
-                }))
+        let verdict = self.framing.feed(&buf.filled()[before..]);
+        // Even on a violation, the bytes released before it stay: they are whole requests
+        // (or the checked part of the refused body), to be answered first.
+        let released = self.framing.released();
+        let allowed = ((released - self.given) as usize).min(n);
+        match verdict {
+            Ok(_) if allowed < n => {
+                self.pending
+                    .extend_from_slice(&buf.filled()[before + allowed..]);
             }
-            Err(violation) => {
-                buf.set_filled(before);
-                Poll::Ready(self.refuse(violation).map(|()| Step::Again))
-            }
+            Ok(_) => {}
+            Err(violation) => self.refuse(violation),
         }
+        buf.set_filled(before + allowed);
+        self.given += allowed as u64;
+        self.released = released;
+        Poll::Ready(Ok(if allowed > 0 {
+            Step::Given
+        } else {
+            Step::Again
+        }))
     }
 
     /// Reads into `pending`, behind bytes already held back.
@@ -174,18 +191,19 @@ impl<S: AsyncRead + Unpin> Checked<S> {
             Poll::Pending => return Poll::Pending,
         };
         if n == 0 {
-            self.eof = true;
+            self.after = After::Eof;
             return Poll::Ready(Ok(Step::Again));
         }
         self.arrived(n);
         let start = self.pending.len() - n;
-        match self.framing.feed(&self.pending[start..]) {
-            Ok(released) => {
-                self.released = released;
-                Poll::Ready(Ok(Step::Again))
-            }
-            Err(violation) => Poll::Ready(self.refuse(violation).map(|()| Step::Again)),
+        let verdict = self.framing.feed(&self.pending[start..]);
+        self.released = self.framing.released();
+        if let Err(violation) = verdict {
+            // As in `read_direct`: what was released before the violation stays.
+            self.pending.truncate((self.released - self.given) as usize);
+            self.refuse(violation);
         }
+        Poll::Ready(Ok(Step::Again))
     }
 
     fn arrived(&self, n: usize) {
@@ -193,19 +211,18 @@ impl<S: AsyncRead + Unpin> Checked<S> {
         Metrics::add(&metrics::current().bytes_in, n as u64);
     }
 
-    /// The check refused the stream: hyper gets nothing more of it. Inside a body that is a
-    /// read error (the app sees a disconnect); otherwise a stand-in request that the service
-    /// answers with the refusal.
-    fn refuse(&mut self, violation: super::framing::Violation) -> io::Result<()> {
-        let _ = self.activity.refusal.set(violation);
-        self.pending.clear();
-        self.released = self.given;
-        if self.framing.in_body() {
-            self.eof = true;
-            return Err(io::Error::new(io::ErrorKind::InvalidData, violation.1));
-        }
-        self.stand_in = Some(STAND_IN);
-        Ok(())
+    /// The check refused the stream: past the bytes it released, hyper gets nothing more of
+    /// it. Inside a body that is a read error (the app sees a disconnect, the client a 400
+    /// unless the response has started); otherwise a stand-in request that the service
+    /// answers with the refusal, once it has answered the requests before it.
+    fn refuse(&mut self, violation: Violation) {
+        self.after = if self.framing.in_body() {
+            After::BodyError(violation.1)
+        } else {
+            let head = self.framing.heads();
+            let _ = self.activity.refusal.set(Refused { head, violation });
+            After::StandIn(STAND_IN)
+        };
     }
 }
 
@@ -266,8 +283,9 @@ mod tests {
     use super::*;
     use std::collections::VecDeque;
 
-    /// A socket that returns the given chunks, one per read, then end of stream.
-    struct Chunks(VecDeque<&'static [u8]>);
+    /// A socket that returns the given chunks, one per read (as much as fits), then end of
+    /// stream.
+    struct Chunks(VecDeque<Vec<u8>>);
 
     impl AsyncRead for Chunks {
         fn poll_read(
@@ -275,32 +293,55 @@ mod tests {
             _: &mut Context<'_>,
             buf: &mut ReadBuf<'_>,
         ) -> Poll<io::Result<()>> {
-            if let Some(chunk) = self.get_mut().0.pop_front() {
-                buf.put_slice(chunk);
+            let chunks = &mut self.get_mut().0;
+            if let Some(mut chunk) = chunks.pop_front() {
+                let n = chunk.len().min(buf.remaining());
+                buf.put_slice(&chunk[..n]);
+                if n < chunk.len() {
+                    chunks.push_front(chunk.split_off(n));
+                }
             }
             Poll::Ready(Ok(()))
         }
     }
 
-    /// Every read hyper would make, until end of stream: what each one gave it.
-    fn reads(chunks: &[&'static [u8]]) -> (Vec<Vec<u8>>, Option<io::ErrorKind>) {
-        let mut checked = Checked::new(Chunks(chunks.iter().copied().collect()), {
-            Arc::new(super::super::conn::Activity::new())
-        });
-        let waker = std::task::Waker::noop();
-        let mut cx = Context::from_waker(waker);
-        let mut out = Vec::new();
-        for _ in 0..16 {
+    /// What hyper would see of a stream arriving in `chunks`.
+    struct Seen {
+        /// What each read gave it, until end of stream, an error, or a wait.
+        reads: Vec<Vec<u8>>,
+        error: Option<io::ErrorKind>,
+        refusal: Option<Refused>,
+    }
+
+    fn seen(chunks: Vec<Vec<u8>>) -> Seen {
+        let activity = Arc::new(super::super::conn::Activity::new());
+        let mut checked = Checked::new(Chunks(chunks.into()), activity.clone());
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut seen = Seen {
+            reads: Vec::new(),
+            error: None,
+            refusal: None,
+        };
+        loop {
             let mut space = [0u8; 64];
             let mut buf = ReadBuf::new(&mut space);
             match Pin::new(&mut checked).poll_read(&mut cx, &mut buf) {
-                Poll::Ready(Ok(())) if buf.filled().is_empty() => return (out, None),
-                Poll::Ready(Ok(())) => out.push(buf.filled().to_vec()),
-                Poll::Ready(Err(e)) => return (out, Some(e.kind())),
+                Poll::Ready(Ok(())) if buf.filled().is_empty() => break,
+                Poll::Ready(Ok(())) => seen.reads.push(buf.filled().to_vec()),
+                Poll::Ready(Err(e)) => {
+                    seen.error = Some(e.kind());
+                    break;
+                }
                 Poll::Pending => break,
             }
         }
-        (out, None)
+        seen.refusal = activity.refusal.get().copied();
+        seen
+    }
+
+    fn reads(chunks: &[&'static [u8]]) -> (Vec<Vec<u8>>, Option<io::ErrorKind>) {
+        let seen = seen(chunks.iter().map(|c| c.to_vec()).collect());
+        (seen.reads, seen.error)
     }
 
     #[test]
@@ -328,5 +369,63 @@ mod tests {
         let (got, err) = reads(&[head, b"zz\r\n"]);
         assert_eq!(got.concat(), head);
         assert_eq!(err, Some(io::ErrorKind::InvalidData));
+    }
+
+    /// Cuts `stream` at every offset in `cuts`.
+    fn split(stream: &[u8], cuts: &[usize]) -> Vec<Vec<u8>> {
+        let mut parts = Vec::new();
+        let mut start = 0;
+        for &cut in cuts.iter().chain([stream.len()].iter()) {
+            if cut > start && cut <= stream.len() {
+                parts.push(stream[start..cut].to_vec());
+                start = cut;
+            }
+        }
+        parts
+    }
+
+    /// Checks that hyper sees the same bytes, error and refusal whichever way `stream` is cut
+    /// into reads: in one, at each single offset, and byte by byte. Returns that outcome.
+    fn same_whatever_the_reads(stream: &[u8]) -> Seen {
+        let whole = seen(vec![stream.to_vec()]);
+        let mut ways: Vec<Vec<usize>> = (1..stream.len()).map(|cut| vec![cut]).collect();
+        ways.push((1..stream.len()).collect());
+        for cuts in ways {
+            let other = seen(split(stream, &cuts));
+            let what = format!("cut at {cuts:?}");
+            assert_eq!(other.reads.concat(), whole.reads.concat(), "{what}");
+            assert_eq!(other.error, whole.error, "{what}");
+            assert_eq!(other.refusal, whole.refusal, "{what}");
+        }
+        whole
+    }
+
+    #[test]
+    fn requests_before_a_refused_head_reach_hyper_before_the_stand_in() {
+        let valid: &[u8] =
+            b"POST /first HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhelloGET / HTTP/1.0\r\n\r\n";
+        let stream = [
+            valid,
+            b"GET /bad HTTP/1.1\r\nHost: x\r\r\n\r\nGET /never HTTP/1.1\r\n",
+        ]
+        .concat();
+        let seen = same_whatever_the_reads(&stream);
+        assert_eq!(seen.reads.concat(), [valid, STAND_IN].concat());
+        assert_eq!(seen.error, None);
+        let refused = seen.refusal.expect("a refusal");
+        assert_eq!(refused.head, 2, "the third request is the refused one");
+        assert_eq!(refused.violation.0, http::StatusCode::BAD_REQUEST);
+    }
+
+    #[test]
+    fn a_bad_chunk_read_with_its_head_still_lets_the_head_through() {
+        let head: &[u8] = b"POST / HTTP/1.1\r\nhost: a\r\ntransfer-encoding: chunked\r\n\r\n";
+        for bad in [&b"zz\r\n"[..], b"ffffffffffffffffff\r\n", b"5\r\nhelloXX"] {
+            let seen = same_whatever_the_reads(&[head, bad].concat());
+            let checked = &bad[..bad.iter().position(|&b| b == b'X').unwrap_or(0)];
+            assert_eq!(seen.reads.concat(), [head, checked].concat());
+            assert_eq!(seen.error, Some(io::ErrorKind::InvalidData));
+            assert_eq!(seen.refusal, None, "a body refusal makes no stand-in");
+        }
     }
 }
