@@ -35,6 +35,8 @@ pub enum Event {
     Log(LogLevel, String),
     /// An access line for the `rsgi.access` logger, when Python handlers must write it.
     Access(String),
+    /// A response body the I/O side has written (`lend.rs`), to be released with the GIL.
+    Release(pyo3::Py<pyo3::PyAny>),
 }
 
 #[derive(Clone, Copy, Debug)]

@@ -127,7 +127,10 @@ impl HttpCycle {
     /// Queues a body chunk; returns a future when the app must wait for the socket to drain.
     fn body(&mut self, py: Python<'_>, message: &Bound<'_, PyAny>) -> PyResult<Option<Py<PyAny>>> {
         self.expect_body("http.response.body")?;
-        let chunk = body_field(message)?;
+        let chunk = match field(message, intern!(py, "body"))? {
+            Some(b) if !b.is_none() => self.link.ctx.body(&b)?,
+            _ => Bytes::new(),
+        };
         let more = flag(message, intern!(py, "more_body"))?;
         self.keep_length(chunk.len(), more)?;
         let mut st = self.link.lock_open()?;
@@ -136,7 +139,8 @@ impl HttpCycle {
             self.response = body_complete(self.trailers, &mut st);
         }
         self.link.notify_io(&mut st);
-        if st.resp_buffered > RESPONSE_HIGH_WATER {
+        // The last message never waits: the app has nothing more to hold back.
+        if more && st.resp_buffered > RESPONSE_HIGH_WATER {
             st.loop_waiting = true;
             drop(st);
             return self.link.wait_drain(py).map(Some);

@@ -5,6 +5,7 @@ pub mod awaitable;
 pub mod bridge;
 pub mod cycle;
 pub mod exchange;
+pub mod lend;
 pub mod link;
 pub mod runner;
 pub mod scope;

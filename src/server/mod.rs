@@ -72,6 +72,14 @@ impl LoopContext {
         }
     }
 
+    /// The bytes of a response body, lent to the I/O side when large.
+    pub fn body(&self, body: &Bound<'_, PyAny>) -> PyResult<bytes::Bytes> {
+        match body.cast::<pyo3::types::PyBytes>() {
+            Ok(b) => Ok(crate::asgi::lend::bytes_of(b, &self.bridge)),
+            Err(_) => crate::asgi::cycle::body_bytes(body),
+        }
+    }
+
     pub fn ready(&self, py: Python<'_>) -> Py<PyAny> {
         self.ready.clone_ref(py).into_any()
     }
@@ -322,6 +330,7 @@ impl Core {
                 Event::Wake(ex) => wake(py, ctx, &ex),
                 Event::Log(level, msg) => ctx.log(py, level, &msg),
                 Event::Access(line) => ctx.log_access(&line),
+                Event::Release(body) => drop(body),
             }
         }
         *self.spare.borrow_mut() = events;
