@@ -30,11 +30,26 @@ def cell(text: str) -> str:
 
 def flag_cell(setting: Setting) -> str:
     opt = setting.option
-    if opt.choices:
-        return f"`{setting.cli_spelling}` " + " \\| ".join(f"`{c}`" for c in opt.choices)
-    if setting.is_bool or opt.positional:
-        return f"`{setting.cli_spelling}`"
-    return f"`{setting.cli_spelling} {opt.metavar or setting.name.upper()}`"
+    if not setting.flags and not opt.positional:
+        text = "(`-c` file or `run()` only)"
+    elif opt.choices:
+        text = f"`{setting.cli_spelling}` " + " \\| ".join(f"`{c}`" for c in opt.choices)
+    elif setting.is_bool or opt.positional:
+        text = f"`{setting.cli_spelling}`"
+    else:
+        text = f"`{setting.cli_spelling} {opt.metavar or setting.name.upper()}`"
+    if opt.aliases:
+        text += "<br>also " + ", ".join(f"`{alias}`" for alias in opt.aliases)
+    return text
+
+
+def name_cell(setting: Setting) -> str:
+    """The run() argument, and gunicorn's config-file names where they differ."""
+    text = f"`{setting.name}`"
+    others = [name for name in setting.option.gunicorn if name != setting.name]
+    if others:
+        text += "<br>gunicorn: " + ", ".join(f"`{name}`" for name in others)
+    return text
 
 
 def default_cell(setting: Setting) -> str:
@@ -47,13 +62,13 @@ def default_cell(setting: Setting) -> str:
 
 def row(setting: Setting) -> str:
     env = "<br>".join(f"`{name}`" for name in setting.env_names)
-    cells = [flag_cell(setting), env, f"`{setting.name}`", default_cell(setting)]
+    cells = [flag_cell(setting), env, name_cell(setting), default_cell(setting)]
     return "| " + " | ".join([*cells, cell(setting.option.help)]) + " |"
 
 
 def table() -> str:
     lines = [
-        "| Option | Environment | `run()` argument | Default | Description |",
+        "| Option | Environment | `run()` argument / config file | Default | Description |",
         "| --- | --- | --- | --- | --- |",
     ]
     lines += [row(s) for s in settings()]

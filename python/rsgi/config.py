@@ -1,24 +1,23 @@
-"""Every rsgi setting, declared once.
+"""Every rsgi setting, declared once: the options table and :class:`Config`.
 
-Each field of :class:`Config` carries an :class:`Option` in its metadata. The
-command line (:func:`build_parser`), the ``RSGI_*`` environment variables
-(:func:`env_values`), ``rsgi.run(**kwargs)`` and the README's options table are
-all generated from those fields, so a setting added here shows up everywhere.
+Each field of :class:`Config` carries an :class:`Option` in its metadata: its help, its
+type, its limits, its validator and every other name it goes by (gunicorn's flags and
+config-file names, extra environment variables). The command line (``rsgi.cli``), the
+``RSGI_*`` environment variables (:func:`env_values`), ``rsgi.run(**kwargs)``, gunicorn-style
+config files (``rsgi.configfile``), the gunicorn worker class (``rsgi.workers``) and the
+README's options table are all generated from those fields, so a setting added here shows
+up everywhere.
 
+This module imports nothing else from rsgi: every other module may import it.
 The Rust core reads the settings by attribute name: keep the names stable.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import importlib
-import logging
 import math
 import os
-import platform
 import re
-import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cache
@@ -31,18 +30,17 @@ LOOPS = ("auto", "asyncio", "uvloop")
 LIFESPANS = ("auto", "on", "off")
 # uvicorn's --ws values: every one but "none" selects rsgi's own (Rust) implementation.
 WS_IMPLEMENTATIONS = ("auto", "none", "websockets", "websockets-sansio", "wsproto")
+#: The server hooks rsgi calls, with gunicorn's names and arguments (see rsgi.hooks).
+HOOKS = ("on_starting", "when_ready", "post_fork", "worker_exit", "on_exit")
 
 # RFC 9110 token characters: anything else in a header name would let a value
 # smuggle a second header or break the response head.
 _HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+_HEALTH_PATH = re.compile(r"^/[!$%&'()*+,\-./0-9:;=@A-Z_a-z~]*$")
 
 
 class ConfigError(ValueError):
     """A setting has a bad value. The message is one line, fit for a CLI error."""
-
-
-class AppLoadError(ConfigError):
-    """The ASGI application could not be imported or built."""
 
 
 # -- parsers: text (from the CLI or the environment) to a value -------------
@@ -82,13 +80,15 @@ def parse_header(text: str) -> tuple[str, str]:
     return name.strip(), value.strip()
 
 
-def parse_header_lines(text: str) -> list[tuple[str, str]]:
-    """Parse RSGI_HEADER: one NAME:VALUE per line.
-
-    Lines rather than ";" because the headers people set server-wide
-    (Strict-Transport-Security, Content-Security-Policy) have ";" in them.
-    """
-    return parse_lines(parse_header)(text)
+def parse_octal(text: str) -> int:
+    """A umask as gunicorn takes it: "0o027", "027" (octal), "0x17" or a decimal "23"."""
+    text = text.strip()
+    try:
+        if len(text) > 1 and text[0] == "0" and text[1].isdigit():
+            return int(text, 8)
+        return int(text, 0)
+    except ValueError:
+        raise ValueError(f"expected an octal mode such as 022 or 0o027, got {text!r}") from None
 
 
 def parse_lines(parse: Callable[[str], Any]) -> Callable[[str], list[Any]]:
@@ -100,18 +100,243 @@ def parse_lines(parse: Callable[[str], Any]) -> Callable[[str], list[Any]]:
     return parse_each
 
 
+def parse_bind(text: str) -> tuple[str, Any, Any]:
+    """gunicorn's --bind: ``("tcp", host, port)``, ``("unix", path, None)`` or
+    ``("fd", fd, None)``. A bare host serves on port 8000, as in gunicorn; IPv6 addresses
+    go in brackets ("[::1]:8000")."""
+    text = text.strip()
+    if text.startswith("unix:"):
+        path = text[len("unix:") :]
+        if path.startswith("//"):  # "unix:///run/app.sock"
+            path = path[2:]
+        if not path:
+            raise ValueError(f"{text!r} names no socket path")
+        return "unix", path, None
+    if text.startswith("fd://"):
+        fd = parse_int(text[len("fd://") :])
+        if not 0 <= fd <= C_INT_MAX:
+            raise ValueError(f"{text!r} is not a file descriptor")
+        return "fd", fd, None
+    if text.startswith("["):
+        host, bracket, rest = text[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            raise ValueError(f"{text!r} is not [IPv6]:PORT")
+        port_text = rest[1:] if rest else "8000"
+    else:
+        host, colon, port_text = text.rpartition(":")
+        if not colon:
+            host, port_text = text, "8000"
+        elif ":" in host:
+            raise ValueError(f"{text!r}: put an IPv6 address in brackets, as [::1]:8000")
+    if not host:
+        raise ValueError(f"{text!r} names no host (use 0.0.0.0:PORT for every interface)")
+    try:
+        port = int(port_text)
+    except ValueError:
+        raise ValueError(f"{text!r} has no valid port") from None
+    if not 0 <= port <= 65535:
+        raise ValueError(f"{text!r}: the port must be between 0 and 65535")
+    return "tcp", host, port
+
+
+# -- validators: a value given from Python (or parsed) to the value kept -------------
+#
+# Each takes the setting's name and the value and returns the value normalised, or raises
+# ConfigError. An Option's default validator follows from its parser (see `validator`).
+
+
+def check_bool(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{name} must be True or False, got {value!r}")
+    return value
+
+
+def check_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{name} must be an integer, got {value!r}")
+    return int(value)
+
+
+def check_float(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{name} must be a number, got {value!r}")
+    if not math.isfinite(value):
+        raise ConfigError(f"{name} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def check_str(name: str, value: Any) -> str:
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    if not isinstance(value, str):
+        raise ConfigError(f"{name} must be a string, got {value!r}")
+    return value
+
+
+def check_strings(name: str, value: Any) -> list[str]:
+    """A repeatable option: one string (or path), or a list of them."""
+    if isinstance(value, (str, os.PathLike)):
+        value = [value]
+    if not isinstance(value, Iterable):
+        raise ConfigError(f"{name} must be a list of strings, got {value!r}")
+    result = []
+    for item in value:
+        if isinstance(item, os.PathLike):
+            item = os.fspath(item)
+        if not isinstance(item, str) or not item:
+            raise ConfigError(f"{name} must be a list of non-empty strings, got {item!r}")
+        result.append(item)
+    return result
+
+
+def zero_is_off(check: Callable[[str, Any], Any]) -> Callable[[str, Any], Any]:
+    """gunicorn's convention for --timeout and --max-requests: 0 turns the feature off."""
+
+    def validate(name: str, value: Any) -> Any:
+        value = check(name, value)
+        return None if value == 0 else value
+
+    return validate
+
+
+def check_app(name: str, value: Any) -> Any:
+    if isinstance(value, str):
+        if not value.strip():
+            raise ConfigError('app must be "<module>:<attribute>" or an ASGI callable')
+        return value.strip()
+    if not callable(value):
+        raise ConfigError(f'app must be "<module>:<attribute>" or an ASGI callable, got {value!r}')
+    return value
+
+
+def check_headers(name: str, value: Any) -> list[tuple[str, str]]:
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        raise ConfigError("headers must be a list of (name, value) pairs or NAME:VALUE strings")
+    result = []
+    for item in value:
+        if isinstance(item, str):
+            try:
+                item = parse_header(item)
+            except ValueError as exc:
+                raise ConfigError(str(exc)) from None
+        if not (isinstance(item, (tuple, list)) and len(item) == 2):
+            raise ConfigError(f"header {item!r} must be a (name, value) pair")
+        header, text = item
+        if not isinstance(header, str) or not _HEADER_NAME.match(header):
+            raise ConfigError(f"header name {header!r} is not a valid HTTP token")
+        if not isinstance(text, str) or any(c in text for c in "\r\n\0"):
+            raise ConfigError(f"header {header} has a value with a line break or NUL")
+        result.append((header, text))
+    return result
+
+
+def check_health_path(name: str, value: Any) -> str:
+    value = check_str(name, value)
+    # Compared with the request's path as sent: no query, no fragment, no space.
+    if not _HEALTH_PATH.match(value):
+        raise ConfigError(f'{name} must be a URL path such as "/healthz" (no query), got {value!r}')
+    return value
+
+
+def check_log_config(name: str, value: Any) -> Any:
+    # From Python (or a config file's logconfig_dict), a dictConfig mapping is taken as is.
+    if isinstance(value, dict):
+        return value
+    return check_str(name, value)
+
+
+def check_ip_list(name: str, value: Any) -> str:
+    # gunicorn's config files may give a list of addresses.
+    if isinstance(value, (list, tuple)):
+        value = ",".join(check_strings(name, value))
+    return check_str(name, value)
+
+
+def check_binds(name: str, value: Any) -> list[str]:
+    binds = check_strings(name, value)
+    for text in binds:
+        try:
+            parse_bind(text)
+        except ValueError as exc:
+            raise ConfigError(f"--bind {exc}") from None
+    return binds
+
+
+def check_user(name: str, value: Any) -> int:
+    """A user name or uid, as the uid it names."""
+    import pwd
+
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    value = check_str(name, value)
+    try:
+        return pwd.getpwnam(value).pw_uid
+    except KeyError:
+        raise ConfigError(f"{name}: no user named {value!r}") from None
+
+
+def check_group(name: str, value: Any) -> int:
+    """A group name or gid, as the gid it names."""
+    import grp
+
+    if isinstance(value, str) and value.strip().isdigit():
+        value = int(value)
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    value = check_str(name, value)
+    try:
+        return grp.getgrnam(value).gr_gid
+    except KeyError:
+        raise ConfigError(f"{name}: no group named {value!r}") from None
+
+
+def check_umask(name: str, value: Any) -> int:
+    if isinstance(value, str):
+        try:
+            value = parse_octal(value)
+        except ValueError as exc:
+            raise ConfigError(f"{name}: {exc}") from None
+    return check_int(name, value)
+
+
+def check_hook(name: str, value: Any) -> Any:
+    if not callable(value):
+        raise ConfigError(f"{name} must be a function, got {value!r}")
+    return value
+
+
+def validator(opt: Option) -> Callable[[str, Any], Any]:
+    """The Option's validator: its own, or the one its parser implies."""
+    if opt.validate is not None:
+        return opt.validate
+    if opt.repeat:
+        return check_strings
+    return {parse_bool: check_bool, parse_int: check_int, parse_float: check_float}.get(
+        opt.parse, check_str
+    )
+
+
 # -- the option table ---------------------------------------------------------
 
 
 @dataclass(frozen=True)
 class Option:
-    """How one Config field appears on the CLI, in the environment and in docs."""
+    """How one Config field appears on the CLI, in the environment, in config files and in
+    the docs, and how its values are checked."""
 
     help: str
     group: str
-    parse: Callable[[str], Any] = parse_str
+    parse: Callable[[str], Any] = parse_str  # text from the CLI or the environment
+    validate: Callable[[str, Any], Any] | None = None  # default: follows from parse
     flags: tuple[str, ...] = ()  # default: ("--<field-name>",)
+    #: Other spellings of the flag (gunicorn's), accepted on the command line.
+    aliases: tuple[str, ...] = ()
+    #: gunicorn's names for this setting in a config file (``-c gunicorn.conf.py``).
+    gunicorn: tuple[str, ...] = ()
     positional: bool = False
+    cli: bool = True  # False: from Python and config files only (the server hooks)
     choices: tuple[str, ...] | None = None
     metavar: str | None = None
     optional: bool = False  # None is a valid value
@@ -140,6 +365,7 @@ LOGGING = "Logging"
 PROCESSES = "Processes and timeouts"
 TLS = "TLS"
 DEVELOPMENT = "Development"
+HOOKS_GROUP = "Server hooks (config file or Python)"
 # As Python's ssl.CERT_NONE, CERT_OPTIONAL, CERT_REQUIRED (uvicorn's --ssl-cert-reqs values).
 CERT_NONE, CERT_OPTIONAL, CERT_REQUIRED = 0, 1, 2
 
@@ -152,6 +378,8 @@ class Config:
         help='The ASGI application, as "<module>:<attribute>" (e.g. "main:app"). '
         "From Python it may also be the application object itself.",
         group=APPLICATION,
+        validate=check_app,
+        gunicorn=("wsgi_app",),
         positional=True,
         metavar="APP",
     )
@@ -167,10 +395,19 @@ class Config:
         group=APPLICATION,
         metavar="DIR",
     )
+    chdir: str | None = option(
+        None,
+        help="Change to this directory before loading the application (and before "
+        "opening files named by relative paths); it is also put first on sys.path.",
+        group=APPLICATION,
+        gunicorn=("chdir",),
+        optional=True,
+        metavar="DIR",
+    )
     env_file: str | None = option(
         None,
-        help="File of KEY=VALUE lines loaded into the environment before the app is "
-        "imported. Variables already set are kept.",
+        help="File of KEY=VALUE lines (.env syntax, read by python-dotenv) loaded into the "
+        "environment before the app is imported. Variables already set are kept.",
         group=APPLICATION,
         optional=True,
         metavar="PATH",
@@ -180,19 +417,34 @@ class Config:
         help='ASGI lifespan protocol: "auto" runs it if the app supports it, "on" '
         'requires it, "off" skips it.',
         group=APPLICATION,
+        gunicorn=("asgi_lifespan",),
         choices=LIFESPANS,
     )
     loop: str = option(
         "auto",
         help='Event loop: "auto" uses uvloop when it is installed, else asyncio.',
         group=APPLICATION,
+        gunicorn=("asgi_loop",),
         choices=LOOPS,
     )
     root_path: str = option(
         "",
         help='ASGI "root_path": the path prefix under which a proxy mounts the app.',
         group=APPLICATION,
+        gunicorn=("root_path",),
         metavar="PATH",
+    )
+    bind: list[str] = option(
+        [],
+        help='gunicorn\'s spelling of the address: "HOST:PORT", "[IPv6]:PORT", '
+        '"unix:PATH" or "fd://N"; repeat to serve several (one per line in RSGI_BIND). '
+        "Replaces --host, --port, --uds and --fd.",
+        group=BINDING,
+        validate=check_binds,
+        gunicorn=("bind",),
+        flags=("-b", "--bind"),
+        repeat=True,
+        metavar="ADDRESS",
     )
     host: str = option(
         "127.0.0.1",
@@ -227,6 +479,7 @@ class Config:
         2048,
         help="Maximum number of connections waiting to be accepted.",
         group=BINDING,
+        gunicorn=("backlog",),
         parse=parse_int,
         minimum=1,
         maximum=C_INT_MAX,
@@ -237,6 +490,7 @@ class Config:
         "host/port instead of one shared socket: the kernel spreads connections evenly, "
         "but connections queued on a worker that stops can be reset.",
         group=BINDING,
+        gunicorn=("reuse_port",),
         parse=parse_bool,
     )
     headers: list[tuple[str, str]] = option(
@@ -245,6 +499,7 @@ class Config:
         "In RSGI_HEADER put one NAME:VALUE per line.",
         group=HTTP,
         parse=parse_header,
+        validate=check_headers,
         flags=("--header",),
         repeat=True,
         metavar="NAME:VALUE",
@@ -273,6 +528,8 @@ class Config:
         help="Peers trusted to send proxy headers: a comma list of IPs and CIDRs, '*' for "
         "all, 'unix' for unix-socket peers.",
         group=PROXY,
+        validate=check_ip_list,
+        gunicorn=("forwarded_allow_ips",),
         env_aliases=("FORWARDED_ALLOW_IPS",),
         metavar="LIST",
     )
@@ -280,6 +537,7 @@ class Config:
         8190,
         help="Longest request line, in bytes; longer gets 414.",
         group=LIMITS,
+        gunicorn=("limit_request_line",),
         parse=parse_int,
         minimum=1,
         maximum=C_INT_MAX,
@@ -289,6 +547,7 @@ class Config:
         100,
         help="Most header fields in a request; more gets 431.",
         group=LIMITS,
+        gunicorn=("limit_request_fields",),
         parse=parse_int,
         minimum=1,
         maximum=32768,
@@ -298,6 +557,8 @@ class Config:
         8190,
         help="Largest header field (name and value), in bytes; larger gets 431.",
         group=LIMITS,
+        aliases=("--limit-request-field_size",),
+        gunicorn=("limit_request_field_size",),
         parse=parse_int,
         minimum=1,
         maximum=C_INT_MAX,
@@ -316,6 +577,8 @@ class Config:
         None,
         help="Most requests in flight per process; beyond it, 503 at once with Retry-After.",
         group=LIMITS,
+        aliases=("--worker-connections",),
+        gunicorn=("worker_connections",),
         parse=parse_int,
         optional=True,
         minimum=1,
@@ -334,6 +597,7 @@ class Config:
         help="Largest WebSocket message accepted, in bytes; a larger one closes the "
         "connection with code 1009.",
         group=WEBSOCKET,
+        gunicorn=("websocket_max_message_size",),
         parse=parse_int,
         minimum=1,
         metavar="BYTES",
@@ -375,6 +639,7 @@ class Config:
         "info",
         help="Level of the rsgi.error and rsgi.access loggers.",
         group=LOGGING,
+        gunicorn=("loglevel",),
         choices=LOG_LEVELS,
     )
     access_log: bool = option(
@@ -389,6 +654,8 @@ class Config:
         '\'%(h)s %(l)s %(u)s %(t)s "%(r)s" %(s)s %(b)s "%(f)s" "%(a)s" %(D)s\'. '
         "Default: uvicorn's line, '127.0.0.1:5555 - \"GET / HTTP/1.1\" 200'.",
         group=LOGGING,
+        aliases=("--access-logformat",),
+        gunicorn=("access_log_format",),
         optional=True,
         metavar="FORMAT",
     )
@@ -402,6 +669,7 @@ class Config:
         None,
         help="Write access lines to this file ('-' is stdout, the default). Reopened on USR1.",
         group=LOGGING,
+        gunicorn=("accesslog",),
         optional=True,
         metavar="PATH",
     )
@@ -409,8 +677,19 @@ class Config:
         None,
         help="Write server messages to this file ('-' is stderr, the default). Reopened on USR1.",
         group=LOGGING,
+        aliases=("--log-file",),
+        gunicorn=("errorlog",),
         optional=True,
         metavar="PATH",
+    )
+    capture_output: bool = option(
+        False,
+        help="Send everything written to stdout and stderr (print(), tracebacks, "
+        "subprocesses) to --error-logfile. Without --access-logfile the access lines go "
+        "there too.",
+        group=LOGGING,
+        gunicorn=("capture_output",),
+        parse=parse_bool,
     )
     request_id: bool = option(
         True,
@@ -433,6 +712,8 @@ class Config:
         "(YAML needs PyYAML), anything else for logging.config.fileConfig. "
         "Levels it sets on rsgi loggers win over --log-level.",
         group=LOGGING,
+        validate=check_log_config,
+        gunicorn=("logconfig", "logconfig_dict", "logconfig_json"),
         optional=True,
         metavar="PATH",
     )
@@ -443,6 +724,7 @@ class Config:
         "process binds the sockets and supervises the workers.",
         group=PROCESSES,
         parse=parse_int,
+        gunicorn=("workers",),
         flags=("-w", "--workers"),
         minimum=1,
         env_aliases=("WEB_CONCURRENCY",),
@@ -453,21 +735,27 @@ class Config:
         "so that they share its memory copy-on-write. A HUP then re-executes the master "
         "to load new code.",
         group=PROCESSES,
+        gunicorn=("preload_app",),
         parse=parse_bool,
     )
     pid: str | None = option(
         None,
         help="Write the master process id to this file (removed on exit).",
         group=PROCESSES,
+        aliases=("-p",),
+        gunicorn=("pidfile",),
         optional=True,
         metavar="FILE",
     )
     limit_max_requests: int | None = option(
         None,
         help="Replace a worker after it has served this many requests; the replacement "
-        "starts serving before the old worker stops.",
+        "starts serving before the old worker stops. 0 is off, as in gunicorn.",
         group=PROCESSES,
         parse=parse_int,
+        validate=zero_is_off(check_int),
+        aliases=("--max-requests",),
+        gunicorn=("max_requests",),
         optional=True,
         minimum=1,
         metavar="N",
@@ -477,6 +765,8 @@ class Config:
         help="Add a random 0..J to each worker's --limit-max-requests, so that workers "
         "are not all replaced at once.",
         group=PROCESSES,
+        aliases=("--max-requests-jitter",),
+        gunicorn=("max_requests_jitter",),
         parse=parse_int,
         minimum=0,
         metavar="J",
@@ -484,9 +774,13 @@ class Config:
     timeout_worker: float | None = option(
         None,
         help="Kill (SIGABRT, then SIGKILL) and replace a serving worker whose event loop "
-        "has not run for this many seconds; the blocked stack is written to stderr.",
+        "has not run for this many seconds; the blocked stack is written to stderr. "
+        "gunicorn's --timeout (its worker silent timeout); 0 is off.",
         group=PROCESSES,
         parse=parse_float,
+        validate=zero_is_off(check_float),
+        aliases=("-t", "--timeout"),
+        gunicorn=("timeout",),
         optional=True,
         positive=True,
         metavar="SECONDS",
@@ -503,6 +797,8 @@ class Config:
         help="Seconds an idle keep-alive connection stays open; 0 turns keep-alive off "
         "(one request per connection).",
         group=PROCESSES,
+        aliases=("--keep-alive",),
+        gunicorn=("keepalive",),
         parse=parse_float,
         minimum=0,
         metavar="SECONDS",
@@ -530,6 +826,8 @@ class Config:
         help="Seconds to let in-flight requests finish on shutdown before closing them; "
         "0 closes at once.",
         group=PROCESSES,
+        aliases=("--graceful-timeout",),
+        gunicorn=("graceful_timeout",),
         parse=parse_float,
         minimum=0,
         metavar="SECONDS",
@@ -540,6 +838,7 @@ class Config:
         "the app: 200 while serving, 503 once shutting down. For load balancer health "
         "checks; never passed to the app nor written to the access log.",
         group=PROCESSES,
+        validate=check_health_path,
         optional=True,
         metavar="PATH",
     )
@@ -555,12 +854,51 @@ class Config:
         minimum=0,
         metavar="SECONDS",
     )
+    user: int | None = option(
+        None,
+        help="Run the workers as this user (name or uid), as gunicorn does: the master, "
+        "started as root, binds the sockets and stays root; each worker switches user before "
+        "loading the app. Implies a master process.",
+        group=PROCESSES,
+        validate=check_user,
+        aliases=("-u",),
+        gunicorn=("user",),
+        optional=True,
+        metavar="USER",
+    )
+    group: int | None = option(
+        None,
+        help="Run the workers with this group (name or gid). Default with --user: that "
+        "user's primary group.",
+        group=PROCESSES,
+        validate=check_group,
+        aliases=("-g",),
+        gunicorn=("group",),
+        optional=True,
+        metavar="GROUP",
+    )
+    umask: int | None = option(
+        None,
+        help="File mode creation mask set at startup, in octal (e.g. 027), before any "
+        "socket or file is made. Default: the inherited one.",
+        group=PROCESSES,
+        parse=parse_octal,
+        validate=check_umask,
+        aliases=("-m",),
+        gunicorn=("umask",),
+        optional=True,
+        minimum=0,
+        maximum=0o777,
+        metavar="MASK",
+    )
 
     ssl_certfile: str | None = option(
         None,
         help="PEM file with the server certificate (then its chain): serve HTTPS, TLS 1.2 and "
         "1.3. It may hold the private key too.",
         group=TLS,
+        aliases=("--certfile",),
+        gunicorn=("certfile",),
         optional=True,
         metavar="PATH",
     )
@@ -569,6 +907,8 @@ class Config:
         help="PEM file with the private key (PKCS#8, RSA or EC; encrypted PKCS#8 with "
         "--ssl-keyfile-password). Default: the key in --ssl-certfile.",
         group=TLS,
+        aliases=("--keyfile",),
+        gunicorn=("keyfile",),
         optional=True,
         metavar="PATH",
     )
@@ -583,6 +923,8 @@ class Config:
         None,
         help="PEM file of the CA certificates that client certificates must chain to.",
         group=TLS,
+        aliases=("--ca-certs",),
+        gunicorn=("ca_certs",),
         optional=True,
         metavar="PATH",
     )
@@ -591,6 +933,8 @@ class Config:
         help="Client certificates, as Python's ssl.CERT_* values: 0 not asked for, 1 optional "
         "(verified when sent), 2 required. 1 and 2 need --ssl-ca-certs.",
         group=TLS,
+        aliases=("--cert-reqs",),
+        gunicorn=("cert_reqs",),
         parse=parse_int,
         metavar="LEVEL",
         minimum=CERT_NONE,
@@ -601,6 +945,7 @@ class Config:
         help="Restart the server when watched files change. For development; needs "
         "watchfiles (pip install 'rsgi[standard]') and APP as an import string.",
         group=DEVELOPMENT,
+        gunicorn=("reload",),
         parse=parse_bool,
     )
     reload_dirs: list[str] = option(
@@ -638,6 +983,55 @@ class Config:
         positive=True,
         metavar="SECONDS",
     )
+    on_starting: Callable[..., Any] | None = option(
+        None,
+        help="on_starting(server): once, in the master (or the one process), before the "
+        "sockets are bound.",
+        group=HOOKS_GROUP,
+        validate=check_hook,
+        gunicorn=("on_starting",),
+        cli=False,
+        optional=True,
+    )
+    when_ready: Callable[..., Any] | None = option(
+        None,
+        help="when_ready(server): once the sockets are bound; in the master before the first "
+        "worker starts, in a single process once it serves.",
+        group=HOOKS_GROUP,
+        validate=check_hook,
+        gunicorn=("when_ready",),
+        cli=False,
+        optional=True,
+    )
+    post_fork: Callable[..., Any] | None = option(
+        None,
+        help="post_fork(server, worker): in each worker, before it switches user (--user) and "
+        "loads the app; in a single process, before it loads the app.",
+        group=HOOKS_GROUP,
+        validate=check_hook,
+        gunicorn=("post_fork",),
+        cli=False,
+        optional=True,
+    )
+    worker_exit: Callable[..., Any] | None = option(
+        None,
+        help="worker_exit(server, worker): in each worker once it stopped serving, just before "
+        "it exits.",
+        group=HOOKS_GROUP,
+        validate=check_hook,
+        gunicorn=("worker_exit",),
+        cli=False,
+        optional=True,
+    )
+    on_exit: Callable[..., Any] | None = option(
+        None,
+        help="on_exit(server): once, in the master (or the one process), just before it exits.",
+        group=HOOKS_GROUP,
+        validate=check_hook,
+        gunicorn=("on_exit",),
+        cli=False,
+        optional=True,
+    )
 
     def __post_init__(self) -> None:
         for setting in settings():
@@ -645,8 +1039,11 @@ class Config:
             setattr(self, setting.name, check_value(setting, value))
         if self.uds is not None and self.fd is not None:
             raise ConfigError("uds and fd cannot both be set")
+        check_binds_apply(self)
         if self.reuse_port and (self.uds is not None or self.fd is not None):
             raise ConfigError("reuse_port applies to host/port only, not to uds or fd")
+        if self.group is not None and self.user is None:
+            raise ConfigError("--group needs --user")
         check_tls(self)
         check_reload(self)
 
@@ -660,8 +1057,13 @@ class Config:
             or self.pid is not None
             or self.limit_max_requests is not None
             or self.timeout_worker is not None
+            or self.user is not None
             or bool(environ.get("NOTIFY_SOCKET"))
         )
+
+    def addresses(self) -> list[tuple[str, Any, Any]]:
+        """The parsed --bind values: what rsgi binds itself when there are several."""
+        return [parse_bind(text) for text in self.bind]
 
     # -- construction -------------------------------------------------------
 
@@ -676,53 +1078,11 @@ class Config:
     def from_argv(
         cls, argv: list[str] | None = None, environ: Mapping[str, str] | None = None
     ) -> Config:
-        """Build from command-line arguments, falling back to RSGI_* variables.
+        """Build from command-line arguments; see :func:`rsgi.cli.config_from_argv`."""
+        # Imported here: the command line is built on this module, not part of it.
+        from rsgi.cli import config_from_argv
 
-        Bad values end the process with argparse's usage error (exit code 2).
-        """
-        parser = build_parser()
-        given = vars(parser.parse_args(argv))
-        try:
-            values = env_values(os.environ if environ is None else environ)
-            values.update(given)
-            if "app" not in values:
-                parser.error("the following arguments are required: APP")
-            return cls(**values)
-        except ConfigError as exc:
-            parser.error(str(exc))
-
-    # -- actions ------------------------------------------------------------
-
-    def load_app(self) -> Callable[..., Any]:
-        """Return the ASGI callable, importing and building it if needed."""
-        target = self.app
-        if isinstance(target, str):
-            insert_path(self.app_dir)
-            target = import_from_string(target)
-        if self.factory:
-            if not callable(target):
-                raise AppLoadError(f"Error loading ASGI app factory: {target!r} is not callable.")
-            target = target()
-        if not callable(target):
-            raise AppLoadError(f"Error loading ASGI app. {describe(self.app)} is not callable.")
-        return target
-
-    def load_env_file(self) -> None:
-        """Load env_file into os.environ without overriding variables already set."""
-        if self.env_file is None:
-            return
-        path = self.env_file
-        if not os.path.isfile(path):
-            raise ConfigError(f'Environment file "{path}" not found.')
-        logging.getLogger("rsgi.error").info("Loading environment from '%s'", path)
-        for key, value in read_env_file(path).items():
-            if value is not None:
-                os.environ.setdefault(key, value)
-
-    def setup_logging(self) -> None:
-        from rsgi import logs
-
-        logs.configure(self)
+        return config_from_argv(argv, environ)[0]
 
 
 # -- the table, resolved --------------------------------------------------------
@@ -738,7 +1098,7 @@ class Setting:
 
     @property
     def flags(self) -> tuple[str, ...]:
-        if self.option.positional:
+        if self.option.positional or not self.option.cli:
             return ()
         return self.option.flags or ("--" + self.name.replace("_", "-"),)
 
@@ -751,6 +1111,8 @@ class Setting:
         """The flag as help and docs show it, e.g. "--access-log / --no-access-log"."""
         if self.option.positional:
             return self.option.metavar or self.name.upper()
+        if not self.flags:
+            return ""
         long_flag = self.flags[-1]
         if self.is_bool:
             return f"{long_flag} / --no-{long_flag[2:]}"
@@ -758,6 +1120,8 @@ class Setting:
 
     @property
     def env_names(self) -> tuple[str, ...]:
+        if not self.option.cli:
+            return ()
         # Named after the flag, not the field, so --header reads RSGI_HEADER.
         base = self.flags[-1][2:] if self.flags else self.name
         return (ENV_PREFIX + base.upper().replace("-", "_"), *self.option.env_aliases)
@@ -774,45 +1138,27 @@ def settings() -> tuple[Setting, ...]:
     return tuple(found)
 
 
+@cache
+def gunicorn_names() -> dict[str, Setting]:
+    """gunicorn's config-file names of the settings rsgi has, e.g. "preload_app"."""
+    return {name: s for s in settings() for name in s.option.gunicorn}
+
+
 def check_value(setting: Setting, value: Any) -> Any:
     """Validate one value given from Python; return it normalised."""
-    opt, name = setting.option, setting.name
+    opt = setting.option
     if value is None and opt.optional:
         return None
-    if name == "app":
-        return check_app(value)
-    if name == "headers":
-        return check_headers(value)
-    if opt.repeat:
-        return check_strings(name, value)
-    if name == "log_config" and isinstance(value, dict):
-        return value  # from Python, a dictConfig mapping is accepted as is
-    if opt.parse is parse_bool:
-        if not isinstance(value, bool):
-            raise ConfigError(f"{name} must be True or False, got {value!r}")
-        return value
-    if opt.parse is parse_int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{name} must be an integer, got {value!r}")
-    elif opt.parse is parse_float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{name} must be a number, got {value!r}")
-        if not math.isfinite(value):
-            raise ConfigError(f"{name} must be a finite number, got {value!r}")
-        value = float(value)
-    else:
-        if isinstance(value, os.PathLike):
-            value = os.fspath(value)
-        if not isinstance(value, str):
-            raise ConfigError(f"{name} must be a string, got {value!r}")
-    check_range(setting, value)
+    value = validator(opt)(setting.name, value)
+    if value is None and opt.optional:
+        return None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        check_range(setting, value)
     if opt.choices is not None:
         value = value.lower()
         if value not in opt.choices:
             choices = ", ".join(opt.choices)
-            raise ConfigError(f"{name} must be one of {choices}; got {value!r}")
-    if name == "health_path":
-        check_health_path(value)
+            raise ConfigError(f"{setting.name} must be one of {choices}; got {value!r}")
     return value
 
 
@@ -827,41 +1173,29 @@ def check_range(setting: Setting, value: Any) -> None:
         raise ConfigError(f"{name} must be between {low} and {high}, got {value!r}")
 
 
-def check_health_path(value: str) -> None:
-    # Compared with the request's path as sent: no query, no fragment, no space.
-    if not _HEALTH_PATH.match(value):
-        raise ConfigError(
-            f'health_path must be a URL path such as "/healthz" (no query), got {value!r}'
-        )
+# -- checks across settings -----------------------------------------------------------
 
 
-_HEALTH_PATH = re.compile(r"^/[!$%&'()*+,\-./0-9:;=@A-Z_a-z~]*$")
-
-
-def check_app(value: Any) -> Any:
-    if isinstance(value, str):
-        if not value.strip():
-            raise ConfigError('app must be "<module>:<attribute>" or an ASGI callable')
-        return value.strip()
-    if not callable(value):
-        raise ConfigError(f'app must be "<module>:<attribute>" or an ASGI callable, got {value!r}')
-    return value
-
-
-def check_strings(name: str, value: Any) -> list[str]:
-    """A repeatable option given from Python: one string (or path), or a list of them."""
-    if isinstance(value, (str, os.PathLike)):
-        value = [value]
-    if not isinstance(value, Iterable):
-        raise ConfigError(f"{name} must be a list of strings, got {value!r}")
-    result = []
-    for item in value:
-        if isinstance(item, os.PathLike):
-            item = os.fspath(item)
-        if not isinstance(item, str) or not item:
-            raise ConfigError(f"{name} must be a list of non-empty strings, got {item!r}")
-        result.append(item)
-    return result
+def check_binds_apply(config: Config) -> None:
+    """One --bind address is the same as --host/--port, --uds or --fd."""
+    if not config.bind:
+        return
+    if config.uds is not None or config.fd is not None:
+        raise ConfigError("--bind replaces --uds and --fd: give one or the other")
+    if config.reuse_port and len(config.bind) > 1:
+        raise ConfigError("--reuse-port binds one address: it cannot be used with several --bind")
+    if config.reload and len(config.bind) > 1:
+        raise ConfigError("--reload serves one address: it cannot be used with several --bind")
+    if len(config.bind) > 1:
+        return
+    kind, where, port = parse_bind(config.bind[0])
+    if kind == "tcp":
+        config.host, config.port = where, port
+    elif kind == "unix":
+        config.uds = where
+    else:
+        config.fd = where
+    config.bind = []
 
 
 def check_tls(config: Config) -> None:
@@ -884,7 +1218,7 @@ def check_reload(config: Config) -> None:
         return
     if config.workers > 1:
         raise ConfigError("--reload and --workers greater than 1 cannot be used together")
-    master_only = ("preload", "reuse_port", "pid", "limit_max_requests", "timeout_worker")
+    master_only = ("preload", "reuse_port", "pid", "limit_max_requests", "timeout_worker", "user")
     given = [name for name in master_only if getattr(config, name) not in (None, False)]
     if given:
         flags = ", ".join("--" + name.replace("_", "-") for name in given)
@@ -896,28 +1230,7 @@ def check_reload(config: Config) -> None:
         )
 
 
-def check_headers(value: Any) -> list[tuple[str, str]]:
-    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
-        raise ConfigError("headers must be a list of (name, value) pairs or NAME:VALUE strings")
-    result = []
-    for item in value:
-        if isinstance(item, str):
-            try:
-                item = parse_header(item)
-            except ValueError as exc:
-                raise ConfigError(str(exc)) from None
-        if not (isinstance(item, (tuple, list)) and len(item) == 2):
-            raise ConfigError(f"header {item!r} must be a (name, value) pair")
-        name, text = item
-        if not isinstance(name, str) or not _HEADER_NAME.match(name):
-            raise ConfigError(f"header name {name!r} is not a valid HTTP token")
-        if not isinstance(text, str) or any(c in text for c in "\r\n\0"):
-            raise ConfigError(f"header {name} has a value with a line break or NUL")
-        result.append((name, text))
-    return result
-
-
-# -- environment and command line ----------------------------------------------
+# -- the environment ------------------------------------------------------------------
 
 
 def env_values(environ: Mapping[str, str]) -> dict[str, Any]:
@@ -939,201 +1252,7 @@ def env_values(environ: Mapping[str, str]) -> dict[str, Any]:
     return values
 
 
-def version_line() -> str:
-    from rsgi import __version__
-
-    python = f"{platform.python_implementation()} {platform.python_version()}"
-    return f"rsgi {__version__} (Rust core, {python} on {platform.system()})"
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The rsgi command line. Only options actually given appear in the result."""
-    parser = argparse.ArgumentParser(
-        prog="rsgi",
-        description="Serve an ASGI application with rsgi.",
-        epilog="Every option can also be set with the environment variable shown; "
-        "a command-line flag wins over the environment.",
-        argument_default=argparse.SUPPRESS,
-    )
-    parser.add_argument("--version", action="version", version=version_line())
-    groups: dict[str, Any] = {}
-    for setting in settings():
-        if setting.option.group not in groups:
-            groups[setting.option.group] = parser.add_argument_group(setting.option.group)
-        add_argument(groups[setting.option.group], setting)
-    return parser
-
-
-def add_argument(group: Any, setting: Setting) -> None:
-    opt = setting.option
-    kwargs: dict[str, Any] = {"help": help_text(setting), "default": argparse.SUPPRESS}
-    if opt.choices is not None:
-        kwargs["choices"] = opt.choices
-        kwargs["type"] = str.lower
-    elif not setting.is_bool:
-        kwargs["type"] = cli_type(opt.parse)
-    if opt.metavar and not opt.positional:
-        kwargs["metavar"] = opt.metavar
-    if setting.is_bool:
-        kwargs["action"] = argparse.BooleanOptionalAction
-    elif opt.repeat:
-        kwargs["action"] = "append"
-    if opt.positional:
-        group.add_argument(setting.name, nargs="?", metavar=opt.metavar, **kwargs)
-    else:
-        group.add_argument(*setting.flags, dest=setting.name, **kwargs)
-
-
-def cli_type(parse: Callable[[str], Any]) -> Callable[[str], Any]:
-    def convert(text: str) -> Any:
-        try:
-            return parse(text)
-        except ValueError as exc:
-            # ArgumentTypeError keeps our message instead of "invalid convert value".
-            raise argparse.ArgumentTypeError(str(exc)) from None
-
-    return convert
-
-
-def help_text(setting: Setting) -> str:
-    notes = []
-    if setting.default not in (None, [], ""):
-        notes.append(f"default: {format_default(setting.default)}")
-    notes.append("env: " + " or ".join(setting.env_names))
-    text = f"{setting.option.help} [{'; '.join(notes)}]"
-    return text.replace("%", "%%")  # argparse %-formats help strings
-
-
 def format_default(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
-
-
-# -- loading the app --------------------------------------------------------------
-
-
-def insert_path(directory: str) -> None:
-    path = os.path.abspath(directory)
-    if not sys.path or sys.path[0] != path:
-        sys.path.insert(0, path)
-
-
-def import_from_string(text: str) -> Any:
-    """Import "<module>:<attribute>", where attribute may be dotted."""
-    module_name, _, attrs = text.partition(":")
-    if not module_name or not attrs:
-        raise AppLoadError(
-            f'Error loading ASGI app. Import string "{text}" '
-            'must be in format "<module>:<attribute>".'
-        )
-    try:
-        target = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        # Only the module named on the command line being absent is a usage
-        # error; a missing dependency of the app must keep its traceback.
-        if not is_same_or_parent(exc.name, module_name):
-            raise
-        raise AppLoadError(
-            f'Error loading ASGI app. Could not import module "{module_name}".'
-        ) from None
-    for attr in attrs.split("."):
-        try:
-            target = getattr(target, attr)
-        except AttributeError:
-            raise AppLoadError(
-                f'Error loading ASGI app. Attribute "{attrs}" not found in module "{module_name}".'
-            ) from None
-    return target
-
-
-def is_same_or_parent(missing: str | None, module_name: str) -> bool:
-    if not missing:
-        return False
-    return module_name == missing or module_name.startswith(missing + ".")
-
-
-def describe(app: Any) -> str:
-    if isinstance(app, str):
-        return f'"{app}"'
-    return repr(app)
-
-
-# -- env files ---------------------------------------------------------------------
-
-
-def read_env_file(path: str) -> dict[str, str | None]:
-    try:
-        from dotenv import dotenv_values
-    except ImportError:
-        with open(path, encoding="utf-8") as file:
-            return dict(parse_env_text(file.read()))
-    return dict(dotenv_values(path))
-
-
-_ENV_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_.]*$")
-_ESCAPES = {"n": "\n", "r": "\r", "t": "\t", '"': '"', "\\": "\\", "$": "$"}
-
-
-def parse_env_text(text: str) -> Iterable[tuple[str, str]]:
-    """Yield KEY, VALUE pairs from .env text.
-
-    Understands comments, an "export " prefix, single quotes (literal), double
-    quotes (with backslash escapes) and quoted values spanning lines. Unlike
-    python-dotenv it does not expand ${VARIABLES}.
-    """
-    lines = text.splitlines()
-    index = 0
-    while index < len(lines):
-        number = index + 1
-        line = lines[index].strip()
-        index += 1
-        if not line or line.startswith("#"):
-            continue
-        if line.startswith("export "):
-            line = line[len("export ") :].lstrip()
-        key, equals, rest = line.partition("=")
-        key = key.strip()
-        if not equals or not _ENV_KEY.match(key):
-            logging.getLogger("rsgi.error").warning(
-                "Environment file: could not parse line %d", number
-            )
-            continue
-        rest = rest.lstrip()
-        quote = rest[:1]
-        if quote not in ("'", '"'):
-            yield key, strip_comment(rest)
-            continue
-        body = rest[1:]
-        # A quoted value may continue on the following lines until its quote closes.
-        while closing_quote(body, quote) < 0 and index < len(lines):
-            body += "\n" + lines[index]
-            index += 1
-        end = closing_quote(body, quote)
-        value = body if end < 0 else body[:end]
-        yield key, unescape(value) if quote == '"' else value
-
-
-def closing_quote(body: str, quote: str) -> int:
-    position = 0
-    while position < len(body):
-        char = body[position]
-        if char == "\\" and quote == '"':
-            position += 2
-            continue
-        if char == quote:
-            return position
-        position += 1
-    return -1
-
-
-def unescape(value: str) -> str:
-    return re.sub(r"\\(.)", lambda m: _ESCAPES.get(m.group(1), m.group(0)), value, flags=re.S)
-
-
-def strip_comment(value: str) -> str:
-    # "#" starts a comment only after whitespace, so URL fragments survive.
-    match = re.search(r"\s#", value)
-    if match:
-        value = value[: match.start()]
-    return value.strip()

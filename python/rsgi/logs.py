@@ -15,6 +15,8 @@ import os
 import sys
 from typing import IO, Any
 
+from rsgi.config import ConfigError
+
 TRACE_LEVEL = 5
 logging.addLevelName(TRACE_LEVEL, "TRACE")
 
@@ -106,8 +108,6 @@ def default_config() -> dict[str, Any]:
 
 def configure(config: Any) -> None:
     """Set up logging from a Config: log_config, log_level and access_log."""
-    from rsgi.config import ConfigError
-
     log_config = config.log_config
     if log_config is None:
         logging.config.dictConfig(default_config())
@@ -125,8 +125,6 @@ def configure(config: Any) -> None:
 
 
 def apply_log_config(log_config: str | dict[str, Any]) -> None:
-    from rsgi.config import ConfigError
-
     if isinstance(log_config, dict):
         logging.config.dictConfig(log_config)
         return
@@ -252,3 +250,32 @@ def reopen_files() -> None:
         for handler in logging.getLogger(name).handlers:
             if isinstance(handler, ReopenableFileHandler):
                 handler.reopen()
+    if _captured is not None:
+        redirect_output(_captured)
+
+
+#: The error log file that --capture-output sends stdout and stderr to.
+_captured: str | None = None
+
+
+def capture_output(config: Any) -> None:
+    """--capture-output: points file descriptors 1 and 2 at the error log file."""
+    global _captured
+    if not config.capture_output or config.error_logfile in (None, "-"):
+        return
+    _captured = os.path.abspath(config.error_logfile)
+    redirect_output(_captured)
+
+
+def redirect_output(path: str) -> None:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            pass
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+    finally:
+        os.close(fd)

@@ -10,8 +10,9 @@ import signal
 from collections.abc import Callable
 from typing import Any
 
-from rsgi import _rsgi, logs
+from rsgi import _rsgi, hooks, logs
 from rsgi.config import Config, ConfigError
+from rsgi.importer import load_app
 from rsgi.lifespan import Lifespan, LifespanFailure
 
 logger = logging.getLogger("rsgi.error")
@@ -45,7 +46,7 @@ def serve(
     makes the ``Server`` (a subclass, such as the master's workers use).
     """
     if app is None:
-        app = config.load_app()
+        app = load_app(config)
     loop = new_event_loop(config.loop)
     asyncio.set_event_loop(loop)
     try:
@@ -125,6 +126,7 @@ class Server:
         """Called once the core serves."""
         for address in core.addresses:
             logger.info("rsgi running on %s (Press CTRL+C to quit)", address)
+        hooks.call(self.config, "when_ready", hooks.Master(self.config))
 
     def request_stop(self, force: bool = False, *, delay: bool = True) -> None:
         """Stops the server: gracefully, or with ``force`` without waiting for requests.

@@ -35,10 +35,12 @@ pub struct Supervisor {
 
 #[pymethods]
 impl Supervisor {
-    /// Binds the sockets `config` names (or takes over those of the master image this process
-    /// replaced, after a HUP with `--preload`).
+    /// Binds the sockets `config` names, or serves on `fds` (listening sockets Python bound
+    /// for several `--bind` addresses), or takes over those of the master image this process
+    /// replaced, after a HUP with `--preload`.
     #[new]
-    fn new(config: &Bound<'_, PyAny>) -> PyResult<Self> {
+    #[pyo3(signature = (config, fds=None))]
+    fn new(config: &Bound<'_, PyAny>, fds: Option<Vec<RawFd>>) -> PyResult<Self> {
         let core: CoreConfig = config.extract()?;
         let workers: usize = config.getattr("workers")?.extract()?;
         let reload_by_exec = config.getattr("preload")?.extract::<bool>()?
@@ -67,6 +69,9 @@ impl Supervisor {
                 state.uds.clone(),
                 core.backlog,
             ),
+            None if fds.is_some() => {
+                Sockets::adopt(fds.as_deref().unwrap_or_default(), None, None, core.backlog)
+            }
             None => Sockets::open(&core, reuse_port).map(|(sockets, warning)| {
                 notes.extend(warning.map(|w| (Level::Warning, w)));
                 sockets

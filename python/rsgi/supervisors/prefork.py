@@ -26,8 +26,9 @@ import sys
 from collections.abc import Mapping
 from typing import Any, NoReturn
 
-from rsgi import _rsgi
+from rsgi import _rsgi, hooks, process
 from rsgi.config import Config, ConfigError
+from rsgi.importer import load_app
 from rsgi.server import Server, serve
 
 logger = logging.getLogger("rsgi.error")
@@ -51,18 +52,40 @@ def run(config: Config, environ: Mapping[str, str] | None = None) -> int:
     was loaded, so that a reload reads the env file again.
     """
     set_title("master", config)
+    # Several --bind addresses are bound here and handed over; a master image that a HUP
+    # re-executed takes over its predecessor's sockets instead.
+    fds = None
+    if config.bind and not reexecuted():
+        fds = [sock.detach() for sock in process.bind_all(config)]
     try:
-        supervisor = _rsgi.Supervisor(config)
+        supervisor = _rsgi.Supervisor(config, fds) if fds else _rsgi.Supervisor(config)
     except OSError as exc:
         logger.error("%s", exc)
         return 1
+    try:
+        return supervise(supervisor, config, environ)
+    finally:
+        if config.bind:
+            process.remove_socket_files(config)
+
+
+def reexecuted() -> bool:
+    """Whether this process is a master image that a HUP (with --preload) re-executed."""
+    state = os.environ.get("RSGI_MASTER_STATE", "")
+    return state.startswith(f"pid={os.getpid()};")
+
+
+def supervise(supervisor: Any, config: Config, environ: Mapping[str, str] | None) -> int:
     # The Rust side took these from the process environment; os.environ is a copy.
     for name in MASTER_ONLY_ENV:
         os.environ.pop(name, None)
+    master = hooks.Master(config)
+    # The workers' user must be able to write the access log the master creates.
+    process.hand_over(config, config.access_logfile)
     app = None
     if config.preload:
         try:
-            app = config.load_app()
+            app = load_app(config)
         except BaseException as exc:
             if not supervisor.adopted:
                 supervisor.close(logger, 1)
@@ -75,6 +98,7 @@ def run(config: Config, environ: Mapping[str, str] | None = None) -> int:
     for name in MASTER_ONLY_ENV:
         env.pop(name, None)
     main = functools.partial(worker_main, config, app)
+    hooks.call(config, "when_ready", master)
     try:
         return supervisor.run(main, logger, env)
     except OSError as exc:  # e.g. the pid file
@@ -92,13 +116,15 @@ def worker_main(
 ) -> NoReturn:
     """A forked worker's whole life; ends the process with the worker's exit code."""
     code = 1
+    master = hooks.Master(config, os.getppid())
     try:
-        code = run_worker(config, app, fds, channel, max_requests, serial)
+        code = run_worker(config, app, fds, channel, max_requests, serial, master)
     except SystemExit as exc:
         code = exit_code(exc.code)
     except BaseException:
         logger.exception("Worker [%d] failed", os.getpid())
     finally:
+        hooks.call(config, "worker_exit", master, hooks.Worker(config, serial))
         exit_now(code)
 
 
@@ -109,6 +135,7 @@ def run_worker(
     channel: int,
     max_requests: int | None,
     serial: int,
+    master: hooks.Master,
 ) -> int:
     # The master handles the terminal's Ctrl-C and Ctrl-\ and the control signals; the
     # event loop installs the worker's own handlers once it serves. Until then the master's
@@ -127,9 +154,17 @@ def run_worker(
     with contextlib.suppress(Exception):
         faulthandler.enable(file=sys.stderr, all_threads=True)
     factory = functools.partial(WorkerServer, channel=channel, max_requests=max_requests)
+    hooks.call(config, "post_fork", master, hooks.Worker(config, serial))
+    # --user and --group: after the sockets were bound (by the master) and before the app
+    # is loaded, as gunicorn's workers do.
+    try:
+        process.drop_privileges(config)
+    except ConfigError as exc:
+        logger.error("%s", exc)
+        return BOOT_FAILURE
     if app is None:
         try:
-            app = config.load_app()
+            app = load_app(config)
         except ConfigError as exc:
             logger.error("%s", exc)
             return BOOT_FAILURE

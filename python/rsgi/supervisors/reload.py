@@ -24,6 +24,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from rsgi import logs
 from rsgi.config import Config, ConfigError
 
 logger = logging.getLogger("rsgi.error")
@@ -232,7 +233,7 @@ def run_child(config: Config, sockets: list[socket.socket], parent: int) -> None
     # The core takes ownership of the descriptors.
     fds = [sock.detach() for sock in sockets]
     watch_parent(parent)
-    config.setup_logging()
+    logs.configure(config)
     try:
         code = serve(config, fds)
     except ConfigError as exc:
