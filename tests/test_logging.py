@@ -43,7 +43,7 @@ def test_default_line_is_uvicorns(tmp_path):
         port, response = get(server.port, "/?a=1")
     assert response.status == 200
     [line] = lines_of(log, 1)
-    assert line == f'127.0.0.1:{port} - "GET /?a=1 HTTP/1.1" 200'
+    assert line == f'127.0.0.1:{port} - "GET /?a=1 HTTP/1.1" 200 OK'
 
 
 def test_default_line_on_stdout_has_level_prefix():

@@ -36,7 +36,7 @@ pub enum Event {
     /// An access line for the `rsgi.access` logger, when Python handlers must write it.
     Access(String),
     /// A response body the I/O side has written (`lend.rs`), to be released with the GIL.
-    Release(pyo3::Py<pyo3::PyAny>),
+    Release(super::lend::Owned),
 }
 
 #[derive(Clone, Copy, Debug)]

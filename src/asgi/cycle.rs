@@ -11,7 +11,7 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 
-use super::exchange::{Exchange, Inner, ResponseHead, RESPONSE_HIGH_WATER};
+use super::exchange::{Body, Exchange, ResponseHead, State, RESPONSE_HIGH_WATER};
 use super::link::{self, Link, Protocol};
 use crate::server::LoopContext;
 
@@ -101,11 +101,10 @@ impl HttpCycle {
         }
         let mut st = self.link.lock_open()?;
         self.trailers = trailers;
-        st.trailers_announced = trailers;
-        st.head = Some(ResponseHead { status, headers });
+        st.start_reply(ResponseHead { status, headers }, trailers);
         self.response = Response::Started;
         if self.endless && self.link.ctx.stopping() {
-            end_stream(&mut st);
+            st.end_stream();
         }
         self.link.notify_io(&mut st);
         Ok(())
@@ -118,7 +117,7 @@ impl HttpCycle {
             return Ok(());
         }
         let mut st = self.link.ex.lock();
-        end_stream(&mut st);
+        st.end_stream();
         self.link.notify_io(&mut st);
         drop(st);
         self.on_wake(py)
@@ -140,8 +139,8 @@ impl HttpCycle {
         }
         self.link.notify_io(&mut st);
         // The last message never waits: the app has nothing more to hold back.
-        if more && st.resp_buffered > RESPONSE_HIGH_WATER {
-            st.loop_waiting = true;
+        if more && st.unsent() > RESPONSE_HIGH_WATER {
+            st.wait_for_io();
             drop(st);
             return self.link.wait_drain(py).map(Some);
         }
@@ -185,7 +184,7 @@ impl HttpCycle {
             PyTypeError::new_err(format!("'path' must be a string, got {}", type_name(&path)))
         })?;
         let mut st = self.link.lock_open()?;
-        st.resp_file = Some(path);
+        st.send_file(path);
         self.response = body_complete(self.trailers, &mut st);
         self.link.notify_io(&mut st);
         drop(st);
@@ -215,16 +214,11 @@ impl HttpCycle {
         let fields = headers_field(message, intern!(py, "headers"))?;
         let more = flag(message, intern!(py, "more_trailers"))?;
         let mut st = self.link.lock_open()?;
-        if !fields.is_empty() {
-            let all = st.resp_trailers.get_or_insert_with(HeaderMap::new);
-            for (name, value) in &fields {
-                all.append(name.clone(), value.clone());
-            }
-        }
+        st.add_trailers(&fields);
         if more {
             return Ok(());
         }
-        st.resp_done = true;
+        st.complete_reply();
         self.response = Response::Complete;
         self.link.notify_io(&mut st);
         drop(st);
@@ -258,9 +252,7 @@ impl HttpCycle {
                 st.respond(500, headers, Bytes::from_static(b"Internal Server Error"));
                 self.response = Response::Complete;
             }
-            // An ended event stream closes cleanly with what the app had queued.
-            Response::Started | Response::Trailers if !st.ended => st.abort = true,
-            Response::Started | Response::Trailers => {}
+            Response::Started | Response::Trailers => st.abort_reply(),
             Response::Complete => return,
         }
         self.link.notify_io(&mut st);
@@ -282,23 +274,20 @@ impl Protocol for HttpCycle {
             if st.cut_off() || self.response == Response::Complete {
                 return Ok(Some(disconnect(py)?));
             }
-            st.loop_waiting = true;
+            st.wait_for_io();
             return Ok(None);
         }
-        if !st.req_chunks.is_empty() {
-            let total = st.req_buffered;
+        if let Some((total, more)) = st.request_body_ready() {
             let body = PyBytes::new_with(py, total, |buf| {
                 let mut at = 0;
-                for chunk in st.req_chunks.drain(..) {
+                for chunk in st.drain_request_body() {
                     buf[at..at + chunk.len()].copy_from_slice(&chunk);
                     at += chunk.len();
                 }
                 Ok(())
             })?;
-            st.req_buffered = 0;
-            let more = !st.req_done;
             self.request_complete = !more;
-            if st.pump_waker.is_some() {
+            if st.pump_waiting() {
                 self.link.notify_io(&mut st);
             }
             return Ok(Some(http_request(py, body.into_any(), more)?));
@@ -306,7 +295,7 @@ impl Protocol for HttpCycle {
         if st.cut_off() {
             return Ok(Some(disconnect(py)?));
         }
-        if st.req_done {
+        if st.body() == Body::Complete {
             self.request_complete = true;
             return Ok(Some(http_request(
                 py,
@@ -314,16 +303,15 @@ impl Protocol for HttpCycle {
                 false,
             )?));
         }
-        if !st.req_wanted {
-            st.req_wanted = true;
+        if st.want_body() {
             self.link.notify_io(&mut st);
         }
-        st.loop_waiting = true;
+        st.wait_for_io();
         Ok(None)
     }
 
-    fn unsent(&self, st: &Inner) -> Option<usize> {
-        (!st.cut_off()).then_some(st.resp_buffered)
+    fn unsent(&self, st: &State) -> Option<usize> {
+        (!st.cut_off()).then_some(st.unsent())
     }
 }
 
@@ -384,20 +372,13 @@ impl HttpCycle {
     }
 }
 
-/// Ends an event stream from the server's side: the body ends after what is queued, and the
-/// app is cut off from the client.
-fn end_stream(st: &mut Inner) {
-    st.ended = true;
-    st.resp_done = true;
-}
-
 /// The last body message or the file was sent: the response is complete unless trailers were
 /// announced. Returns the response's new state.
-fn body_complete(trailers: bool, st: &mut Inner) -> Response {
+fn body_complete(trailers: bool, st: &mut State) -> Response {
     if trailers {
         Response::Trailers
     } else {
-        st.resp_done = true;
+        st.complete_reply();
         Response::Complete
     }
 }

@@ -3,14 +3,16 @@
 //! A Python `bytes` object is immutable, and its buffer stays where it is for as long as a
 //! reference to the object is held. So the I/O thread may write straight from that buffer,
 //! without the GIL, while a [`Lent`] owns a reference. The reference itself is only moved on
-//! the I/O thread, never touched: when hyper is done with the bytes, the [`Lent`] goes back to
-//! the loop thread in the event queue (`Event::Release`), which drops it with the GIL held.
+//! the I/O thread, never touched: when hyper is done with the bytes, the reference goes back to
+//! the loop thread in the event queue (`Event::Release`), which releases it with the GIL held.
 
+use std::ptr::NonNull;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
+use pyo3::{ffi, Py, PyAny};
 
 use super::bridge::{Bridge, Event};
 
@@ -23,13 +25,12 @@ struct Lent {
     ptr: *const u8,
     len: usize,
     /// Taken when the bytes go back to the loop thread.
-    obj: Option<Py<PyBytes>>,
+    obj: Option<Owned>,
     bridge: Arc<Bridge>,
 }
 
 // SAFETY: `ptr` points into the immutable buffer of the `bytes` object that `obj` keeps alive,
-// so reading it from any thread is sound; `obj` is a `Py`, itself `Send`, which this type only
-// moves (into `Event::Release`) and never drops off the loop thread.
+// so reading it from any thread is sound; `obj` is only moved, into `Event::Release`.
 unsafe impl Send for Lent {}
 
 impl AsRef<[u8]> for Lent {
@@ -43,7 +44,7 @@ impl AsRef<[u8]> for Lent {
 impl Drop for Lent {
     fn drop(&mut self) {
         if let Some(obj) = self.obj.take() {
-            self.bridge.push(Event::Release(obj.into_any()));
+            self.bridge.push(Event::Release(obj));
         }
     }
 }
@@ -57,7 +58,28 @@ pub fn bytes_of(body: &Bound<'_, PyBytes>, bridge: &Arc<Bridge>) -> Bytes {
     Bytes::from_owner(Lent {
         ptr: data.as_ptr(),
         len: data.len(),
-        obj: Some(body.clone().unbind()),
+        obj: Some(Owned::new(body.clone().unbind().into_any())),
         bridge: bridge.clone(),
     })
+}
+
+/// A strong reference to a Python object that only the loop thread releases, with
+/// [`Owned::release`]. Dropped anywhere else it is leaked rather than released without the
+/// GIL; that only happens to events still queued when the process ends.
+pub struct Owned(NonNull<ffi::PyObject>);
+
+// SAFETY: the pointer is a strong reference that this type never dereferences; it is only
+// turned back into a `Py` by `release`, which holds the GIL.
+unsafe impl Send for Owned {}
+
+impl Owned {
+    pub fn new(obj: Py<PyAny>) -> Self {
+        // SAFETY: `into_ptr` gives a non-null strong reference, now owned by this value.
+        Owned(unsafe { NonNull::new_unchecked(obj.into_ptr()) })
+    }
+
+    pub fn release(self, py: Python<'_>) {
+        // SAFETY: the pointer is the strong reference `new` took over; the GIL is held.
+        drop(unsafe { Bound::<PyAny>::from_owned_ptr(py, self.0.as_ptr()) });
+    }
 }

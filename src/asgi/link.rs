@@ -18,7 +18,7 @@ use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
 use super::cycle::disconnected;
-use super::exchange::{Exchange, Inner, NO_SLOT, RESPONSE_LOW_WATER};
+use super::exchange::{Exchange, State, NO_SLOT, RESPONSE_LOW_WATER};
 use crate::server::LoopContext;
 
 /// The loop thread's end of one exchange: the exchange, the loop it runs on, and the futures
@@ -43,15 +43,14 @@ impl Link {
     }
 
     /// Wakes the I/O side for this exchange, batched with every other send of this loop turn.
-    pub fn notify_io(&self, st: &mut Inner) {
-        if !st.io_queued {
-            st.io_queued = true;
+    pub fn notify_io(&self, st: &mut State) {
+        if st.queue_for_io() {
             self.ctx.queue_io(&self.ex);
         }
     }
 
     /// The exchange, locked, while the client is still there; `ClientDisconnected` after.
-    pub fn lock_open(&self) -> PyResult<MutexGuard<'_, Inner>> {
+    pub fn lock_open(&self) -> PyResult<MutexGuard<'_, State>> {
         let st = self.ex.lock();
         if st.cut_off() {
             return Err(disconnected());
@@ -59,8 +58,8 @@ impl Link {
         Ok(st)
     }
 
-    /// The future a `send()` returns to wait for the queue to drain; the caller has set
-    /// `loop_waiting`.
+    /// The future a `send()` returns to wait for the queue to drain; the caller has called
+    /// `wait_for_io`.
     pub fn wait_drain(&mut self, py: Python<'_>) -> PyResult<Py<PyAny>> {
         let fut = self.ctx.create_future(py)?;
         self.drain_waiter = Some(fut.clone_ref(py));
@@ -88,7 +87,7 @@ pub(crate) trait Protocol {
     fn try_receive<'py>(&mut self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyDict>>>;
     /// With the exchange locked: the queued bytes a suspended `send()` waits to see drain,
     /// or None when it cannot go on (the client has gone).
-    fn unsent(&self, st: &Inner) -> Option<usize>;
+    fn unsent(&self, st: &State) -> Option<usize>;
 }
 
 /// `receive()`: the message at once when one is ready, else a future [`on_wake`] resolves.
@@ -123,7 +122,7 @@ pub(crate) fn on_wake<P: Protocol>(cycle: &mut P, py: Python<'_>) -> PyResult<()
                 resolve(py, &fut, py.None().into_bound(py))?;
             }
             Some(_) => {
-                st.loop_waiting = true;
+                st.wait_for_io();
                 drop(st);
                 cycle.link_mut().drain_waiter = Some(fut);
             }

@@ -16,7 +16,7 @@ use super::conn::Activity;
 use super::file::FileStream;
 use super::service::HttpContext;
 use crate::asgi::bridge::Event;
-use crate::asgi::exchange::{Exchange, RESPONSE_LOW_WATER};
+use crate::asgi::exchange::{Exchange, Next};
 use crate::log::access::RequestFacts;
 use crate::log::{Record, X_REQUEST_ID};
 
@@ -158,28 +158,12 @@ impl Drop for Completion {
                 .metrics
                 .request_done(self.status, self.started.elapsed(), self.bytes);
         }
-        let notify = {
+        let notify = !self.finished && {
             let mut st = self.ex.lock();
-            // hyper does not poll a body it knows to be empty (content-length: 0): the response
-            // was complete all the same.
-            let complete =
-                self.finished || (st.resp_done && st.resp_chunks.is_empty() && !st.abort);
-            if complete {
-                false
-            } else {
-                if self.delivered() {
-                    // The client has all it will get; the app's late messages (Starlette's
-                    // middleware sends the closing empty body after the last bytes) are not
-                    // a disconnect, and the work after them must run.
-                    st.delivered = true;
-                    st.resp_chunks.clear();
-                    st.resp_buffered = 0;
-                    st.resp_file = None;
-                } else {
-                    st.gone = true;
-                }
-                std::mem::take(&mut st.loop_waiting)
-            }
+            // Complete, or else delivered (the app's late messages, such as the closing empty
+            // body Starlette's middleware sends after the bytes, are not a disconnect, and the
+            // work after them must run) or gone.
+            !st.io_done(self.delivered()) && st.take_loop_waiting()
         };
         if self.status != 0 {
             // The head went out: the client saw a response, complete or cut.
@@ -247,11 +231,9 @@ impl http_body::Body for ResponseBody {
 
 /// When the app already sent its whole body, hyper can frame it with `content-length`.
 fn stream_size_hint(c: &Completion) -> SizeHint {
-    let st = c.ex.lock();
-    if st.resp_done && st.resp_file.is_none() && c.file.is_none() && !st.trailers_announced {
-        SizeHint::with_exact(st.resp_buffered as u64)
-    } else {
-        SizeHint::default()
+    match c.ex.lock().known_length() {
+        Some(len) if c.file.is_none() => SizeHint::with_exact(len),
+        _ => SizeHint::default(),
     }
 }
 
@@ -270,8 +252,7 @@ fn poll_stream(
                 if file.is_done() {
                     // The last chunk: say so, so that hyper ends the body in the same write.
                     c.file = None;
-                    let st = c.ex.lock();
-                    c.finished = st.resp_done && st.resp_trailers.is_none();
+                    c.finished = c.ex.lock().nothing_after_file();
                 }
                 return Poll::Ready(Some(Ok(Frame::data(chunk))));
             }
@@ -286,43 +267,34 @@ fn poll_stream(
             Poll::Ready(None) => c.file = None,
         }
     }
-    let mut st = c.ex.lock();
-    if let Some(chunk) = st.resp_chunks.pop_front() {
-        st.resp_buffered -= chunk.len();
-        c.bytes += chunk.len() as u64;
-        if st.resp_done
-            && st.resp_chunks.is_empty()
-            && st.resp_file.is_none()
-            && st.resp_trailers.is_none()
-        {
+    let mut wake_loop = false;
+    let next = {
+        let mut st = c.ex.lock();
+        let next = st.next_body(&mut wake_loop);
+        if let Next::Wait = next {
+            st.set_io_waker(cx.waker());
+        }
+        next
+    };
+    if wake_loop {
+        c.ctx.bridge.push(Event::Wake(c.ex.clone()));
+    }
+    match next {
+        Next::Chunk { data, last } => {
+            c.bytes += data.len() as u64;
+            c.finished = last;
+            Poll::Ready(Some(Ok(Frame::data(data))))
+        }
+        Next::File(path) => {
+            // The app's queued chunks are out: the file is the rest of the body.
+            c.file = Some(FileStream::open(path));
+            poll_stream(c, cx)
+        }
+        Next::End(trailers) => {
             c.finished = true;
+            Poll::Ready(trailers.map(|t| Ok(Frame::trailers(t))))
         }
-        let notify = st.loop_waiting && st.resp_buffered < RESPONSE_LOW_WATER;
-        if notify {
-            st.loop_waiting = false;
-        }
-        drop(st);
-        if notify {
-            c.ctx.bridge.push(Event::Wake(c.ex.clone()));
-        }
-        return Poll::Ready(Some(Ok(Frame::data(chunk))));
+        Next::Aborted => Poll::Ready(Some(Err(Aborted))),
+        Next::Wait => Poll::Pending,
     }
-    if let Some(path) = st.resp_file.take() {
-        // The app's queued chunks are out: the file is the rest of the body.
-        drop(st);
-        c.file = Some(FileStream::open(path));
-        return poll_stream(c, cx);
-    }
-    if st.abort {
-        return Poll::Ready(Some(Err(Aborted)));
-    }
-    if st.resp_done {
-        c.finished = true;
-        if let Some(trailers) = st.resp_trailers.take() {
-            return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
-        }
-        return Poll::Ready(None);
-    }
-    st.io_waker = Some(cx.waker().clone());
-    Poll::Pending
 }

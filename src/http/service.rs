@@ -27,7 +27,7 @@ use super::limits::{InFlight, Limits, Refusal};
 use super::proxy::TrustedProxies;
 use super::{ConnInfo, Endpoint, RequestHead};
 use crate::asgi::bridge::{Bridge, Event};
-use crate::asgi::exchange::{Exchange, Inner, ResponseHead, REQUEST_READ_AHEAD};
+use crate::asgi::exchange::{Body, BodyFailure, Exchange, HeadState, ResponseHead};
 use crate::log::{AccessLog, Sink, X_REQUEST_ID};
 use crate::metrics::Metrics;
 use crate::ws::handshake::{self, Check};
@@ -130,19 +130,17 @@ pub struct AwaitHead {
 
 impl AwaitHead {
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<Response<ResponseBody>> {
-        let mut st = self.ex.lock();
-        let failed = st.req_failed;
-        let head = st.head.take();
-        if failed == 0 && head.is_none() {
-            st.io_waker = Some(cx.waker().clone());
-            return Poll::Pending;
-        }
-        drop(st);
-        let (service, completion) = self.rest.take().expect("AwaitHead polled after completion");
-        Poll::Ready(match head {
-            Some(head) if failed == 0 => service.respond(head, completion),
+        let state = self.ex.lock().take_head(cx.waker());
+        let answer = match state {
+            HeadState::Pending => return Poll::Pending,
+            HeadState::Head(head) => Ok(head),
             // The pump logged why.
-            _ => reject(StatusCode::from_u16(failed).unwrap_or(StatusCode::BAD_REQUEST)),
+            HeadState::Refused(failure) => Err(failure),
+        };
+        let (service, completion) = self.rest.take().expect("AwaitHead polled after completion");
+        Poll::Ready(match answer {
+            Ok(head) => service.respond(head, completion),
+            Err(failure) => reject(failure.status()),
         })
     }
 }
@@ -220,14 +218,13 @@ impl AsgiService {
             let mut taken = 0;
             // Reading would send `100 Continue`: with it, wait until the app asks for the body.
             if !expect_continue {
-                ex.lock().req_wanted = true;
+                ex.lock().body_wanted_now();
                 taken = take_ready_body(&ex, &mut body, self.ctx.limits.body);
-                let failed = ex.lock().req_failed;
-                if failed != 0 {
-                    return Answer::Ready(Some(self.refuse(body_refusal(failed))));
+                if let Body::Failed(failure) = ex.lock().body() {
+                    return Answer::Ready(Some(self.refuse(body_refusal(failure))));
                 }
             }
-            if !ex.lock().req_done {
+            if ex.lock().body() == Body::Streaming {
                 tokio::spawn(pump(
                     ex.clone(),
                     body,
@@ -281,13 +278,10 @@ impl AsgiService {
         let head = RequestHead::new(parts, self.conn.clone(), forwarded);
         self.ctx.bridge.push(Event::WebSocket(ex.clone(), head));
         let head = poll_fn(|cx| {
-            let mut st = ex.lock();
-            match st.head.take() {
-                Some(head) => Poll::Ready(head),
-                None => {
-                    st.io_waker = Some(cx.waker().clone());
-                    Poll::Pending
-                }
+            match ex.lock().take_head(cx.waker()) {
+                HeadState::Head(head) => Poll::Ready(head),
+                // A WebSocket handshake has no body to fail.
+                HeadState::Pending | HeadState::Refused(_) => Poll::Pending,
             }
         })
         .await;
@@ -395,12 +389,8 @@ fn client_host(client: &Endpoint) -> String {
     }
 }
 
-fn body_refusal(status: u16) -> Refusal {
-    match status {
-        413 => (StatusCode::PAYLOAD_TOO_LARGE, "request body too large"),
-        408 => (StatusCode::REQUEST_TIMEOUT, "request body stalled"),
-        _ => (StatusCode::BAD_REQUEST, "malformed request body"),
-    }
+fn body_refusal(failure: BodyFailure) -> Refusal {
+    (failure.status(), failure.reason())
 }
 
 /// Moves the body bytes hyper already holds into the exchange, so that a small request body
@@ -418,36 +408,27 @@ fn take_ready_body(ex: &Exchange, body: &mut Incoming, limit: Option<u64>) -> u6
         let mut st = ex.lock();
         match frame {
             None => {
-                st.req_done = true;
+                st.request_body_complete();
                 return taken;
             }
             Some(Ok(frame)) => {
                 if let Ok(data) = frame.into_data() {
                     taken += data.len() as u64;
                     if limit.is_some_and(|l| taken > l) {
-                        st.req_failed = 413;
-                        st.gone = true;
+                        st.fail_body(BodyFailure::TooLarge);
                         return taken;
                     }
-                    push_chunk(&mut st, data);
+                    st.push_request_body(data);
                 }
-                if st.req_buffered >= REQUEST_READ_AHEAD {
+                if st.request_buffer_full() {
                     return taken;
                 }
             }
             Some(Err(_)) => {
-                st.req_failed = 400;
-                st.gone = true;
+                st.fail_body(BodyFailure::Malformed);
                 return taken;
             }
         }
-    }
-}
-
-fn push_chunk(st: &mut Inner, data: Bytes) {
-    if !data.is_empty() {
-        st.req_buffered += data.len();
-        st.req_chunks.push_back(data);
     }
 }
 
@@ -461,16 +442,10 @@ async fn pump(
     mut total: u64,
 ) {
     loop {
-        let go = poll_fn(|cx| {
-            let mut st = ex.lock();
-            if st.gone {
-                Poll::Ready(false)
-            } else if st.req_wanted && st.req_buffered < REQUEST_READ_AHEAD {
-                Poll::Ready(true)
-            } else {
-                st.pump_waker = Some(cx.waker().clone());
-                Poll::Pending
-            }
+        let go = poll_fn(|cx| match ex.lock().pump_may_read(cx.waker()) {
+            None => Poll::Ready(false),
+            Some(true) => Poll::Ready(true),
+            Some(false) => Poll::Pending,
         })
         .await;
         if !go {
@@ -478,37 +453,35 @@ async fn pump(
         }
         let read = poll_fn(|cx| Pin::new(&mut body).poll_frame(cx));
         let (done, failed) = match tokio::time::timeout(ctx.limits.body_read, read).await {
-            Err(_) => (true, 408),
-            Ok(None) => (true, 0),
+            Err(_) => (true, Some(BodyFailure::Stalled)),
+            Ok(None) => (true, None),
             // A malformed or cut body: the app must see a disconnect, never a short body.
-            Ok(Some(Err(_))) => (true, 400),
+            Ok(Some(Err(_))) => (true, Some(BodyFailure::Malformed)),
             Ok(Some(Ok(frame))) => match frame.into_data() {
                 Ok(data) => {
                     total += data.len() as u64;
                     if ctx.limits.body.is_some_and(|l| total > l) {
-                        (true, 413)
+                        (true, Some(BodyFailure::TooLarge))
                     } else {
-                        push_chunk(&mut ex.lock(), data);
-                        (false, 0)
+                        ex.lock().push_request_body(data);
+                        (false, None)
                     }
                 }
-                Err(_) => (false, 0),
+                Err(_) => (false, None),
             },
         };
         let mut st = ex.lock();
-        if failed != 0 {
-            st.req_failed = failed;
-            st.gone = true;
-            // A response already under way cannot carry the status: cut the connection.
-            st.abort = true;
-        } else if done {
-            st.req_done = true;
+        match failed {
+            Some(failure) => st.fail_body(failure),
+            None if done => st.request_body_complete(),
+            None => {}
         }
-        let notify = std::mem::take(&mut st.loop_waiting);
-        let head_waiter = if done { st.io_waker.take() } else { None };
+        let notify = st.take_loop_waiting();
+        // The service may wait for a head that a failed body replaces with its refusal.
+        let head_waiter = if done { st.take_io_waker() } else { None };
         drop(st);
-        if failed != 0 {
-            ctx.log_refusal(body_refusal(failed), &conn.client);
+        if let Some(failure) = failed {
+            ctx.log_refusal(body_refusal(failure), &conn.client);
         }
         if notify {
             ctx.bridge.push(Event::Wake(ex.clone()));

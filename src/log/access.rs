@@ -155,6 +155,9 @@ pub struct AccessLog {
     request_headers: Vec<HeaderName>,
     response_headers: Vec<HeaderName>,
     pid: u32,
+    /// Reason phrases by status, as the running Python names them (`http.HTTPStatus`, what
+    /// uvicorn's line shows; they changed between Python versions). Empty: hyper's names.
+    reasons: Vec<Box<str>>,
 }
 
 impl AccessLog {
@@ -164,6 +167,30 @@ impl AccessLog {
             response_headers: format.wanted_response_headers(),
             format,
             pid: std::process::id(),
+            reasons: Vec::new(),
+        }
+    }
+
+    /// The reason phrase of each status `(code, phrase)` for the default line.
+    pub fn with_reasons(mut self, reasons: impl IntoIterator<Item = (u16, String)>) -> Self {
+        for (code, phrase) in reasons {
+            let at = usize::from(code);
+            if at >= self.reasons.len() {
+                self.reasons.resize(at + 1, Box::from(""));
+            }
+            self.reasons[at] = phrase.into_boxed_str();
+        }
+        self
+    }
+
+    fn reason(&self, status: u16) -> &str {
+        match self.reasons.get(usize::from(status)) {
+            Some(phrase) => phrase,
+            None if self.reasons.is_empty() => http::StatusCode::from_u16(status)
+                .ok()
+                .and_then(|s| s.canonical_reason())
+                .unwrap_or(""),
+            None => "",
         }
     }
 
@@ -207,6 +234,7 @@ impl AccessLog {
     pub fn format(&self, r: &Record, out: &mut String) {
         match &self.format {
             Format::Default => {
+                // uvicorn's line, reason phrase included: log parsers written for it match.
                 let _ = write!(
                     out,
                     "{} - \"{} {} {}\" {}",
@@ -216,6 +244,11 @@ impl AccessLog {
                     version(r.request.version),
                     r.status
                 );
+                let reason = self.reason(r.status);
+                if !reason.is_empty() {
+                    out.push(' ');
+                    out.push_str(reason);
+                }
             }
             Format::Atoms(pieces) => {
                 for p in pieces {
@@ -447,8 +480,16 @@ mod tests {
     fn default_is_uvicorns_line() {
         assert_eq!(
             line(&AccessLog::new(Format::Default)),
-            "127.0.0.1:5555 - \"GET /a?b=1 HTTP/1.1\" 200"
+            "127.0.0.1:5555 - \"GET /a?b=1 HTTP/1.1\" 200 OK"
         );
+        // Python's phrases win, and a status Python does not name has none.
+        let log = AccessLog::new(Format::Default).with_reasons([(200, "Fine".to_owned())]);
+        assert_eq!(
+            line(&log),
+            "127.0.0.1:5555 - \"GET /a?b=1 HTTP/1.1\" 200 Fine"
+        );
+        let log = AccessLog::new(Format::Default).with_reasons([(404, "Gone".to_owned())]);
+        assert_eq!(line(&log), "127.0.0.1:5555 - \"GET /a?b=1 HTTP/1.1\" 200");
     }
 
     #[test]

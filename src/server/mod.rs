@@ -269,7 +269,7 @@ impl Core {
         let (access, access_callable) = match access_log {
             None => (None, None),
             Some(target) => {
-                let log = AccessLog::new(access_format(&this.config)?);
+                let log = AccessLog::new(access_format(&this.config)?).with_reasons(reasons(py)?);
                 let (sink, callable) = if let Ok(fd) = target.extract::<i32>() {
                     (Sink::write(Target::Fd(fd), access_prefix)?, None)
                 } else if let Ok(path) = target.extract::<String>() {
@@ -330,7 +330,7 @@ impl Core {
                 Event::Wake(ex) => wake(py, ctx, &ex),
                 Event::Log(level, msg) => ctx.log(py, level, &msg),
                 Event::Access(line) => ctx.log_access(&line),
-                Event::Release(body) => drop(body),
+                Event::Release(body) => body.release(py),
             }
         }
         *self.spare.borrow_mut() = events;
@@ -587,6 +587,21 @@ fn task_maker(event_loop: &Bound<'_, PyAny>) -> PyResult<(Py<PyAny>, Option<Py<P
         kwargs.set_item(intern!(py, "eager_start"), true)?;
     }
     Ok((task.unbind(), Some(kwargs.unbind())))
+}
+
+/// Python's reason phrase of every status it names, for the access line (as uvicorn's).
+fn reasons(py: Python<'_>) -> PyResult<Vec<(u16, String)>> {
+    let statuses = py.import("http")?.getattr(intern!(py, "HTTPStatus"))?;
+    statuses
+        .try_iter()?
+        .map(|member| {
+            let member = member?;
+            Ok((
+                member.getattr(intern!(py, "value"))?.extract()?,
+                member.getattr(intern!(py, "phrase"))?.extract()?,
+            ))
+        })
+        .collect()
 }
 
 fn access_format(config: &CoreConfig) -> PyResult<Format> {

@@ -20,7 +20,7 @@ use super::{Message, Outgoing};
 use crate::asgi::cycle::{
     body_bytes, body_field, disconnected, field, flag, headers_field, message_type, status_field,
 };
-use crate::asgi::exchange::{Exchange, Inner, ResponseHead, RESPONSE_HIGH_WATER};
+use crate::asgi::exchange::{Exchange, ResponseHead, State as ExchangeState, RESPONSE_HIGH_WATER};
 use crate::asgi::link::{self, Link, Protocol};
 use crate::server::LoopContext;
 
@@ -89,10 +89,13 @@ impl WebSocketCycle {
             }
         }
         let mut st = self.link.lock_open()?;
-        st.head = Some(ResponseHead {
-            status: 101,
-            headers,
-        });
+        st.start_reply(
+            ResponseHead {
+                status: 101,
+                headers,
+            },
+            false,
+        );
         self.state = State::Accepted;
         self.link.notify_io(&mut st);
         Ok(())
@@ -120,14 +123,14 @@ impl WebSocketCycle {
             },
         };
         let mut st = self.link.ex.lock();
-        if st.gone || st.ws.closed.is_some() {
+        if st.cut_off() || st.ws.closed.is_some() {
             return Err(disconnected());
         }
         st.ws.out_bytes += out.len();
         st.ws.outgoing.push_back(out);
         self.link.notify_io(&mut st);
         if st.ws.out_bytes > RESPONSE_HIGH_WATER {
-            st.loop_waiting = true;
+            st.wait_for_io();
             drop(st);
             return self.link.wait_drain(py).map(Some);
         }
@@ -152,7 +155,7 @@ impl WebSocketCycle {
             _ => String::new(),
         };
         let mut st = self.link.ex.lock();
-        if st.gone || st.ws.closed.is_some() {
+        if st.cut_off() || st.ws.closed.is_some() {
             self.state = State::Closed;
             return Err(disconnected());
         }
@@ -162,14 +165,13 @@ impl WebSocketCycle {
         Ok(())
     }
 
-    /// A complete denial response (403 for `close`, 500 when the app fails).
+    /// A complete denial response the server makes (403 for `close`, 500 when the app
+    /// fails), typed as uvicorn types it.
     fn deny(&mut self, status: u16, mut headers: HeaderMap, body: Bytes) {
-        if status >= 500 {
-            headers.insert(
-                http::header::CONTENT_TYPE,
-                HeaderValue::from_static("text/plain; charset=utf-8"),
-            );
-        }
+        headers.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
         let mut st = self.link.ex.lock();
         st.respond(status, headers, body);
         self.state = State::Denied;
@@ -181,7 +183,7 @@ impl WebSocketCycle {
         let status = status_field(message, "websocket.http.response.start", |s| s != 101)?;
         let headers = headers_field(message, intern!(py, "headers"))?;
         let mut st = self.link.lock_open()?;
-        st.head = Some(ResponseHead { status, headers });
+        st.start_reply(ResponseHead { status, headers }, false);
         self.state = State::Denying;
         self.link.notify_io(&mut st);
         Ok(())
@@ -197,12 +199,12 @@ impl WebSocketCycle {
         let mut st = self.link.lock_open()?;
         st.push_body(chunk);
         if !more {
-            st.resp_done = true;
+            st.complete_reply();
             self.state = State::Denied;
         }
         self.link.notify_io(&mut st);
-        if st.resp_buffered > RESPONSE_HIGH_WATER {
-            st.loop_waiting = true;
+        if st.unsent() > RESPONSE_HIGH_WATER {
+            st.wait_for_io();
             drop(st);
             return self.link.wait_drain(py).map(Some);
         }
@@ -241,7 +243,7 @@ impl Protocol for WebSocketCycle {
             return Ok(Some(disconnect(py, code, &reason)?));
         }
         let over = match self.state {
-            State::Handshake => st.gone,
+            State::Handshake => st.cut_off(),
             State::Denying | State::Denied => true,
             State::Accepted | State::Closed => false,
         };
@@ -249,16 +251,16 @@ impl Protocol for WebSocketCycle {
             drop(st);
             return Ok(Some(disconnect(py, close_code::ABNORMAL, "")?));
         }
-        st.loop_waiting = true;
+        st.wait_for_io();
         Ok(None)
     }
 
-    fn unsent(&self, st: &Inner) -> Option<usize> {
-        if st.gone || st.ws.closed.is_some() {
+    fn unsent(&self, st: &ExchangeState) -> Option<usize> {
+        if st.cut_off() || st.ws.closed.is_some() {
             return None;
         }
         Some(match self.state {
-            State::Denying | State::Denied => st.resp_buffered,
+            State::Denying | State::Denied => st.unsent(),
             _ => st.ws.out_bytes,
         })
     }
@@ -301,7 +303,7 @@ impl WebSocketCycle {
                 if !failed {
                     complaint = Some("ASGI callable returned without sending handshake.");
                 }
-                if !self.link.ex.lock().gone {
+                if !self.link.ex.lock().cut_off() {
                     let mut headers = HeaderMap::new();
                     headers.insert(http::header::CONNECTION, HeaderValue::from_static("close"));
                     self.deny(500, headers, Bytes::from_static(b"Internal Server Error"));
@@ -309,7 +311,7 @@ impl WebSocketCycle {
             }
             State::Accepted => {
                 let mut st = self.link.ex.lock();
-                if !st.gone && st.ws.closed.is_none() {
+                if !st.cut_off() && st.ws.closed.is_none() {
                     let code = if failed {
                         close_code::INTERNAL_ERROR
                     } else {
@@ -327,7 +329,7 @@ impl WebSocketCycle {
                     complaint = Some("ASGI callable returned without completing response.");
                 }
                 let mut st = self.link.ex.lock();
-                st.abort = true;
+                st.abort_reply();
                 self.link.notify_io(&mut st);
             }
             State::Closed | State::Denied => {}

@@ -103,11 +103,11 @@ fn close_for_app(ex: &Arc<Exchange>, bridge: &Bridge, code: u16, reason: String,
             st.ws.closed = Some(CloseInfo { code, reason });
         }
         if gone {
-            st.gone = true;
+            st.client_gone();
             st.ws.outgoing.clear();
             st.ws.out_bytes = 0;
         }
-        std::mem::take(&mut st.loop_waiting)
+        st.take_loop_waiting()
     };
     if notify {
         bridge.push(Event::Wake(ex.clone()));
@@ -286,20 +286,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
     }
 
     fn pull(&mut self, cx: &mut Context<'_>, limit: usize) -> bool {
-        let mut notify = false;
+        let notify;
         let mut taken = 0usize;
         {
             let mut st = self.ex.lock();
-            if !st
-                .io_waker
-                .as_ref()
-                .is_some_and(|w| w.will_wake(cx.waker()))
-            {
-                st.io_waker = Some(cx.waker().clone());
-            }
-            if !self.batch.is_empty() {
+            st.set_io_waker(cx.waker());
+            let delivered = !self.batch.is_empty();
+            if delivered {
                 st.ws.incoming.extend(self.batch.drain(..));
-                notify = st.loop_waiting;
             }
             self.queued = st.ws.incoming.len();
             if self.queued >= self.cfg.max_queue {
@@ -316,13 +310,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             }
             if taken > 0 {
                 st.ws.out_bytes = st.ws.out_bytes.saturating_sub(taken);
-                if st.ws.out_bytes < RESPONSE_LOW_WATER && st.loop_waiting {
-                    notify = true;
-                }
             }
-            if notify {
-                st.loop_waiting = false;
-            }
+            let drained = taken > 0 && st.ws.out_bytes < RESPONSE_LOW_WATER;
+            notify = (delivered || drained) && st.take_loop_waiting();
         }
         if notify {
             self.bridge.push(Event::Wake(self.ex.clone()));
