@@ -296,15 +296,25 @@ def test_websockets_close_with_1012_and_reconnect_to_the_other_host(cluster, lb)
     report = {c.name: c.events for c in clients}
     print(f"TERM at {term:.3f}: {report}")
     for client in on_victim:
-        kinds = [(e.kind, e.instance, e.code) for e in client.events]
-        # rsgi's graceful shutdown closes with 1012 (service restart), once the delay is over.
-        assert kinds == [
-            ("open", victim.name, None),
-            ("close", victim.name, 1012),
-            ("open", survivor.name, None),
-        ], report
-        closed = client.events[1].time
+        events = client.events
+        kinds = [(e.kind, e.instance, e.code) for e in events]
+        # rsgi's graceful shutdown closes with 1012 (service restart), once the delay is over;
+        # the client then reconnects to the survivor.
+        assert kinds[:2] == [("open", victim.name, None), ("close", victim.name, 1012)], report
+        assert kinds[-1] == ("open", survivor.name, None), report
+        closed = events[1].time
         assert closed - term >= victim.shutdown_delay - 0.2, (closed - term, report)
+        # HAProxy has taken the stopping host out by then, so the first reconnect lands on
+        # the survivor. nginx, without active checks, may send a reconnect to the stopping
+        # host in the instant its socket closes: that connection, accepted just before, is
+        # closed with 1012 as well, and the next one goes to the survivor.
+        between = kinds[2:-1]
+        if lb.kind == "haproxy":
+            assert not between, report
+        assert len(between) <= 4, report
+        allowed = {("close", None, 1012), ("close", victim.name, 1012), ("open", victim.name, None)}
+        assert set(between) <= allowed, report
+        assert all(e.time - closed < 1.0 for e in events[2:-1]), report
         assert client.echoes[survivor.name] > 0
     for client in on_survivor:
         assert [e.kind for e in client.events] == ["open"], report
