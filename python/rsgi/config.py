@@ -720,8 +720,8 @@ class Config:
     workers: int = option(
         1,
         help="Number of worker processes. Above 1 (or with any of --preload, --reuse-port, "
-        "--pid, --limit-max-requests, --timeout-worker, or NOTIFY_SOCKET set) a master "
-        "process binds the sockets and supervises the workers.",
+        "--pid, --limit-max-requests, --timeout-worker, --user, or NOTIFY_SOCKET set) a "
+        "master process binds the sockets and supervises the workers.",
         group=PROCESSES,
         parse=parse_int,
         gunicorn=("workers",),
