@@ -109,7 +109,6 @@ def excuse_http10(observed: dict[str, Observed]) -> None:
             b.headers = [h for h in b.headers if h != ("connection", "close")]
     if rs.replies[-1:] == ["open"] and uv.replies[-1:] == ["closed"]:
         rs.replies[-1] = "closed"
-    rs.access = [line.replace(" HTTP/1.0 ", " HTTP/1.1 ", 1) for line in rs.access]
 
 
 def excuse_error_page(observed: dict[str, Observed]) -> None:
