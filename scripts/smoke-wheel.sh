@@ -13,7 +13,14 @@ wheel=$(realpath "$1")
 sdist=${2:+$(realpath "$2")}
 PYTHON="${PYTHON:-python3}"
 work=$(mktemp -d)
-trap 'kill "${server:-0}" 2>/dev/null || true; rm -rf "$work"' EXIT
+server=
+cleanup() {
+    if [[ -n "$server" ]]; then
+        kill "$server" 2>/dev/null || true
+    fi
+    rm -rf "$work"
+}
+trap cleanup EXIT
 
 "$PYTHON" -m venv "$work/venv"
 # Only the venv and the system's basic tools: no ~/.cargo/bin.
