@@ -3,6 +3,7 @@
 
 mod asgi;
 mod config;
+mod handoff;
 mod http;
 mod log;
 mod metrics;
@@ -27,13 +28,13 @@ fn _rsgi(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_class::<server::Core>()?;
     m.add_class::<supervisor::Supervisor>()?;
-    m.add_class::<asgi::cycle::HttpCycle>()?;
-    m.add_class::<ws::cycle::WebSocketCycle>()?;
+    m.add_class::<asgi::http::HttpCycle>()?;
+    m.add_class::<asgi::websocket::WebSocketCycle>()?;
     m.add_class::<asgi::awaitable::Ready>()?;
     m.add_class::<asgi::runner::AppRunner>()?;
     m.add(
         "ClientDisconnected",
-        m.py().get_type::<asgi::cycle::ClientDisconnected>(),
+        m.py().get_type::<asgi::message::ClientDisconnected>(),
     )?;
     Ok(())
 }

@@ -6,15 +6,14 @@
 //! the I/O thread, never touched: when hyper is done with the bytes, the reference goes back to
 //! the loop thread in the event queue (`Event::Release`), which releases it with the GIL held.
 
-use std::ptr::NonNull;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
-use pyo3::{ffi, Py, PyAny};
 
-use super::bridge::{Bridge, Event};
+use crate::handoff::bridge::{Bridge, Event};
+use crate::handoff::Owned;
 
 /// Bodies at least this large are lent; smaller ones are copied, which costs less than the
 /// hand-back (an event, and a reference count on the loop thread).
@@ -61,25 +60,4 @@ pub fn bytes_of(body: &Bound<'_, PyBytes>, bridge: &Arc<Bridge>) -> Bytes {
         obj: Some(Owned::new(body.clone().unbind().into_any())),
         bridge: bridge.clone(),
     })
-}
-
-/// A strong reference to a Python object that only the loop thread releases, with
-/// [`Owned::release`]. Dropped anywhere else it is leaked rather than released without the
-/// GIL; that only happens to events still queued when the process ends.
-pub struct Owned(NonNull<ffi::PyObject>);
-
-// SAFETY: the pointer is a strong reference that this type never dereferences; it is only
-// turned back into a `Py` by `release`, which holds the GIL.
-unsafe impl Send for Owned {}
-
-impl Owned {
-    pub fn new(obj: Py<PyAny>) -> Self {
-        // SAFETY: `into_ptr` gives a non-null strong reference, now owned by this value.
-        Owned(unsafe { NonNull::new_unchecked(obj.into_ptr()) })
-    }
-
-    pub fn release(self, py: Python<'_>) {
-        // SAFETY: the pointer is the strong reference `new` took over; the GIL is held.
-        drop(unsafe { Bound::<PyAny>::from_owned_ptr(py, self.0.as_ptr()) });
-    }
 }

@@ -17,9 +17,9 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 
-use super::cycle::disconnected;
-use super::exchange::{Exchange, State, NO_SLOT, RESPONSE_LOW_WATER};
-use crate::server::LoopContext;
+use super::context::LoopContext;
+use super::message::disconnected;
+use crate::handoff::exchange::{Exchange, State, NO_SLOT, RESPONSE_LOW_WATER};
 
 /// The loop thread's end of one exchange: the exchange, the loop it runs on, and the futures
 /// the app waits on.

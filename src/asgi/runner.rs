@@ -9,8 +9,9 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyTuple};
 
-use super::cycle::{ClientDisconnected, HttpCycle};
-use crate::ws::cycle::WebSocketCycle;
+use super::http::HttpCycle;
+use super::message::ClientDisconnected;
+use crate::asgi::websocket::WebSocketCycle;
 
 /// The Python object behind `receive`/`send` of a running app: an HTTP request or a WebSocket.
 pub enum Cycle {

@@ -9,8 +9,8 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
 
-use crate::http::{Endpoint, RequestHead};
-use crate::tls::TlsInfo;
+use crate::handoff::head::TlsInfo;
+use crate::handoff::head::{Endpoint, RequestHead};
 
 /// Per-server values every scope shares.
 pub struct ScopeTemplate {

@@ -15,8 +15,8 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use super::conn::Activity;
 use super::file::FileStream;
 use super::service::HttpContext;
-use crate::asgi::bridge::Event;
-use crate::asgi::exchange::{Exchange, Next};
+use crate::handoff::bridge::Event;
+use crate::handoff::exchange::{Exchange, Next};
 use crate::log::access::RequestFacts;
 use crate::log::{Record, X_REQUEST_ID};
 

@@ -22,6 +22,7 @@ use super::stream::Checked;
 use super::ConnInfo;
 use crate::metrics::Metrics;
 use crate::net::clock::now_ms;
+use crate::net::SHUTDOWN_GRACE;
 use crate::ws;
 use http::StatusCode;
 
@@ -142,16 +143,6 @@ impl Timeouts {
         }
     }
 }
-
-/// On a graceful shutdown, how long a connection with no request running may take to send
-/// one (at most the idle timeout) before it is closed. hyper would close it at once, yet its
-/// client may have sent a request already: the first one of a connection accepted just before
-/// the shutdown, or the next one on a keep-alive connection. Under a process manager that
-/// keeps the listening socket open (rsgi's master, gunicorn), closing it would fail a request
-/// that no other worker can pick up. A request that arrives meanwhile is served with
-/// `connection: close`; one whose head has begun to arrive when the grace ends is waited for
-/// until the head-read deadline.
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 
 /// Serves one connection until the client leaves, a timeout closes it, or a graceful shutdown
 /// lets its in-flight request finish.

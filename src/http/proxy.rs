@@ -10,6 +10,7 @@ use std::net::IpAddr;
 use http::{HeaderMap, HeaderName};
 
 use super::Endpoint;
+pub use crate::handoff::head::Forwarded;
 
 /// Who may send proxy headers (`--forwarded-allow-ips`).
 #[derive(Debug, Clone, Default)]
@@ -17,15 +18,6 @@ pub struct TrustedProxies {
     any: bool,
     unix: bool,
     nets: Vec<(IpAddr, u8)>,
-}
-
-/// What a trusted proxy told us about the request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Forwarded {
-    /// `None`: the proxy named no client, so the peer address stands.
-    pub client: Option<Endpoint>,
-    /// `http` or `https`, when the proxy said.
-    pub scheme: Option<&'static str>,
 }
 
 impl TrustedProxies {

@@ -11,7 +11,7 @@ use tracing::{Event as TracingEvent, Level, Subscriber};
 use tracing_subscriber::layer::{Context, Layer};
 use tracing_subscriber::prelude::*;
 
-use crate::asgi::bridge::{Bridge, LogLevel};
+use crate::handoff::bridge::{Bridge, LogLevel};
 
 /// The bridge of the running server; events before one starts are dropped.
 static TARGET: RwLock<Option<Arc<Bridge>>> = RwLock::new(None);

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
-use crate::asgi::bridge::{Bridge, Event};
+use crate::handoff::bridge::{Bridge, Event};
 
 /// Bytes buffered before a write is forced; the periodic flush writes the rest.
 const FLUSH_AT: usize = 64 * 1024;

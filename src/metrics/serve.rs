@@ -8,7 +8,6 @@ use hyper_util::rt::TokioIo;
 use tokio::sync::watch;
 
 use super::{current, render};
-use crate::http::ResponseBody;
 
 /// The content type of the Prometheus text format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -35,14 +34,14 @@ pub async fn serve(listener: std::net::TcpListener, mut shutdown: watch::Receive
     }
 }
 
-fn answer(req: &Request<Incoming>) -> Response<ResponseBody> {
+fn answer(req: &Request<Incoming>) -> Response<String> {
     if req.uri().path() != "/metrics" {
-        let mut resp = Response::new(ResponseBody::full("not found\n".into()));
+        let mut resp = Response::new("not found\n".to_owned());
         *resp.status_mut() = StatusCode::NOT_FOUND;
         return resp;
     }
     let text = render(&[current()], "");
-    let mut resp = Response::new(ResponseBody::full(text.into()));
+    let mut resp = Response::new(text);
     resp.headers_mut().insert(
         http::header::CONTENT_TYPE,
         http::HeaderValue::from_static(CONTENT_TYPE),

@@ -6,6 +6,7 @@ use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, RawFd};
 use std::os::unix::net::UnixListener as StdUnixListener;
+use std::time::Duration;
 
 use socket2::{Domain, SockAddr, Socket, Type};
 
@@ -13,6 +14,16 @@ use crate::config::CoreConfig;
 
 pub mod activation;
 pub mod clock;
+
+/// On a graceful shutdown, how long a connection with no request running may take to send
+/// one (at most the idle timeout) before it is closed. hyper would close it at once, yet its
+/// client may have sent a request already: the first one of a connection accepted just before
+/// the shutdown, or the next one on a keep-alive connection. Under a process manager that
+/// keeps the listening socket open (rsgi's master, gunicorn), closing it would fail a request
+/// that no other worker can pick up. A request that arrives meanwhile is served with
+/// `connection: close`; one whose head has begun to arrive when the grace ends is waited for
+/// until the head-read deadline.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 
 /// The listening sockets a config names: those systemd passed (socket activation wins over
 /// host/port), else `--uds`, else `--fd`, else host/port.
@@ -146,5 +157,24 @@ impl Listener {
                 None => "unix:?".into(),
             },
         }
+    }
+}
+
+/// The `--metrics-bind` listener (`HOST:PORT`), for a worker or the master.
+pub fn bind_metrics(addr: &str, backlog: i32) -> std::io::Result<std::net::TcpListener> {
+    let (host, port) = addr
+        .rsplit_once(':')
+        .and_then(|(h, p)| {
+            Some((
+                h.trim_start_matches('[').trim_end_matches(']'),
+                p.parse().ok()?,
+            ))
+        })
+        .ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, "expected HOST:PORT")
+        })?;
+    match Listener::bind_tcp(host, port, backlog)? {
+        Listener::Tcp(l) => Ok(l),
+        Listener::Unix(_) => unreachable!("bind_tcp makes TCP listeners"),
     }
 }

@@ -382,7 +382,7 @@ mod tests {
     use std::net::{TcpListener, TcpStream};
 
     use super::*;
-    use crate::asgi::bridge::Bridge;
+    use crate::handoff::bridge::Bridge;
     use crate::http::{InFlight, Limits, Timeouts};
     use crate::ws::WsConfig;
 

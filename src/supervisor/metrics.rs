@@ -41,7 +41,7 @@ struct Scrape {
 
 impl MetricsPort {
     pub fn bind(addr: &str, backlog: i32) -> io::Result<Self> {
-        let listener = crate::server::bind_metrics(addr, backlog)?;
+        let listener = crate::net::bind_metrics(addr, backlog)?;
         listener.set_nonblocking(true)?;
         Ok(MetricsPort {
             listener,

@@ -27,7 +27,8 @@ use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 use x509_cert::der::Decode;
 
-use crate::http::SHUTDOWN_GRACE;
+use crate::handoff::head::TlsInfo;
+use crate::net::SHUTDOWN_GRACE;
 
 /// Python's `ssl.CERT_NONE`, `ssl.CERT_OPTIONAL`, `ssl.CERT_REQUIRED`.
 pub const CERT_NONE: u8 = 0;
@@ -42,22 +43,6 @@ pub struct TlsSettings {
     pub password: Option<String>,
     pub ca_certs: Option<String>,
     pub cert_reqs: u8,
-}
-
-/// What the ASGI `tls` extension reports about one connection: plain data, gathered on the
-/// I/O thread once the handshake is done.
-#[derive(Debug)]
-pub struct TlsInfo {
-    /// The server's own certificate, PEM; shared by every connection.
-    pub server_cert: Arc<str>,
-    /// The client's certificate first, then the rest of the chain it sent; PEM each.
-    pub client_cert_chain: Vec<String>,
-    /// The client certificate's subject as an RFC 4514 string.
-    pub client_cert_name: Option<String>,
-    /// 0x0303 for TLS 1.2, 0x0304 for TLS 1.3.
-    pub tls_version: Option<u16>,
-    /// The IANA number of the cipher suite, e.g. 0x1301 for TLS_AES_128_GCM_SHA256.
-    pub cipher_suite: Option<u16>,
 }
 
 /// The server side of TLS: the acceptor every connection shares.

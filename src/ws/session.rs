@@ -25,8 +25,8 @@ use super::close_code::{self, ABNORMAL, INTERNAL_ERROR, INVALID_DATA, PROTOCOL_E
 use super::deflate::{self, Codec, InflateError};
 use super::frame::{self, Header, Invalid};
 use super::{CloseInfo, Message, Outgoing, Utf8Bytes, WsConfig};
-use crate::asgi::bridge::{Bridge, Event};
-use crate::asgi::exchange::{Exchange, RESPONSE_LOW_WATER};
+use crate::handoff::bridge::{Bridge, Event};
+use crate::handoff::exchange::{Exchange, RESPONSE_LOW_WATER};
 
 /// What the HTTP side hands over once the app accepted: the session starts when hyper has
 /// written the 101 response and given up the connection.

@@ -173,7 +173,7 @@ pub struct State {
     pump_waker: Option<Waker>,
 
     /// A WebSocket's messages, both ways (unused by plain HTTP requests).
-    pub ws: crate::ws::Queues,
+    pub ws: crate::handoff::ws::Queues,
 }
 
 pub struct Exchange {
@@ -206,7 +206,7 @@ impl Exchange {
             io_queued: false,
             io_waker: None,
             pump_waker: None,
-            ws: crate::ws::Queues::default(),
+            ws: crate::handoff::ws::Queues::default(),
         };
         Exchange {
             inner: Mutex::new(state),

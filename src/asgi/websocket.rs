@@ -15,14 +15,16 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyString};
 
-use super::close_code;
-use super::{Message, Outgoing};
-use crate::asgi::cycle::{
+use super::context::LoopContext;
+use super::message::{
     body_bytes, body_field, disconnected, field, flag, headers_field, message_type, status_field,
 };
-use crate::asgi::exchange::{Exchange, ResponseHead, State as ExchangeState, RESPONSE_HIGH_WATER};
 use crate::asgi::link::{self, Link, Protocol};
-use crate::server::LoopContext;
+use crate::handoff::exchange::{
+    Exchange, ResponseHead, State as ExchangeState, RESPONSE_HIGH_WATER,
+};
+use crate::handoff::ws::{Message, Outgoing};
+use crate::ws::close_code;
 
 #[derive(PartialEq, Eq, Clone, Copy, Debug)]
 enum State {

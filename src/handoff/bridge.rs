@@ -21,7 +21,7 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 
 use super::exchange::Exchange;
-use crate::http::RequestHead;
+use super::head::RequestHead;
 
 /// What the I/O thread tells the loop thread.
 pub enum Event {
@@ -36,7 +36,7 @@ pub enum Event {
     /// An access line for the `rsgi.access` logger, when Python handlers must write it.
     Access(String),
     /// A response body the I/O side has written (`lend.rs`), to be released with the GIL.
-    Release(super::lend::Owned),
+    Release(super::Owned),
 }
 
 #[derive(Clone, Copy, Debug)]

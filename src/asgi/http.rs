@@ -5,27 +5,18 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue};
+use http::{HeaderMap, HeaderValue};
 use pyo3::exceptions::{PyRuntimeError, PyTypeError};
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyList, PyString, PyTuple};
+use pyo3::types::{PyBytes, PyDict};
 
-use super::exchange::{Body, Exchange, ResponseHead, State, RESPONSE_HIGH_WATER};
+use super::context::LoopContext;
 use super::link::{self, Link, Protocol};
-use crate::server::LoopContext;
-
-pyo3::create_exception!(
-    rsgi._rsgi,
-    ClientDisconnected,
-    pyo3::exceptions::PyOSError,
-    "The client closed the connection; raised by send() after a disconnect."
-);
-
-/// What `send()` raises once the client has gone.
-pub(crate) fn disconnected() -> PyErr {
-    ClientDisconnected::new_err("client disconnected")
-}
+use super::message::{
+    disconnected, field, flag, headers_field, message_type, status_field, type_name,
+};
+use crate::handoff::exchange::{Body, Exchange, ResponseHead, State, RESPONSE_HIGH_WATER};
 
 const UNDECLARED_TRAILERS: &str =
     "Response announces trailers but has no 'Trailer' header naming them: they will not be sent.";
@@ -383,73 +374,6 @@ fn body_complete(trailers: bool, st: &mut State) -> Response {
     }
 }
 
-/// A message key, or `None` when absent. Messages are dicts in practice: the dict path
-/// avoids raising and catching a KeyError for every optional key left out.
-pub(crate) fn field<'py>(
-    message: &Bound<'py, PyAny>,
-    key: &Bound<'py, PyString>,
-) -> PyResult<Option<Bound<'py, PyAny>>> {
-    match message.cast::<PyDict>() {
-        Ok(d) => d.get_item(key),
-        Err(_) => match message.get_item(key) {
-            Ok(v) => Ok(Some(v)),
-            Err(e) if e.is_instance_of::<pyo3::exceptions::PyKeyError>(message.py()) => Ok(None),
-            Err(e) => Err(e),
-        },
-    }
-}
-
-/// A boolean message key; absent is false.
-pub(crate) fn flag(message: &Bound<'_, PyAny>, key: &Bound<'_, PyString>) -> PyResult<bool> {
-    match field(message, key)? {
-        Some(v) => v.is_truthy(),
-        None => Ok(false),
-    }
-}
-
-/// A message's `type`, which every message must have.
-pub(crate) fn message_type<'py>(message: &Bound<'py, PyAny>) -> PyResult<Bound<'py, PyString>> {
-    let kind = field(message, intern!(message.py(), "type"))?
-        .ok_or_else(|| PyTypeError::new_err("ASGI message has no 'type'"))?;
-    Ok(kind.cast_into::<PyString>()?)
-}
-
-/// The `status` of the response start message `kind`: 100 to 999, and `allowed`.
-pub(crate) fn status_field(
-    message: &Bound<'_, PyAny>,
-    kind: &str,
-    allowed: impl Fn(u16) -> bool,
-) -> PyResult<u16> {
-    let status = field(message, intern!(message.py(), "status"))?
-        .ok_or_else(|| PyTypeError::new_err(format!("'{kind}' message has no 'status'")))?;
-    status
-        .extract()
-        .ok()
-        .filter(|s| (100..=999).contains(s) && allowed(*s))
-        .ok_or_else(|| {
-            PyTypeError::new_err(format!("Invalid HTTP status code {status:?} in response."))
-        })
-}
-
-/// A list of header pairs under `key`; absent or None is no headers.
-pub(crate) fn headers_field(
-    message: &Bound<'_, PyAny>,
-    key: &Bound<'_, PyString>,
-) -> PyResult<HeaderMap> {
-    match field(message, key)? {
-        Some(h) if !h.is_none() => response_headers(&h),
-        _ => Ok(HeaderMap::new()),
-    }
-}
-
-/// The `body` of a body message; absent or None is empty.
-pub(crate) fn body_field(message: &Bound<'_, PyAny>) -> PyResult<Bytes> {
-    match field(message, intern!(message.py(), "body"))? {
-        Some(b) if !b.is_none() => body_bytes(&b),
-        _ => Ok(Bytes::new()),
-    }
-}
-
 fn http_request<'py>(
     py: Python<'py>,
     body: Bound<'py, PyAny>,
@@ -466,66 +390,4 @@ fn disconnect(py: Python<'_>) -> PyResult<Bound<'_, PyDict>> {
     let d = PyDict::new(py);
     d.set_item(intern!(py, "type"), intern!(py, "http.disconnect"))?;
     Ok(d)
-}
-
-pub(crate) fn body_bytes(b: &Bound<'_, PyAny>) -> PyResult<Bytes> {
-    if let Ok(bytes) = b.cast::<PyBytes>() {
-        return Ok(Bytes::copy_from_slice(bytes.as_bytes()));
-    }
-    if let Ok(array) = b.cast::<pyo3::types::PyByteArray>() {
-        return Ok(Bytes::from(array.to_vec()));
-    }
-    // Other buffers (memoryview): let Python copy them into bytes.
-    let copied =
-        b.py().get_type::<PyBytes>().call1((b,)).map_err(|_| {
-            PyTypeError::new_err(format!("'body' must be bytes, got {}", type_name(b)))
-        })?;
-    Ok(Bytes::copy_from_slice(copied.cast::<PyBytes>()?.as_bytes()))
-}
-
-fn header_part<'a>(item: &'a Bound<'_, PyAny>, what: &str) -> PyResult<&'a [u8]> {
-    item.cast::<PyBytes>().map(|b| b.as_bytes()).map_err(|_| {
-        PyTypeError::new_err(format!(
-            "response header {what} must be bytes, got {}",
-            type_name(item)
-        ))
-    })
-}
-
-fn type_name(o: &Bound<'_, PyAny>) -> String {
-    o.get_type()
-        .name()
-        .map(|n| n.to_string())
-        .unwrap_or_else(|_| "?".into())
-}
-
-pub(crate) fn response_headers(headers: &Bound<'_, PyAny>) -> PyResult<HeaderMap> {
-    // Room for the I/O side's additions too (`server`, `x-request-id`, `connection`), so
-    // that the map never grows on the way out.
-    let mut map = HeaderMap::with_capacity(headers.len().unwrap_or(0) + 3);
-    // A list, as nearly every app sends, is indexed without an iterator object.
-    if let Ok(list) = headers.cast::<PyList>() {
-        for item in list.iter() {
-            append_header(&mut map, &item)?;
-        }
-    } else {
-        for item in headers.try_iter()? {
-            append_header(&mut map, &item?)?;
-        }
-    }
-    Ok(map)
-}
-
-/// One `(name, value)` pair of an app's headers.
-fn append_header(map: &mut HeaderMap, item: &Bound<'_, PyAny>) -> PyResult<()> {
-    let (name, value) = match item.cast::<PyTuple>() {
-        Ok(t) if t.len() == 2 => (t.get_item(0)?, t.get_item(1)?),
-        _ => (item.get_item(0)?, item.get_item(1)?),
-    };
-    let name = HeaderName::from_bytes(header_part(&name, "name")?)
-        .map_err(|_| PyRuntimeError::new_err(format!("Invalid HTTP header name {name:?}.")))?;
-    let value = HeaderValue::from_bytes(header_part(&value, "value")?)
-        .map_err(|_| PyRuntimeError::new_err(format!("Invalid HTTP header value {value:?}.")))?;
-    map.append(name, value);
-    Ok(())
 }
