@@ -28,6 +28,7 @@ fn _rsgi(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add_class::<server::Core>()?;
     m.add_class::<supervisor::Supervisor>()?;
+    supervisor::protocol::export(m)?;
     m.add_class::<asgi::http::HttpCycle>()?;
     m.add_class::<asgi::websocket::WebSocketCycle>()?;
     m.add_class::<asgi::awaitable::Ready>()?;

@@ -5,6 +5,17 @@ from typing import Any
 
 __version__: str
 
+# The worker -> master protocol (src/supervisor/protocol.rs): the bytes a worker writes
+# to its status pipe, and the exit code of a worker that could not boot.
+READY: bytes
+"""The worker serves."""
+BEAT: bytes
+"""The worker's event loop runs (``--timeout-worker``)."""
+RETIRE: bytes
+"""The worker reached its request limit and asks for a replacement."""
+BOOT_FAILURE: int
+"""Exit code of a worker that could not boot; the master then stops with it too."""
+
 class ClientDisconnected(OSError):
     """Raised by ``send()`` once the client has closed the connection."""
 

@@ -3,11 +3,15 @@
 //! The master binds the sockets, forks the workers and watches them; it starts no thread and
 //! no tokio runtime, so every fork copies a single-threaded process. Each worker calls back
 //! into Python (`rsgi.supervisors.prefork.worker_main`), which runs the ordinary one-process server on
-//! the inherited sockets and never returns. See `master.rs` for the loop and the signals.
+//! the inherited sockets and never returns. The master's rules are `policy.rs`, a pure state
+//! machine; `master.rs` is the loop that feeds it and performs what it decides. What a worker
+//! tells the master is `protocol.rs`, exported to Python.
 
 mod master;
 mod metrics;
 mod notify;
+mod policy;
+pub mod protocol;
 mod signals;
 mod sockets;
 mod state;
@@ -23,7 +27,8 @@ use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 
 use crate::config::CoreConfig;
-use master::{Hooks, Level, Master, Settings};
+use master::{Hooks, Master};
+use policy::{Level, Settings};
 use signals::SignalPipe;
 use sockets::Sockets;
 use state::{Inherited, STATE_VAR};

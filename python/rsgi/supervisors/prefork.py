@@ -33,12 +33,12 @@ from rsgi.server import Server, serve
 
 logger = logging.getLogger("rsgi.error")
 
+# What a worker tells its master, defined once in Rust (src/supervisor/protocol.rs).
 #: Exit code of a worker that cannot boot; the master then stops with it too.
-BOOT_FAILURE = 3
-
-READY = b"R"
-BEAT = b"."
-RETIRE = b"M"
+BOOT_FAILURE = _rsgi.BOOT_FAILURE
+READY = _rsgi.READY
+BEAT = _rsgi.BEAT
+RETIRE = _rsgi.RETIRE
 
 # Variables meant for the master process alone (see src/supervisor/state.rs).
 MASTER_ONLY_ENV = ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", "RSGI_MASTER_STATE")
