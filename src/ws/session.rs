@@ -102,6 +102,8 @@ fn record_close(st: &mut Inner, info: CloseInfo) {
 }
 
 /// Moves read messages and the close info into the app's queue; whether the app waits for them.
+/// Inlined: called, it cost ~200 instructions per echoed message (callgrind).
+#[inline(always)]
 fn hand_over(proto: &mut Protocol, st: &mut Inner) -> bool {
     let mut handed = false;
     if proto.has_messages() {
@@ -120,6 +122,7 @@ fn hand_over(proto: &mut Protocol, st: &mut Inner) -> bool {
 }
 
 /// Moves the app's messages into `out`, up to `limit` bytes; whether the app waits for room.
+#[inline(always)]
 fn take_outgoing(st: &mut Inner, limit: usize, out: &mut Vec<Outgoing>) -> bool {
     let mut taken = 0usize;
     while taken < limit {
@@ -200,8 +203,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
             }
             progress |= self.poll_timer(cx);
             if self.over || self.proto.is_done() {
-                // The last messages read, and how it ended, reach the app before TCP closes.
-                self.pull(cx, 0);
+                self.hand_over_last();
                 return Poll::Ready(());
             }
             if !progress {
@@ -232,6 +234,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<S> {
         let progress = self.pull(cx, self.proto.send_budget());
         let closed = self.proto.app_messages_sent();
         progress || closed
+    }
+
+    /// The last messages read, and how the connection ended, reach the app before TCP closes.
+    fn hand_over_last(&mut self) {
+        let notify = {
+            let mut st = self.ex.lock();
+            hand_over(&mut self.proto, &mut st) && std::mem::take(&mut st.loop_waiting)
+        };
+        if notify {
+            self.bridge.push(Event::Wake(self.ex.clone()));
+        }
     }
 
     /// Hands over what was read (and how the connection ended), then takes up to `limit`
