@@ -161,14 +161,16 @@ impl Protocol {
         &mut self.rbuf[self.rlen..]
     }
 
-    /// The session read `n` bytes into [`Protocol::read_buf`]; handles the frames completed.
+    /// The session read `n` bytes into [`Protocol::read_buf`]; handles the frames completed
+    /// (as [`Protocol::parse`]).
     #[inline]
     pub fn filled(&mut self, n: usize) -> bool {
         self.rlen = (self.rlen + n).min(self.rbuf.len());
         self.parse()
     }
 
-    /// Copies `data` in (bytes read before the session started) and handles what it can.
+    /// Copies `data` in (bytes read before the session started) and handles what it can (as
+    /// [`Protocol::parse`]).
     pub fn feed(&mut self, data: &[u8]) -> bool {
         self.compact();
         let end = self.rlen + data.len();
@@ -187,7 +189,7 @@ impl Protocol {
     }
 
     /// Handles every complete frame in the buffer, while frames are wanted (the app's queue
-    /// has room, the write buffer is below its limit).
+    /// has room, the write buffer is below its limit). Whether it handled any (or failed).
     #[inline]
     pub fn parse(&mut self) -> bool {
         // Most calls find no complete frame: that is decided without a call.
