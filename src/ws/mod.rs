@@ -4,8 +4,10 @@
 //!   answered there (400/426) and never reach the app.
 //! - `deflate`: the permessage-deflate negotiation and the per-message compressor/decompressor.
 //! - `frame`: the wire format (frame headers, masking).
-//! - `session`: the I/O side of one accepted connection: reads frames into messages, writes
-//!   what the app sends, answers pings, keeps the connection alive, closes it.
+//! - `protocol`: the rules of one accepted connection, without I/O: frames into messages, the
+//!   app's messages into frames, limits, the closing handshake, keep-alive deadlines.
+//! - `session`: the I/O side of one accepted connection: moves bytes between the socket and
+//!   the protocol, runs its timer, and hands messages to and from the app.
 //! - `cycle`: `WebSocketCycle`, the `receive`/`send` pair the app sees (loop thread only).
 //!
 //! One [`Exchange`](crate::handoff::exchange::Exchange) carries a WebSocket from its handshake to
@@ -15,6 +17,7 @@
 pub mod deflate;
 pub mod frame;
 pub mod handshake;
+pub mod protocol;
 pub mod session;
 
 use std::time::Duration;
