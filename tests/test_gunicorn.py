@@ -527,6 +527,40 @@ def test_settings_defaults_script_name_and_config_kwargs(monkeypatch):
     assert config.limit_request_line == 4094  # gunicorn's default
 
 
+def test_limit_max_rss_comes_from_rsgis_environment(monkeypatch):
+    from rsgi import Config
+    from rsgi.workers import RsgiWorker
+
+    monkeypatch.setenv("RSGI_LIMIT_MAX_RSS", "512")
+    monkeypatch.setenv("RSGI_THREADS", "not read: gunicorn's settings map onto the rest")
+    config = Config(app=lambda *a: None, **make_worker([]).config_kwargs())
+    assert config.limit_max_rss == 512
+
+    class Custom(RsgiWorker):
+        CONFIG_KWARGS = {"limit_max_rss": 100}
+
+    config = Config(app=lambda *a: None, **make_worker([], Custom).config_kwargs())
+    assert config.limit_max_rss == 100  # CONFIG_KWARGS wins
+    monkeypatch.delenv("RSGI_LIMIT_MAX_RSS")
+    assert Config(app=lambda *a: None, **make_worker([]).config_kwargs()).limit_max_rss is None
+
+
+def test_rss_over_the_limit_twice_in_a_row_restarts_the_worker(monkeypatch):
+    from rsgi import workers
+
+    samples = iter([600, 600, 100, 600, 100, 600, 612])
+    monkeypatch.setattr(workers, "resident_bytes", lambda: next(samples) << 20)
+    worker = make_worker([])
+    worker.RSS_EVERY = 0.0
+    seen = [worker.rss_over(512) for _ in range(6)]
+    worker.RSS_EVERY = 3600.0
+    seen.append(worker.rss_over(512))
+    # Over once, then again: restart. Under in between starts the count again.
+    assert seen == [False, True, False, False, False, False, True]
+    # The next look is RSS_EVERY away, not at the next heartbeat (no sample is left).
+    assert worker.rss_over(512) is False
+
+
 def test_request_limits_keep_gunicorns_meaning():
     from rsgi import Config
     from rsgi.config import C_INT_MAX
