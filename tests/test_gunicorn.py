@@ -46,6 +46,7 @@ def start_gunicorn(
     *args: str,
     uds: bool = False,
     wait: bool = True,
+    env: dict[str, str] | None = None,
 ) -> Server:
     """Starts an arbiter bound to a free TCP port (and a unix socket with ``uds``)."""
     port = free_port()
@@ -69,7 +70,8 @@ def start_gunicorn(
         *args,
         app,
     ]
-    server = spawn_process(cmd, port=port, env={"GUNICORN_TEST_DIR": str(tmp_path)})
+    env = {"GUNICORN_TEST_DIR": str(tmp_path), **(env or {})}
+    server = spawn_process(cmd, port=port, env=env)
     if wait:
         # The arbiter listens before its workers boot: wait for a worker's answer.
         wait_until_accepting(server)
@@ -377,6 +379,30 @@ def test_blocked_worker_is_killed_after_timeout(tmp_path):
         assert resp.status == 200 and int(resp.body) != blocked
         assert f"worker_abort {blocked}" in hook_lines(tmp_path)
         assert f"worker_exit {blocked}" in hook_lines(tmp_path)
+    finally:
+        server.stop()
+
+
+def test_worker_over_limit_max_rss_is_replaced_without_failures(tmp_path):
+    server = start_gunicorn(tmp_path, env={"RSGI_LIMIT_MAX_RSS": "60"})
+    try:
+        (hog,) = worker_pids(server)
+        load = Load(server, clients=2)
+        try:
+            assert get(server, "/hog?mib=80").status == 200
+            server.wait_for_stderr(
+                rf"Worker \[{hog}\] uses \d+ MiB, over limit_max_rss 60", timeout=10
+            )
+            wait_for(
+                lambda: worker_pids(server) and hog not in worker_pids(server),
+                timeout=20,
+                message="the hog still runs",
+            )
+            wait_for(lambda: set(load.pids) - {hog}, timeout=10, message="no new worker served")
+        finally:
+            load.stop()
+        assert load.failures == [], load.failures[:5]
+        assert f"worker_exit {hog}" in hook_lines(tmp_path)
     finally:
         server.stop()
 
