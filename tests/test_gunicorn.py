@@ -46,6 +46,7 @@ def start_gunicorn(
     *args: str,
     uds: bool = False,
     wait: bool = True,
+    env: dict[str, str] | None = None,
 ) -> Server:
     """Starts an arbiter bound to a free TCP port (and a unix socket with ``uds``)."""
     port = free_port()
@@ -69,7 +70,8 @@ def start_gunicorn(
         *args,
         app,
     ]
-    server = spawn_process(cmd, port=port, env={"GUNICORN_TEST_DIR": str(tmp_path)})
+    env = {"GUNICORN_TEST_DIR": str(tmp_path), **(env or {})}
+    server = spawn_process(cmd, port=port, env=env)
     if wait:
         # The arbiter listens before its workers boot: wait for a worker's answer.
         wait_until_accepting(server)
@@ -381,6 +383,30 @@ def test_blocked_worker_is_killed_after_timeout(tmp_path):
         server.stop()
 
 
+def test_worker_over_limit_max_rss_is_replaced_without_failures(tmp_path):
+    server = start_gunicorn(tmp_path, env={"RSGI_LIMIT_MAX_RSS": "60"})
+    try:
+        (hog,) = worker_pids(server)
+        load = Load(server, clients=2)
+        try:
+            assert get(server, "/hog?mib=80").status == 200
+            server.wait_for_stderr(
+                rf"Worker \[{hog}\] uses \d+ MiB, over limit_max_rss 60", timeout=10
+            )
+            wait_for(
+                lambda: worker_pids(server) and hog not in worker_pids(server),
+                timeout=20,
+                message="the hog still runs",
+            )
+            wait_for(lambda: set(load.pids) - {hog}, timeout=10, message="no new worker served")
+        finally:
+            load.stop()
+        assert load.failures == [], load.failures[:5]
+        assert f"worker_exit {hog}" in hook_lines(tmp_path)
+    finally:
+        server.stop()
+
+
 def test_quit_stops_at_once(tmp_path):
     server = start_gunicorn(tmp_path, "gunicorn_app:app", "--graceful-timeout", "30")
     try:
@@ -525,6 +551,40 @@ def test_settings_defaults_script_name_and_config_kwargs(monkeypatch):
     assert config.timeout_keep_alive == 0.0
     assert config.limit_concurrency == 1000  # gunicorn's default worker_connections
     assert config.limit_request_line == 4094  # gunicorn's default
+
+
+def test_limit_max_rss_comes_from_rsgis_environment(monkeypatch):
+    from rsgi import Config
+    from rsgi.workers import RsgiWorker
+
+    monkeypatch.setenv("RSGI_LIMIT_MAX_RSS", "512")
+    monkeypatch.setenv("RSGI_THREADS", "not read: gunicorn's settings map onto the rest")
+    config = Config(app=lambda *a: None, **make_worker([]).config_kwargs())
+    assert config.limit_max_rss == 512
+
+    class Custom(RsgiWorker):
+        CONFIG_KWARGS = {"limit_max_rss": 100}
+
+    config = Config(app=lambda *a: None, **make_worker([], Custom).config_kwargs())
+    assert config.limit_max_rss == 100  # CONFIG_KWARGS wins
+    monkeypatch.delenv("RSGI_LIMIT_MAX_RSS")
+    assert Config(app=lambda *a: None, **make_worker([]).config_kwargs()).limit_max_rss is None
+
+
+def test_rss_over_the_limit_twice_in_a_row_restarts_the_worker(monkeypatch):
+    from rsgi import workers
+
+    samples = iter([600, 600, 100, 600, 100, 600, 612])
+    monkeypatch.setattr(workers, "resident_bytes", lambda: next(samples) << 20)
+    worker = make_worker([])
+    worker.RSS_EVERY = 0.0
+    seen = [worker.rss_over(512) for _ in range(6)]
+    worker.RSS_EVERY = 3600.0
+    seen.append(worker.rss_over(512))
+    # Over once, then again: restart. Under in between starts the count again.
+    assert seen == [False, True, False, False, False, False, True]
+    # The next look is RSS_EVERY away, not at the next heartbeat (no sample is left).
+    assert worker.rss_over(512) is False
 
 
 def test_request_limits_keep_gunicorns_meaning():

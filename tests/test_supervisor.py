@@ -419,6 +419,58 @@ def test_blocked_worker_is_killed_and_replaced(servers):
     assert pid_of_response(server) != victim
 
 
+def test_a_stopped_worker_that_times_out_is_killed_without_a_stack(servers):
+    server = servers("-w", "1", "--timeout-worker", "2")
+    (victim,) = serving_pids(server, 1)
+    started = time.monotonic()
+    os.kill(victim, signal.SIGSTOP)
+    try:
+        err = server.wait_for_stderr(
+            rf"Worker \[{victim}\] timed out: .* is stopped \(SIGSTOP or a debugger\)", timeout=10
+        )
+        # Not before --timeout-worker; no SIGABRT, whose stack could never come.
+        assert time.monotonic() - started >= 1.5, err
+        assert not re.search(rf"Worker \[{victim}\] .*sending SIGABRT", err), err
+        err = server.wait_for_stderr(
+            rf"Worker \[{victim}\] was killed by signal SIGKILL", timeout=5
+        )
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(victim, signal.SIGCONT)
+    assert "after timing out" in err
+    wait_for(lambda: children(server.pid) and victim not in children(server.pid), timeout=10)
+    assert pid_of_response(server) != victim
+
+
+def test_a_worker_over_the_rss_limit_is_replaced_without_failures(servers):
+    metrics_port = free_port()
+    server = servers(
+        "-w", "1", "--limit-max-rss", "60", "--metrics-bind", f"127.0.0.1:{metrics_port}"
+    )
+    (hog,) = serving_pids(server, 1)
+    with Hammer(server) as hammer:
+        hammer.wait_for_count(20)
+        assert get(server, "/hog?mib=80").status == 200
+        started = time.monotonic()
+        server.wait_for_stderr(
+            rf"Worker 1 \[{hog}\] uses \d+ MiB, over --limit-max-rss 60: starting its replacement",
+            timeout=10,
+        )
+        # Two samples a second apart: not at the first one.
+        assert time.monotonic() - started >= 0.5
+        wait_for(lambda: hog not in children(server.pid), timeout=20, message="the hog still runs")
+        hammer.wait_for_count(20)
+    hammer.assert_all_answered()
+    assert set(hammer.pids) - {hog}, "no new worker served"
+    assert pid_of_response(server) != hog
+    # It left gracefully, and the metrics say why.
+    server.wait_for_stderr(rf"Worker \[{hog}\] exited with code 0")
+    with RawClient(metrics_port) as client:
+        client.request("GET", "/metrics")
+        body = client.read_response().body.decode()
+    assert 'rsgi_worker_exits_total{reason="max_rss"} 1' in body, body
+
+
 def test_systemd_notify(servers, tmp_path):
     path = str(tmp_path / "notify.sock")
     notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)

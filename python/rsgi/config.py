@@ -720,8 +720,8 @@ class Config:
     workers: int = option(
         1,
         help="Number of worker processes. Above 1 (or with any of --preload, --reuse-port, "
-        "--pid, --limit-max-requests, --timeout-worker, --user, or NOTIFY_SOCKET set) a "
-        "master process binds the sockets and supervises the workers.",
+        "--pid, --limit-max-requests, --limit-max-rss, --timeout-worker, --user, or "
+        "NOTIFY_SOCKET set) a master process binds the sockets and supervises the workers.",
         group=PROCESSES,
         parse=parse_int,
         gunicorn=("workers",),
@@ -771,10 +771,25 @@ class Config:
         minimum=0,
         metavar="J",
     )
+    limit_max_rss: int | None = option(
+        None,
+        help="Replace a worker whose resident memory (RSS, sampled once a second) stays above "
+        "this many MiB for two samples in a row; the replacement starts serving before the "
+        "old worker stops. Pages shared with the master (--preload) count in each worker. "
+        "Under gunicorn (rsgi.Worker), set RSGI_LIMIT_MAX_RSS: the worker checks itself and "
+        "exits gracefully, and the arbiter replaces it. 0 is off.",
+        group=PROCESSES,
+        parse=parse_int,
+        validate=zero_is_off(check_int),
+        optional=True,
+        minimum=1,
+        metavar="MIB",
+    )
     timeout_worker: float | None = option(
         None,
         help="Kill (SIGABRT, then SIGKILL) and replace a serving worker whose event loop "
-        "has not run for this many seconds; the blocked stack is written to stderr. "
+        "has not run for this many seconds; the blocked stack is written to stderr (a "
+        "stopped worker, e.g. by SIGSTOP, has none to write: it gets SIGKILL at once). "
         "gunicorn's --timeout (its worker silent timeout); 0 is off.",
         group=PROCESSES,
         parse=parse_float,
@@ -1056,6 +1071,7 @@ class Config:
             or self.reuse_port
             or self.pid is not None
             or self.limit_max_requests is not None
+            or self.limit_max_rss is not None
             or self.timeout_worker is not None
             or self.user is not None
             or bool(environ.get("NOTIFY_SOCKET"))
@@ -1218,7 +1234,15 @@ def check_reload(config: Config) -> None:
         return
     if config.workers > 1:
         raise ConfigError("--reload and --workers greater than 1 cannot be used together")
-    master_only = ("preload", "reuse_port", "pid", "limit_max_requests", "timeout_worker", "user")
+    master_only = (
+        "preload",
+        "reuse_port",
+        "pid",
+        "limit_max_requests",
+        "limit_max_rss",
+        "timeout_worker",
+        "user",
+    )
     given = [name for name in master_only if getattr(config, name) not in (None, False)]
     if given:
         flags = ", ".join("--" + name.replace("_", "-") for name in given)

@@ -29,12 +29,14 @@ import logging
 import os
 import signal
 import sys
+import time
+from collections.abc import Mapping
 from typing import Any
 
 from gunicorn.arbiter import Arbiter
 from gunicorn.workers.base import Worker as GunicornWorker
 
-from rsgi.config import C_INT_MAX, Config, ConfigError, settings
+from rsgi.config import C_INT_MAX, Config, ConfigError, env_values, settings
 from rsgi.logs import LEVELS
 from rsgi.server import Server, new_event_loop
 
@@ -54,6 +56,13 @@ class RsgiWorker(GunicornWorker):
     #: count is checked on the same tick, so a shorter one overshoots max_requests less).
     HEARTBEAT = 1.0
     HEARTBEAT_MAX_REQUESTS = 0.1
+    #: limit_max_rss: seconds between two looks at the worker's resident memory, and how
+    #: many looks in a row must find it over the limit (a short peak is not a leak).
+    RSS_EVERY = 1.0
+    RSS_SAMPLES = 2
+
+    _rss_next = 0.0
+    _rss_over = 0
 
     server: _WorkerServer | None = None
     _ticker: asyncio.TimerHandle | None = None
@@ -78,6 +87,7 @@ class RsgiWorker(GunicornWorker):
             "log_level": cfg.loglevel.lower() if cfg.loglevel.lower() in LEVELS else "info",
             "access_log": self.access_log_wanted(),
             "access_log_format": cfg.access_log_format,
+            **rsgi_only_kwargs(os.environ),
         }
         if cfg.is_ssl:
             kwargs.update(self.ssl_kwargs())
@@ -198,14 +208,18 @@ class RsgiWorker(GunicornWorker):
     # -- heartbeat -----------------------------------------------------------------
 
     def tick(self) -> None:
-        """The heartbeat: tells the arbiter the loop is alive, and checks max_requests and
-        the parent process. Runs on the event loop, so a blocked loop misses it."""
+        """The heartbeat: tells the arbiter the loop is alive, and checks max_requests,
+        limit_max_rss and the parent process. Runs on the event loop, so a blocked loop
+        misses it."""
         self.notify()
         server = self.server
         if server is not None and server.core is not None:
             self.nr = server.core.requests()
             if self.alive and self.nr >= self.max_requests:
                 self.log.info("Autorestarting worker after current request.")
+                self.alive = False
+            limit = server.config.limit_max_rss
+            if self.alive and limit is not None and self.rss_over(limit):
                 self.alive = False
         if self.alive and self.ppid != os.getppid():
             self.log.info("Parent changed, shutting down: %s", self)
@@ -218,6 +232,30 @@ class RsgiWorker(GunicornWorker):
             # gunicorn passes half its --timeout: beat at least that often.
             interval = min(interval, self.timeout)
         self._ticker = asyncio.get_running_loop().call_later(interval, self.tick)
+
+    def rss_over(self, limit: int) -> bool:
+        """Whether the resident memory stayed over ``limit`` MiB for RSS_SAMPLES looks in a
+        row, looking once every RSS_EVERY seconds (the heartbeat may come more often). Then
+        the worker stops gracefully, as at max_requests, and the arbiter replaces it."""
+        now = time.monotonic()
+        if now < self._rss_next:
+            return False
+        self._rss_next = now + self.RSS_EVERY
+        rss = resident_bytes()
+        if rss is None or rss <= limit * MIB:
+            self._rss_over = 0
+            return False
+        self._rss_over += 1
+        if self._rss_over < self.RSS_SAMPLES:
+            return False
+        self.log.info(
+            "Worker [%d] uses %d MiB, over limit_max_rss %d (RSGI_LIMIT_MAX_RSS): "
+            "restarting it after its current requests.",
+            os.getpid(),
+            -(-rss // MIB),
+            limit,
+        )
+        return True
 
     # -- signals -------------------------------------------------------------------
 
@@ -259,6 +297,27 @@ class RsgiWorker(GunicornWorker):
 
 #: ``gunicorn -k rsgi.Worker``.
 Worker = RsgiWorker
+
+MIB = 1 << 20
+#: rsgi settings gunicorn has no name for: read from their RSGI_* variables.
+RSGI_ONLY = ("limit_max_rss",)
+
+
+def rsgi_only_kwargs(environ: Mapping[str, str]) -> dict[str, Any]:
+    """Config keyword arguments for RSGI_ONLY, from the environment."""
+    names = {name for s in settings() if s.name in RSGI_ONLY for name in s.env_names}
+    return env_values({key: value for key, value in environ.items() if key in names})
+
+
+def resident_bytes() -> int | None:
+    """This process's resident set size (``/proc/self/statm``); None without /proc."""
+    try:
+        with open("/proc/self/statm") as statm:
+            pages = int(statm.read().split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+    return pages * os.sysconf("SC_PAGE_SIZE")
+
 
 # gunicorn's bounds on its request limits (gunicorn/http/message.py).
 GUNICORN_MAX_REQUEST_LINE = 8190

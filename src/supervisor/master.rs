@@ -24,9 +24,12 @@ use super::protocol::Message;
 use super::signals::SignalPipe;
 use super::sockets::Sockets;
 use super::state::{Inherited, InheritedWorker, STATE_VAR};
+use super::usage;
 
 /// The longest the master sleeps between two looks at its workers.
 const MAX_WAIT: Duration = Duration::from_secs(1);
+/// How often the workers' memory is sampled (`--limit-max-rss`).
+const RSS_EVERY: Duration = Duration::from_secs(1);
 
 /// The Python side the master calls into.
 pub struct Hooks {
@@ -60,6 +63,8 @@ pub struct Master {
     exit_code: Option<i32>,
     /// `--metrics-bind`: the endpoint and the workers' shared counters.
     metrics: Option<MetricsPort>,
+    /// When the workers' memory is next sampled (`--limit-max-rss`).
+    next_rss: Instant,
 }
 
 impl Master {
@@ -88,6 +93,7 @@ impl Master {
             pid_file: None,
             exit_code: None,
             metrics,
+            next_rss: Instant::now(),
         })
     }
 
@@ -147,6 +153,9 @@ impl Master {
             for (pid, status) in self.reap() {
                 self.feed(py, hooks, Event::Exited { pid, status })?;
             }
+            for (pid, bytes) in self.sample_rss() {
+                self.feed(py, hooks, Event::Rss { pid, bytes })?;
+            }
             self.feed(py, hooks, Event::Tick)?;
             if let Some(code) = self.exit_code {
                 return Ok(code);
@@ -192,6 +201,10 @@ impl Master {
             Action::Kill { pid, signal } => {
                 let _ = kill(pid, signal);
             }
+            Action::Inspect { pid } => {
+                let stopped = usage::read(pid).is_some_and(|u| u.stopped);
+                return Ok(Some(Event::Inspected { pid, stopped }));
+            }
             Action::CloseSockets => self.sockets.close(),
             Action::ReopenLogs => reopen_logs(py),
             Action::RecordExit(reason) => {
@@ -215,6 +228,7 @@ impl Master {
         let until = [
             Some(now + MAX_WAIT),
             self.policy.next_deadline(now),
+            self.policy.wants_rss().then_some(self.next_rss),
             self.metrics.as_ref().and_then(MetricsPort::next_deadline),
         ]
         .into_iter()
@@ -264,6 +278,20 @@ impl Master {
             }
         }
         seen
+    }
+
+    /// Each worker's resident memory, once every [`RSS_EVERY`] when the policy wants it.
+    fn sample_rss(&mut self) -> Vec<(Pid, u64)> {
+        let now = Instant::now();
+        if !self.policy.wants_rss() || now < self.next_rss {
+            return Vec::new();
+        }
+        self.next_rss = now + RSS_EVERY;
+        let sampled = self.children.iter().filter_map(|c| {
+            let rss = usage::read(c.pid)?.rss;
+            Some((c.pid, rss))
+        });
+        sampled.collect()
     }
 
     /// The workers that exited, each with how.

@@ -193,8 +193,9 @@ impl MetricsPort {
 }
 
 /// Why a worker process ended: asked to stop (reload, max requests, scaling down, shutdown),
-/// killed after not stopping in time, killed for a blocked event loop, or died on its own.
-pub const EXIT_REASONS: [&str; 4] = ["stopped", "stop_timeout", "blocked", "crashed"];
+/// killed after not stopping in time, killed for a blocked event loop, died on its own, or
+/// replaced for its memory use (`--limit-max-rss`).
+pub const EXIT_REASONS: [&str; 5] = ["stopped", "stop_timeout", "blocked", "crashed", "max_rss"];
 
 /// The master's own metric families.
 fn master_families(workers: usize, exits: &[u64]) -> String {
@@ -223,5 +224,7 @@ mod tests {
         assert!(text.contains("\nrsgi_worker_exits_total{reason=\"stopped\"} 7\n"));
         assert!(text.ends_with("\nrsgi_worker_exits_total{reason=\"crashed\"} 2\n"));
         assert_eq!(text.matches("# TYPE").count(), 2);
+        let text = master_families(3, &[7, 0, 1, 2, 4]);
+        assert!(text.ends_with("\nrsgi_worker_exits_total{reason=\"max_rss\"} 4\n"));
     }
 }

@@ -15,6 +15,7 @@ pub mod protocol;
 mod signals;
 mod sockets;
 mod state;
+mod usage;
 
 use std::cell::RefCell;
 use std::io;
@@ -59,6 +60,7 @@ impl Supervisor {
             limit: config.getattr("limit_max_requests")?.extract()?,
             jitter: config.getattr("limit_max_requests_jitter")?.extract()?,
             timeout: duration(config.getattr("timeout_worker")?.extract()?)?,
+            max_rss: config.getattr("limit_max_rss")?.extract()?,
             graceful: duration(config.getattr("timeout_graceful_shutdown")?.extract()?)?
                 .unwrap_or_default(),
             shutdown_delay: duration(config.getattr("shutdown_delay")?.extract()?)?

@@ -4,13 +4,14 @@
 //! It makes no system call, reads no clock (every event comes with `now`) and calls no Python,
 //! so its tests run in microseconds.
 //!
-//! A worker's life: forked (booting) -> ready (it said `R`) -> possibly retiring (a reload or
-//! its request limit asked for a replacement; it keeps serving until the replacements are
-//! ready) -> stopping (a signal was sent; SIGKILL follows at a deadline).
+//! A worker's life: forked (booting) -> ready (it said `R`) -> possibly retiring (a reload,
+//! its request limit or its memory use asked for a replacement; it keeps serving until the
+//! replacements are ready) -> stopping (a signal was sent; SIGKILL follows at a deadline).
 //!
 //! Invariants:
 //! - Every [`Action::Fork`] is answered, before any other event, by [`Event::Forked`] or
 //!   [`Event::ForkFailed`]; one fork is asked for at a time.
+//! - Every [`Action::Inspect`] is answered, before any other event, by [`Event::Inspected`].
 //! - A retiring worker is stopped only once `target` non-retiring workers are ready, so a
 //!   reload or a recycling leaves no moment with fewer serving workers.
 //! - Every stopping worker has a deadline, after which it gets SIGKILL once.
@@ -34,6 +35,10 @@ const QUICK_GRACE: Duration = Duration::from_secs(3);
 /// Pause before replacing a worker that died before it was ready, so that a crash at import
 /// does not become a fork loop.
 const RESPAWN_BACKOFF: Duration = Duration::from_secs(1);
+/// How many samples in a row (the master takes one a second) a worker's resident memory must
+/// be over `--limit-max-rss` before it is replaced: a short peak is not a leak.
+const RSS_SAMPLES: u32 = 2;
+const MIB: u64 = 1 << 20;
 
 /// A log record's level, as Python's `logging` numbers it.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -55,6 +60,8 @@ pub struct Settings {
     pub limit: Option<u64>,
     pub jitter: u64,
     pub timeout: Option<Duration>,
+    /// `--limit-max-rss`, in MiB.
+    pub max_rss: Option<u64>,
     /// `--timeout-graceful-shutdown`.
     pub graceful: Duration,
     /// `--shutdown-delay`: for a stop of the whole server only (see [`GracefulStop`]).
@@ -81,6 +88,8 @@ pub enum ExitReason {
     StopTimeout,
     /// Not asked to stop.
     Crashed,
+    /// Replaced for its memory use (`--limit-max-rss`), and exited 0.
+    MaxRss,
 }
 
 impl ExitReason {
@@ -90,6 +99,7 @@ impl ExitReason {
             ExitReason::Stopped => "stopped",
             ExitReason::StopTimeout => "stop_timeout",
             ExitReason::Crashed => "crashed",
+            ExitReason::MaxRss => "max_rss",
         }
     }
 }
@@ -122,6 +132,16 @@ pub enum Event {
         status: Exit,
     },
     Signal(Signal),
+    /// The answer to [`Action::Inspect`]: whether the worker is stopped (SIGSTOP, a debugger).
+    Inspected {
+        pid: Pid,
+        stopped: bool,
+    },
+    /// A worker's resident memory, sampled once a second with `--limit-max-rss`.
+    Rss {
+        pid: Pid,
+        bytes: u64,
+    },
     /// `execve` failed; the master goes on with its workers.
     ReExecFailed {
         error: String,
@@ -174,6 +194,10 @@ pub enum Action {
         pid: Pid,
         signal: Signal,
     },
+    /// Tell whether a worker is stopped; answer with [`Event::Inspected`].
+    Inspect {
+        pid: Pid,
+    },
     /// Close the master's copy of the listening sockets, so that new connections are refused
     /// as soon as the workers stop accepting.
     CloseSockets,
@@ -222,6 +246,7 @@ impl GracefulStop {
 enum Retire {
     Reload,
     MaxRequests,
+    MaxRss,
 }
 
 struct Stopping {
@@ -238,6 +263,8 @@ struct Worker {
     retiring: Option<Retire>,
     stop: Option<Stopping>,
     timed_out: bool,
+    /// Samples in a row over `--limit-max-rss`.
+    over_rss: u32,
 }
 
 impl Worker {
@@ -322,6 +349,7 @@ impl Policy {
                     killed: false,
                 }),
                 timed_out: false,
+                over_rss: 0,
             });
         }
     }
@@ -339,10 +367,17 @@ impl Policy {
             Event::Message { pid, message } => self.on_message(pid, message, now),
             Event::Exited { pid, status } => self.on_exit(pid, status, now),
             Event::Signal(signal) => self.on_signal(signal, now),
+            Event::Inspected { pid, stopped } => self.abort_hung(pid, stopped, now),
+            Event::Rss { pid, bytes } => self.check_rss(pid, bytes),
             Event::ReExecFailed { error } => self.reexec_failed(&error),
             Event::Tick => self.tick(now),
         }
         std::mem::take(&mut self.out)
+    }
+
+    /// Whether the master should sample the workers' memory (and send [`Event::Rss`]).
+    pub fn wants_rss(&self) -> bool {
+        self.settings.max_rss.is_some()
     }
 
     /// Workers that serve and are not stopping (retiring ones still serve).
@@ -625,6 +660,7 @@ impl Policy {
             retiring: None,
             stop: None,
             timed_out: false,
+            over_rss: 0,
         });
         let note = match limit {
             Some(n) => format!(" (request limit {n})"),
@@ -727,15 +763,16 @@ impl Policy {
         self.kill(pid, Signal::SIGKILL);
     }
 
-    /// A ready worker whose event loop sent nothing for `--timeout-worker` gets SIGABRT. A
-    /// booting one is not judged: importing the app may take long.
+    /// A ready worker whose event loop sent nothing for `--timeout-worker` is stopping from
+    /// now on (its replacement can be forked); the master is asked whether it is stopped
+    /// before it is signalled ([`Policy::abort_hung`]). A booting one is not judged: importing
+    /// the app may take long.
     fn abort_if_hung(&mut self, i: usize, now: Instant) {
         let Some(timeout) = self.settings.timeout else {
             return;
         };
         let w = &mut self.workers[i];
-        let silent = now.saturating_duration_since(w.last_beat);
-        if !w.ready || silent <= timeout {
+        if !w.ready || now.saturating_duration_since(w.last_beat) <= timeout {
             return;
         }
         w.timed_out = true;
@@ -745,13 +782,59 @@ impl Policy {
             killed: false,
         });
         let pid = w.pid;
-        let note = format!(
-            "Worker [{pid}] timed out: its event loop has not run for {:.1} s; \
-             sending SIGABRT (its stack follows on stderr)",
-            silent.as_secs_f64()
-        );
+        self.out.push(Action::Inspect { pid });
+    }
+
+    /// A hung worker gets SIGABRT, whose handler (faulthandler) writes its stack. A stopped
+    /// one cannot run a handler: SIGABRT would only wait for the SIGKILL deadline, and no
+    /// stack would come, so it gets SIGKILL at once.
+    fn abort_hung(&mut self, pid: Pid, stopped: bool, now: Instant) {
+        let Some(i) = self.index(pid) else { return };
+        let w = &mut self.workers[i];
+        let Some(stop) = w.stop.as_mut().filter(|_| w.timed_out) else {
+            return;
+        };
+        let silent = now.saturating_duration_since(w.last_beat).as_secs_f64();
+        let what =
+            format!("Worker [{pid}] timed out: its event loop has not run for {silent:.1} s");
+        let (signal, note) = if stopped {
+            stop.signal = Signal::SIGKILL;
+            stop.killed = true;
+            let why = "it is stopped (SIGSTOP or a debugger), so no stack can be shown";
+            (Signal::SIGKILL, format!("{what}; {why}: sending SIGKILL"))
+        } else {
+            let note = format!("{what}; sending SIGABRT (its stack follows on stderr)");
+            (Signal::SIGABRT, note)
+        };
         self.log(Level::Critical, note);
-        self.kill(pid, Signal::SIGABRT);
+        self.kill(pid, signal);
+    }
+
+    /// A serving worker over `--limit-max-rss` for [`RSS_SAMPLES`] samples in a row retires
+    /// as at its request limit: its replacement serves before it stops.
+    fn check_rss(&mut self, pid: Pid, bytes: u64) {
+        let (Some(limit), Some(i)) = (self.settings.max_rss, self.index(pid)) else {
+            return;
+        };
+        let w = &mut self.workers[i];
+        if !w.ready || !w.active() {
+            return;
+        }
+        if bytes <= limit * MIB {
+            w.over_rss = 0;
+            return;
+        }
+        w.over_rss += 1;
+        if w.over_rss < RSS_SAMPLES {
+            return;
+        }
+        w.retiring = Some(Retire::MaxRss);
+        let note = format!(
+            "Worker {} [{pid}] uses {} MiB, over --limit-max-rss {limit}: starting its replacement",
+            w.serial,
+            bytes.div_ceil(MIB)
+        );
+        self.log(Level::Warning, note);
     }
 
     /// Forks, retires and stops workers to move towards `target` ready workers.
@@ -806,6 +889,9 @@ impl Policy {
                 Some(Retire::MaxRequests) => {
                     self.replace_worker(i, "replaced after its request limit", now)
                 }
+                Some(Retire::MaxRss) => {
+                    self.replace_worker(i, "replaced for its memory use (--limit-max-rss)", now)
+                }
                 None => {}
             }
         }
@@ -826,6 +912,7 @@ impl Policy {
 fn exit_reason(w: &Worker, asked: bool, status: Exit) -> ExitReason {
     match (w.timed_out, asked, status == Exit::Code(0)) {
         (true, _, _) => ExitReason::Blocked,
+        (false, true, true) if w.retiring == Some(Retire::MaxRss) => ExitReason::MaxRss,
         (false, true, true) => ExitReason::Stopped,
         (false, true, false) => ExitReason::StopTimeout,
         (false, false, _) => ExitReason::Crashed,

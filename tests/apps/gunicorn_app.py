@@ -2,6 +2,7 @@
 
 Every response body starts with the worker's pid, so a test can tell workers apart.
 ``GUNICORN_TEST_DIR`` names a directory where ``/slow`` notes that it started.
+``/hog?mib=N`` allocates N MiB, touched so that it is resident, and keeps it (a leak).
 """
 
 from __future__ import annotations
@@ -12,6 +13,9 @@ import time
 from urllib.parse import parse_qs
 
 from _lifespan import lifespan
+
+# What /hog keeps.
+LEAKED: list[bytes] = []
 
 
 def query(scope) -> dict[str, str]:
@@ -45,6 +49,9 @@ async def app(scope, receive, send):
     elif path == "/client":
         client = scope.get("client") or ("-", 0)
         await respond(send, f"{client[0]} {scope['scheme']}".encode())
+    elif path == "/hog":
+        LEAKED.append(b"\x01" * (int(params.get("mib", "0")) << 20))
+        await respond(send, pid)
     elif path == "/raise":
         raise RuntimeError("boom from the app")
     elif path == "/block":

@@ -3,6 +3,7 @@
 - ``GET /``: the worker's pid, as text.
 - ``GET /slow?t=S``: sleeps S seconds on the event loop, then answers its pid.
 - ``GET /block?t=S``: blocks the event loop with time.sleep(S) (a hung worker).
+- ``GET /hog?mib=N``: allocates N MiB, touched so that it is resident, and keeps it (a leak).
 - ``SUP_VERSION`` (environment) or the module ``supervisor_version`` next to the app,
   when present, is sent in the ``x-version`` header: reload tests change it.
 - ``GET /listen-env``: the ``LISTEN_*`` variables the worker's app sees, and those a child
@@ -25,6 +26,9 @@ try:
     from supervisor_version import VERSION
 except ImportError:
     VERSION = os.environ.get("SUP_VERSION", "none")
+
+# What /hog keeps.
+LEAKED: list[bytes] = []
 
 
 async def lifespan(receive, send) -> None:
@@ -50,6 +54,8 @@ async def app(scope, receive, send):
         await asyncio.sleep(seconds)
     elif scope["path"] == "/block":
         time.sleep(seconds)
+    elif scope["path"] == "/hog":
+        LEAKED.append(b"\x01" * (int(query.get("mib", "0")) << 20))
     body = str(os.getpid()).encode()
     if scope["path"] == "/listen-env":
         body = listen_env().encode()

@@ -13,6 +13,7 @@ fn settings(workers: usize) -> Settings {
         limit: None,
         jitter: 0,
         timeout: None,
+        max_rss: None,
         graceful: Duration::from_secs(30),
         shutdown_delay: Duration::from_secs(5),
     }
@@ -26,6 +27,8 @@ struct Sim {
     forked: Vec<Pid>,
     /// The next fork fails.
     fail_fork: bool,
+    /// Workers stopped by SIGSTOP, as [`Action::Inspect`] finds them.
+    stopped: Vec<Pid>,
 }
 
 impl Sim {
@@ -40,6 +43,7 @@ impl Sim {
             now,
             forked: Vec::new(),
             fail_fork: false,
+            stopped: Vec::new(),
         }
     }
 
@@ -55,18 +59,21 @@ impl Sim {
         sim
     }
 
-    /// Feeds one event, answering forks as the real loop does; returns every action, the
-    /// answers to a fork's outcome right after the fork.
+    /// Feeds one event, answering forks and inspections as the real loop does; returns every
+    /// action, the answers to an outcome right after the action.
     fn feed(&mut self, event: Event) -> Vec<Action> {
         let mut done = Vec::new();
         for action in self.policy.handle(event, self.now) {
-            let fork = match action {
-                Action::Fork { serial, .. } => Some(serial),
+            let outcome = match action {
+                Action::Fork { serial, .. } => Some(self.fork(serial)),
+                Action::Inspect { pid } => Some(Event::Inspected {
+                    pid,
+                    stopped: self.stopped.contains(&pid),
+                }),
                 _ => None,
             };
             done.push(action);
-            if let Some(serial) = fork {
-                let outcome = self.fork(serial);
+            if let Some(outcome) = outcome {
                 done.extend(self.feed(outcome));
             }
         }
@@ -108,6 +115,16 @@ impl Sim {
 
     fn signal(&mut self, signal: Signal) -> Vec<Action> {
         self.feed(Event::Signal(signal))
+    }
+
+    /// A memory sample of `pid`, in MiB, then the tick that follows it in the loop.
+    fn rss(&mut self, pid: Pid, mib: u64) -> Vec<Action> {
+        let mut done = self.feed(Event::Rss {
+            pid,
+            bytes: mib << 20,
+        });
+        done.extend(self.after(SEC));
+        done
     }
 }
 
@@ -473,6 +490,25 @@ fn a_hung_worker_is_replaced_and_gets_sigabrt_then_sigkill() {
 }
 
 #[test]
+fn a_stopped_worker_that_times_out_is_killed_at_once_without_a_stack() {
+    let mut sim = timing_out();
+    sim.stopped.push(pid(0));
+    let hung = sim.after(11 * SEC);
+    assert!(hung.contains(&Action::Inspect { pid: pid(0) }));
+    let (level, line) = logged(&hung, "timed out").expect("logged");
+    assert_eq!(level, Level::Critical);
+    assert!(line.contains("has not run for 11.0 s"), "{line}");
+    assert!(line.contains("is stopped (SIGSTOP"), "{line}");
+    assert!(!line.contains("stack follows"), "{line}");
+    assert_eq!(kills(&hung), [(pid(0), Signal::SIGKILL)], "no SIGABRT");
+    assert_eq!(forks(&hung), [2], "its replacement boots at once");
+    assert!(sim.after(10 * SEC).is_empty(), "SIGKILL goes once");
+    let gone = sim.exited(pid(0), Exit::Signal(Signal::SIGKILL));
+    assert!(gone.contains(&Action::RecordExit(ExitReason::Blocked)));
+    assert!(logged(&gone, "was killed by signal SIGKILL after timing out").is_some());
+}
+
+#[test]
 fn heartbeats_keep_a_worker_from_timing_out() {
     let mut sim = timing_out();
     for _ in 0..20 {
@@ -690,8 +726,77 @@ fn every_exit_reason_is_a_metrics_label() {
         ExitReason::Stopped,
         ExitReason::StopTimeout,
         ExitReason::Crashed,
+        ExitReason::MaxRss,
     ];
     for reason in reasons {
         assert!(EXIT_REASONS.contains(&reason.as_str()), "{reason:?}");
+    }
+}
+
+fn limiting_rss() -> Sim {
+    Sim::serving(Settings {
+        max_rss: Some(512),
+        ..settings(1)
+    })
+}
+
+#[test]
+fn a_worker_over_the_rss_limit_once_is_left_alone() {
+    let mut sim = limiting_rss();
+    assert!(sim.policy.wants_rss());
+    assert!(sim.rss(pid(0), 600).is_empty());
+    assert!(
+        sim.rss(pid(0), 512).is_empty(),
+        "at the limit is not over it"
+    );
+    assert!(
+        sim.rss(pid(0), 600).is_empty(),
+        "back under resets the count"
+    );
+    assert!(sim.rss(pid(0), 100).is_empty());
+}
+
+#[test]
+fn a_worker_over_the_rss_limit_twice_is_replaced_before_it_stops() {
+    let mut sim = limiting_rss();
+    sim.rss(pid(0), 600);
+    let over = sim.rss(pid(0), 612);
+    let (level, line) = logged(&over, "--limit-max-rss").expect("logged");
+    assert_eq!(level, Level::Warning);
+    assert_eq!(
+        line,
+        "Worker 1 [1000] uses 612 MiB, over --limit-max-rss 512: starting its replacement"
+    );
+    assert_eq!(forks(&over), [2]);
+    assert!(kills(&over).is_empty(), "it serves until replaced");
+    assert!(sim.rss(pid(0), 700).is_empty(), "once is enough");
+    let retired = sim.ready(pid(1));
+    assert!(kills(&retired).is_empty(), "retired on the tick");
+    let retired = sim.tick();
+    assert_eq!(kills(&retired), [(pid(0), Signal::SIGUSR2)]);
+    assert!(logged(&retired, "replaced for its memory use").is_some());
+    let gone = sim.exited(pid(0), Exit::Code(0));
+    assert!(gone.contains(&Action::RecordExit(ExitReason::MaxRss)));
+    assert!(forks(&sim.tick()).is_empty(), "replaced already");
+}
+
+#[test]
+fn rss_is_not_judged_while_booting_nor_without_a_limit() {
+    let mut sim = Sim::new(Settings {
+        max_rss: Some(512),
+        ..settings(1)
+    });
+    sim.feed(start());
+    sim.tick();
+    for _ in 0..5 {
+        assert!(
+            sim.rss(pid(0), 4096).is_empty(),
+            "importing may take memory"
+        );
+    }
+    let mut sim = Sim::serving(settings(1));
+    assert!(!sim.policy.wants_rss());
+    for _ in 0..5 {
+        assert!(sim.rss(pid(0), 4096).is_empty());
     }
 }
