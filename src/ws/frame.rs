@@ -154,28 +154,33 @@ pub fn apply_mask(buf: &mut [u8], key: [u8; 4]) {
     }
 }
 
+/// A client's frame (masked with `key`), as tests send it: first byte `b0`, then the length.
+#[cfg(test)]
+pub(crate) fn client_frame(b0: u8, payload: &[u8], key: [u8; 4]) -> Vec<u8> {
+    let mut out = vec![b0];
+    let len = payload.len();
+    if len < 126 {
+        out.push(0x80 | len as u8);
+    } else if len <= 0xFFFF {
+        out.push(0x80 | 126);
+        out.extend_from_slice(&(len as u16).to_be_bytes());
+    } else {
+        out.push(0x80 | 127);
+        out.extend_from_slice(&(len as u64).to_be_bytes());
+    }
+    out.extend_from_slice(&key);
+    let mut p = payload.to_vec();
+    apply_mask(&mut p, key);
+    out.extend_from_slice(&p);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn masked(b0: u8, payload: &[u8]) -> Vec<u8> {
-        let key = [1, 2, 3, 4];
-        let mut out = vec![b0];
-        let len = payload.len();
-        if len < 126 {
-            out.push(0x80 | len as u8);
-        } else if len <= 0xFFFF {
-            out.push(0x80 | 126);
-            out.extend_from_slice(&(len as u16).to_be_bytes());
-        } else {
-            out.push(0x80 | 127);
-            out.extend_from_slice(&(len as u64).to_be_bytes());
-        }
-        out.extend_from_slice(&key);
-        let mut p = payload.to_vec();
-        apply_mask(&mut p, key);
-        out.extend_from_slice(&p);
-        out
+        client_frame(b0, payload, [1, 2, 3, 4])
     }
 
     #[test]

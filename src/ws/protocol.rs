@@ -627,23 +627,7 @@ mod tests {
 
     /// A masked client frame.
     fn client(b0: u8, payload: &[u8]) -> Vec<u8> {
-        let key = [0x37, 0xFA, 0x21, 0x3D];
-        let mut out = vec![b0];
-        let len = payload.len();
-        if len < 126 {
-            out.push(0x80 | len as u8);
-        } else if len <= 0xFFFF {
-            out.push(0x80 | 126);
-            out.extend_from_slice(&(len as u16).to_be_bytes());
-        } else {
-            out.push(0x80 | 127);
-            out.extend_from_slice(&(len as u64).to_be_bytes());
-        }
-        out.extend_from_slice(&key);
-        let mut p = payload.to_vec();
-        frame::apply_mask(&mut p, key);
-        out.extend_from_slice(&p);
-        out
+        frame::client_frame(b0, payload, [0x37, 0xFA, 0x21, 0x3D])
     }
 
     fn client_close(code: u16, reason: &[u8]) -> Vec<u8> {
