@@ -3,21 +3,6 @@
 Served from this directory as `hello:app`.
 """
 
-from _lifespan import lifespan
+from _fixed import fixed_body_app
 
-BODY = b"Hello, world!"
-CONTENT_LENGTH = str(len(BODY)).encode()
-
-
-async def app(scope, receive, send):
-    if scope["type"] == "http":
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [(b"content-type", b"text/plain"), (b"content-length", CONTENT_LENGTH)],
-            }
-        )
-        await send({"type": "http.response.body", "body": BODY})
-    elif scope["type"] == "lifespan":
-        await lifespan(receive, send)
+app = fixed_body_app(b"Hello, world!", b"text/plain")

@@ -6,23 +6,13 @@ connections: the ideal is 512 / 10 ms = 51.2k requests/s). Served as `sleep:app`
 
 import asyncio
 
-from _lifespan import lifespan
+from _fixed import fixed_body_app
 
 DELAY = 0.010
-BODY = b"Hello, world!"
-CONTENT_LENGTH = str(len(BODY)).encode()
+hello = fixed_body_app(b"Hello, world!", b"text/plain")
 
 
 async def app(scope, receive, send):
     if scope["type"] == "http":
         await asyncio.sleep(DELAY)
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [(b"content-type", b"text/plain"), (b"content-length", CONTENT_LENGTH)],
-            }
-        )
-        await send({"type": "http.response.body", "body": BODY})
-    elif scope["type"] == "lifespan":
-        await lifespan(receive, send)
+    await hello(scope, receive, send)

@@ -3,6 +3,7 @@
 Used with a 1 MiB POST (benches/lua/upload.lua). Served as `upload:app`.
 """
 
+from _fixed import respond
 from _lifespan import lifespan
 
 
@@ -16,17 +17,6 @@ async def app(scope, receive, send):
                 return
             size += len(message.get("body", b""))
             more = message.get("more_body", False)
-        body = str(size).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [
-                    (b"content-type", b"text/plain"),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        await respond(send, str(size).encode())
     elif scope["type"] == "lifespan":
         await lifespan(receive, send)

@@ -3,6 +3,7 @@
 Plain HTTP requests get `ok` so a harness can probe readiness. Served as `ws_echo:app`.
 """
 
+from _fixed import respond
 from _lifespan import lifespan
 
 
@@ -23,13 +24,6 @@ async def app(scope, receive, send):
             elif message["type"] == "websocket.disconnect":
                 return
     elif scope["type"] == "http":
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [(b"content-type", b"text/plain"), (b"content-length", b"2")],
-            }
-        )
-        await send({"type": "http.response.body", "body": b"ok"})
+        await respond(send, b"ok")
     elif scope["type"] == "lifespan":
         await lifespan(receive, send)
