@@ -94,16 +94,27 @@ def bind_one(kind: str, where: object, port: object, backlog: int) -> socket.soc
         remove_stale_socket(where)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.bind(where)
-    else:
-        assert isinstance(where, str) and isinstance(port, int)
-        info = socket.getaddrinfo(where, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
-        family, kind_, proto, _, address = info[0]
-        sock = socket.socket(family, kind_, proto)
+        sock.listen(backlog)
+        return sock
+    assert isinstance(where, str) and isinstance(port, int)
+    return bind_tcp(where, port, backlog)
+
+
+def bind_tcp(host: str, port: int, backlog: int) -> socket.socket:
+    """A listening TCP socket on host:port (an IPv6 one takes IPv4 too); closed again if it
+    cannot bind or listen."""
+    info = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    family, kind, proto, _, address = info[0]
+    sock = socket.socket(family, kind, proto)
+    try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
         sock.bind(address)
-    sock.listen(backlog)
+        sock.listen(backlog)
+    except BaseException:
+        sock.close()
+        raise
     return sock
 
 

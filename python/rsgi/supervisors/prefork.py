@@ -23,7 +23,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, NoReturn
 
 from rsgi import _rsgi, hooks, process
@@ -117,8 +117,9 @@ def worker_main(
     """A forked worker's whole life; ends the process with the worker's exit code."""
     code = 1
     master = hooks.Master(config, os.getppid())
+    factory = functools.partial(WorkerServer, channel=channel, max_requests=max_requests)
     try:
-        code = run_worker(config, app, fds, channel, max_requests, serial, master)
+        code = run_worker(config, app, fds, factory, serial, master)
     except SystemExit as exc:
         code = exit_code(exc.code)
     except BaseException:
@@ -132,8 +133,7 @@ def run_worker(
     config: Config,
     app: Any,
     fds: list[int],
-    channel: int,
-    max_requests: int | None,
+    factory: Callable[..., WorkerServer],
     serial: int,
     master: hooks.Master,
 ) -> int:
@@ -153,7 +153,6 @@ def run_worker(
     # --timeout-worker ends a hung worker with SIGABRT: write every thread's stack first.
     with contextlib.suppress(Exception):
         faulthandler.enable(file=sys.stderr, all_threads=True)
-    factory = functools.partial(WorkerServer, channel=channel, max_requests=max_requests)
     hooks.call(config, "post_fork", master, hooks.Worker(config, serial))
     # --user and --group: after the sockets were bound (by the master) and before the app
     # is loaded, as gunicorn's workers do.

@@ -24,7 +24,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from rsgi import logs
+from rsgi import logs, process
 from rsgi.config import Config, ConfigError
 
 logger = logging.getLogger("rsgi.error")
@@ -109,25 +109,10 @@ def listening_sockets(config: Config) -> list[socket.socket]:
         return [socket.socket(fileno=os.dup(config.fd))]
     if config.uds is not None:
         return [bind_unix(config.uds, config.backlog)]
-    return [bind_tcp(config.host, config.port, config.backlog)]
-
-
-def bind_tcp(host: str, port: int, backlog: int) -> socket.socket:
     try:
-        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
-        sock = socket.socket(family, kind, proto)
+        return [process.bind_tcp(config.host, config.port, config.backlog)]
     except OSError as exc:
-        raise ConfigError(f"cannot bind {host}:{port}: {exc}") from None
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        if family == socket.AF_INET6:
-            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-        sock.bind(address)
-        sock.listen(backlog)
-    except OSError as exc:
-        sock.close()
-        raise ConfigError(f"cannot bind {host}:{port}: {exc}") from None
-    return sock
+        raise ConfigError(f"cannot bind {config.host}:{config.port}: {exc}") from None
 
 
 def bind_unix(path: str, backlog: int) -> socket.socket:
