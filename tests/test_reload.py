@@ -68,6 +68,21 @@ def wait_for_message(port: int, message: str) -> int:
     return result[1]
 
 
+def spawn_reloading(app_dir: Path, *args: str, **kwargs):
+    """``rsgi --reload`` on reload_app.py in ``app_dir``, watching that directory."""
+    return spawn_server(
+        "reload_app:app",
+        "--reload",
+        "--reload-dir",
+        str(app_dir),
+        "--lifespan",
+        "off",
+        *args,
+        app_dir=app_dir,
+        **kwargs,
+    )
+
+
 @pytest.fixture
 def reloading(tmp_path):
     """Starts ``rsgi --reload`` on an app in tmp_path; yields (server, app directory)."""
@@ -75,16 +90,7 @@ def reloading(tmp_path):
 
     def start(*args: str, message: str = "one"):
         write_app(tmp_path, message)
-        server = spawn_server(
-            "reload_app:app",
-            "--reload",
-            "--reload-dir",
-            str(tmp_path),
-            "--lifespan",
-            "off",
-            *args,
-            app_dir=tmp_path,
-        )
+        server = spawn_reloading(tmp_path, *args)
         servers.append(server)
         wait_until_accepting(server)
         wait_for_message(server.port, message)
@@ -192,17 +198,7 @@ def test_server_stops_when_reloader_is_killed(reloading):
 def test_reload_on_a_unix_socket(tmp_path):
     write_app(tmp_path, "one")
     uds = str(tmp_path / "rsgi.sock")
-    server = spawn_server(
-        "reload_app:app",
-        "--reload",
-        "--reload-dir",
-        str(tmp_path),
-        "--lifespan",
-        "off",
-        app_dir=tmp_path,
-        port=False,
-        uds=uds,
-    )
+    server = spawn_reloading(tmp_path, port=False, uds=uds)
 
     def message() -> str | None:
         try:
