@@ -37,26 +37,34 @@ def test_post_pydantic_model(client):
     assert resp.json() == {"name": "widget", "price": 2.5, "tags": ["a", "b"], "double": 5.0}
 
 
-def test_validation_error_body(client):
-    resp = client.post("/items", json={"price": "abc"})
+@pytest.mark.parametrize(
+    ("method", "path", "body", "expected"),
+    [
+        (
+            "POST",
+            "/items",
+            {"price": "abc"},
+            b'{"detail":[{"type":"missing","loc":["body","name"],"msg":"Field required",'
+            b'"input":{"price":"abc"}},{"type":"float_parsing","loc":["body","price"],'
+            b'"msg":"Input should be a valid number, unable to parse string as a number",'
+            b'"input":"abc"}]}',
+        ),
+        (
+            "GET",
+            "/items/notint",
+            None,
+            b'{"detail":[{"type":"int_parsing","loc":["path","item_id"],'
+            b'"msg":"Input should be a valid integer, unable to parse string as an integer",'
+            b'"input":"notint"}]}',
+        ),
+    ],
+    ids=["validation_error_body", "path_param_validation_error"],
+)
+def test_validation_error(client, method, path, body, expected):
+    resp = client.request(method, path, json=body)
     assert resp.status_code == 422
     assert resp.headers["content-type"] == "application/json"
-    assert resp.content == (
-        b'{"detail":[{"type":"missing","loc":["body","name"],"msg":"Field required",'
-        b'"input":{"price":"abc"}},{"type":"float_parsing","loc":["body","price"],'
-        b'"msg":"Input should be a valid number, unable to parse string as a number",'
-        b'"input":"abc"}]}'
-    )
-
-
-def test_path_param_validation_error(client):
-    resp = client.get("/items/notint")
-    assert resp.status_code == 422
-    assert resp.content == (
-        b'{"detail":[{"type":"int_parsing","loc":["path","item_id"],'
-        b'"msg":"Input should be a valid integer, unable to parse string as an integer",'
-        b'"input":"notint"}]}'
-    )
+    assert resp.content == expected
 
 
 def test_sync_route_runs_in_thread(client):

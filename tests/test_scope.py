@@ -65,19 +65,22 @@ def test_http_version_method_scheme(basic):
     assert basic["types"]["method"] == "str"
 
 
-def test_path_is_percent_decoded_utf8(basic):
-    assert basic["scope"]["path"] == "/café/a b"
-    assert basic["types"]["path"] == "str"
-
-
-def test_raw_path_is_exact_bytes_without_query(basic):
-    assert basic["scope"]["raw_path"] == "/caf%C3%A9/a%20b"
-    assert basic["types"]["raw_path"] == "bytes"
-
-
-def test_query_string_is_raw_bytes(basic):
-    assert basic["scope"]["query_string"] == "a=1&b=%20"
-    assert basic["types"]["query_string"] == "bytes"
+@pytest.mark.parametrize(
+    ("key", "value", "kind"),
+    [
+        ("path", "/café/a b", "str"),
+        ("raw_path", "/caf%C3%A9/a%20b", "bytes"),
+        ("query_string", "a=1&b=%20", "bytes"),
+    ],
+    ids=[
+        "path_is_percent_decoded_utf8",
+        "raw_path_is_exact_bytes_without_query",
+        "query_string_is_raw_bytes",
+    ],
+)
+def test_target_keys(basic, key, value, kind):
+    assert basic["scope"][key] == value
+    assert basic["types"][key] == kind
 
 
 def test_root_path_default_empty(basic):
