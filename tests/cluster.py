@@ -36,6 +36,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import conftest
+
 TESTS_DIR = Path(__file__).resolve().parent
 REPO_ROOT = TESTS_DIR.parent
 DEPLOY = REPO_ROOT / "deploy"
@@ -307,14 +309,9 @@ class Process:
 
 
 def wait_for(predicate, timeout: float, message: str = "condition", interval: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for: {message}")
-        time.sleep(interval)
+    """conftest's wait_for, saying what it waited for when it times out."""
+    failure = f"timed out after {timeout}s waiting for: {message}"
+    return conftest.wait_for(predicate, timeout, interval, failure)
 
 
 def http_get(ns: str, host: str, port: int, path: str, timeout: float = 2.0):
