@@ -28,6 +28,7 @@ from conftest import (
     spawn_process,
     wait_until_accepting,
 )
+from procfs import children
 
 pytestmark = pytest.mark.skipif(SERVER != "rsgi", reason="rsgi's own command line")
 
@@ -126,16 +127,6 @@ def servers() -> Iterator[Callable[..., Server]]:
 
 def get(port: int, path: str = "/") -> httpx.Response:
     return httpx.get(f"http://127.0.0.1:{port}{path}", timeout=10)
-
-
-def children(pid: int) -> set[int]:
-    found: set[int] = set()
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            found.update(int(c) for c in (task / "children").read_text().split())
-        except OSError:
-            pass
-    return {c for c in found if Path(f"/proc/{c}").exists()}
 
 
 def wait_for(predicate: Callable[[], object], timeout: float = 15, what: str = "") -> object:

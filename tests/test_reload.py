@@ -7,7 +7,6 @@ imported the new code), on the same port.
 
 from __future__ import annotations
 
-import os
 import signal
 import sys
 import time
@@ -15,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from conftest import IO_TIMEOUT, RawClient, spawn_server, wait_for, wait_until_accepting
+from procfs import alive
 
 pytest.importorskip("watchfiles")
 
@@ -107,15 +107,6 @@ def child_pids(pid: int) -> list[int]:
     except OSError:
         return []
     return [int(c) for c in children]
-
-
-def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    status = Path(f"/proc/{pid}/status")
-    return not (status.exists() and "\nState:\tZ" in status.read_text())
 
 
 def test_restarts_on_change_with_new_code(reloading, tmp_path):

@@ -28,6 +28,7 @@ from conftest import (
     wait_for,
     wait_until_accepting,
 )
+from procfs import children
 
 pytestmark = pytest.mark.rsgi_only
 
@@ -35,25 +36,6 @@ APP = "supervisor_app:app"
 HEALTH = ("--health-path", "/healthz")
 # Longer than any replacement takes.
 DELAY = ("--shutdown-delay", "10", *HEALTH)
-
-
-def children(pid: int) -> set[int]:
-    """The live child processes of ``pid``."""
-    found: set[int] = set()
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        try:
-            found.update(int(c) for c in (task / "children").read_text().split())
-        except OSError:
-            pass
-    return {c for c in found if alive(c)}
-
-
-def alive(pid: int) -> bool:
-    """A process that exists and is not a zombie; one that exits while we look is not alive."""
-    try:
-        return "State:\tZ" not in Path(f"/proc/{pid}/status").read_text()
-    except OSError:
-        return False
 
 
 def get(server: Server, target: str = "/", timeout: float = 10.0):
