@@ -5,11 +5,13 @@ the Python package (issue 18: rsgi.config is a leaf, no import cycles)."""
 from __future__ import annotations
 
 import ast
+import contextlib
 import json
 import os
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -243,8 +245,14 @@ def test_user_drops_privileges_after_binding(servers, app_dir):
     import pwd
 
     nobody = pwd.getpwnam("nobody")
-    if not runs_as(nobody.pw_uid, nobody.pw_gid):
-        pytest.skip(f"nobody cannot run {sys.executable} (a directory on its path is private)")
+    # CI's interpreter may live under root's private home: let nobody pass through (not list)
+    # the directories above it for this test only.
+    with traversable([sys.executable, sys.prefix, rsgi_dir(), str(app_dir)]):
+        assert runs_as(nobody.pw_uid, nobody.pw_gid), f"nobody cannot run {sys.executable}"
+        drop_privileges(servers, app_dir, nobody)
+
+
+def drop_privileges(servers, app_dir, nobody) -> None:
     # A privileged port when free: only root can bind it, so binding came before the switch.
     port = 80 if not _port_taken(80) else free_port()
     # A directory the workers' user can reach: each opens the access log by its path.
@@ -261,6 +269,30 @@ def test_user_drops_privileges_after_binding(servers, app_dir):
     assert uid_of(data["pid"]) == nobody.pw_uid
     wait_for(lambda: access.exists() and "GET / HTTP/1.1" in access.read_text())
     assert server.stop() == 0
+
+
+@contextlib.contextmanager
+def traversable(paths: list[str]):
+    """Other users may pass through every directory above `paths` while this runs."""
+    changed: list[tuple[Path, int]] = []
+    try:
+        for path in paths:
+            for parent in Path(os.path.realpath(path)).parents:
+                mode = stat.S_IMODE(parent.stat().st_mode)
+                if not mode & stat.S_IXOTH:
+                    os.chmod(parent, mode | stat.S_IXOTH)
+                    changed.append((parent, mode))
+        yield
+    finally:
+        for parent, mode in reversed(changed):
+            os.chmod(parent, mode)
+
+
+def rsgi_dir() -> str:
+    """Where the installed rsgi package is (the worker imports it after switching user)."""
+    import rsgi
+
+    return os.path.dirname(rsgi.__file__)
 
 
 def runs_as(uid: int, gid: int) -> bool:
