@@ -47,11 +47,23 @@ struct Head {
     connect: bool,
 }
 
+/// How far the request line being read has got: which of its three parts, and how many
+/// bytes of that part. The line is checked as it arrives, so bytes that cannot be a request
+/// (a TLS handshake on the plain port, binary junk) are refused at once, not after the
+/// head-read timeout.
+#[derive(Debug, Default, Clone, Copy)]
+struct LineScan {
+    /// 0: method, 1: request target, 2: HTTP version.
+    part: u8,
+    len: usize,
+}
+
 #[derive(Debug)]
 pub struct Framing {
     state: State,
     /// The line being read (bounded by [`MAX_HEAD`]), without its CRLF.
     line: Vec<u8>,
+    scan: LineScan,
     /// A CR ended the previous byte: the next must be LF.
     after_cr: bool,
     head: Head,
@@ -68,6 +80,7 @@ impl Default for Framing {
         Framing {
             state: State::RequestLine,
             line: Vec::with_capacity(256),
+            scan: LineScan::default(),
             after_cr: false,
             head: Head::default(),
             head_len: 0,
@@ -155,8 +168,47 @@ impl Framing {
         if self.line.len() + run.len() > MAX_HEAD {
             return Err((StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "line too long"));
         }
+        if self.state == State::RequestLine {
+            self.scan_request_line(run)?;
+        }
         self.line.extend_from_slice(run);
         Ok(())
+    }
+
+    /// Checks the next bytes of a request line (no CR or LF among them) as they arrive: each
+    /// must be able to continue `method SP request-target SP HTTP/1.x`.
+    fn scan_request_line(&mut self, mut run: &[u8]) -> Result<(), Violation> {
+        loop {
+            let end = memchr::memchr(b' ', run).unwrap_or(run.len());
+            let part = &run[..end];
+            let scan = &mut self.scan;
+            let fits = match scan.part {
+                0 => part.iter().all(|&b| is_tchar(b)),
+                1 => part.iter().all(|&b| is_target_byte(b)),
+                _ => part
+                    .iter()
+                    .enumerate()
+                    .all(|(i, &b)| version_byte_fits(scan.len + i, b)),
+            };
+            if !fits {
+                return Err(bad(match scan.part {
+                    0 => "malformed method",
+                    1 => "malformed request target",
+                    _ => "unsupported HTTP version",
+                }));
+            }
+            scan.len += part.len();
+            if end == run.len() {
+                return Ok(());
+            }
+            // A space: it ends a part, which must not be empty, and only two may come.
+            if scan.len == 0 || scan.part == 2 {
+                return Err(bad("malformed request line"));
+            }
+            scan.part += 1;
+            scan.len = 0;
+            run = &run[end + 1..];
+        }
     }
 
     /// One byte of a line-oriented part: the head, a chunk-size line, a trailer line.
@@ -184,7 +236,12 @@ impl Framing {
         match byte {
             b'\r' => self.after_cr = true,
             b'\n' => return Err(bad("bare LF")),
-            _ if self.line.len() < MAX_HEAD => self.line.push(byte),
+            _ if self.line.len() < MAX_HEAD => {
+                if self.state == State::RequestLine {
+                    self.scan_request_line(&[byte])?;
+                }
+                self.line.push(byte);
+            }
             _ => return Err((StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "line too long")),
         }
         Ok(())
@@ -224,8 +281,9 @@ impl Framing {
                 Ok(())
             }
             State::RequestLine => {
+                let scan = std::mem::take(&mut self.scan);
                 self.head = Head::default();
-                request_line(line, &mut self.head)?;
+                request_line(line, scan, &mut self.head)?;
                 self.state = State::Header;
                 Ok(())
             }
@@ -303,29 +361,30 @@ fn is_field_byte(b: u8) -> bool {
     b == b'\t' || (b' '..=b'~').contains(&b) || b >= 0x80
 }
 
-fn request_line(line: &[u8], head: &mut Head) -> Result<(), Violation> {
-    let mut parts = line.split(|&b| b == b' ');
-    let (Some(method), Some(target), Some(version), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
+/// Request-target bytes: visible ASCII and obs-text.
+fn is_target_byte(b: u8) -> bool {
+    (b'!'..=b'~').contains(&b) || b >= 0x80
+}
+
+/// Whether `b`, at offset `at` of the version part, can belong to `HTTP/1.0` or `HTTP/1.1`.
+fn version_byte_fits(at: usize, b: u8) -> bool {
+    match at {
+        0..=6 => b == b"HTTP/1."[at],
+        7 => b == b'0' || b == b'1',
+        _ => false,
+    }
+}
+
+/// The whole request line, whose bytes [`Framing::scan_request_line`] checked as they came.
+fn request_line(line: &[u8], scan: LineScan, head: &mut Head) -> Result<(), Violation> {
+    if scan.part != 2 {
         return Err(bad("malformed request line"));
-    };
-    if method.is_empty() || !method.iter().all(|&b| is_tchar(b)) {
-        return Err(bad("malformed method"));
     }
-    if target.is_empty()
-        || !target
-            .iter()
-            .all(|&b| (b'!'..=b'~').contains(&b) || b >= 0x80)
-    {
-        return Err(bad("malformed request target"));
+    if scan.len != 8 {
+        return Err(bad("unsupported HTTP version"));
     }
-    match version {
-        b"HTTP/1.1" => {}
-        b"HTTP/1.0" => head.http10 = true,
-        _ => return Err(bad("unsupported HTTP version")),
-    }
-    head.connect = method == b"CONNECT";
+    head.http10 = line.ends_with(b"1.0");
+    head.connect = line.starts_with(b"CONNECT ");
     Ok(())
 }
 
@@ -658,6 +717,46 @@ mod tests {
             s.extend_from_slice(bad);
             assert_eq!(status(&s), 400, "{:?}", String::from_utf8_lossy(bad));
         }
+    }
+
+    #[test]
+    fn what_cannot_start_a_request_is_refused_at_once() {
+        // No line end needed: the first byte that cannot continue a request line decides.
+        for junk in [
+            &b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"[..],
+            b"\x00\x01\x02",
+            b"GE(T",
+            b" GET",
+            b"GET  /",
+            b"GET /a\x7f",
+            b"GET /\tb",
+            b"GET / HTTP/2",
+            b"GET / http/1.1",
+            b"GET / HTTP/1.10",
+            b"GET / HTTP/1.1 ",
+        ] {
+            let what = String::from_utf8_lossy(junk);
+            assert_eq!(status(junk), 400, "{what}");
+            for size in [1, 2, 3] {
+                assert_eq!(
+                    in_reads(junk, size).unwrap_err().0,
+                    400,
+                    "{what} in {size}s"
+                );
+            }
+        }
+        // Beginnings of a request wait for the rest.
+        for start in [
+            &b"G"[..],
+            b"\r\nGET",
+            b"M-SEARCH * HTTP/1.",
+            b"GET /\xc3\xa9?q=%20 HTTP/1.0",
+        ] {
+            assert!(check(start).is_ok(), "{}", String::from_utf8_lossy(start));
+        }
+        // Parts missing when the line ends.
+        assert_eq!(status(b"GET /\r\n"), 400);
+        assert_eq!(status(b"GET / HTTP/1.\r\n"), 400);
     }
 
     #[test]
