@@ -199,3 +199,28 @@ def test_bytes_that_are_not_http_get_400_at_once(raw_server, case):
         assert client.read_until_closed(timeout=3) == b""
     assert app_calls(raw_server) == before
     raw_server.assert_alive()
+
+
+INVALID_HOSTS = ["a b", "a@b", "user@example.com", "a/b", "a:b", "[::1", "[::1]x", "a%zz"]
+
+
+@pytest.mark.rsgi_only
+@pytest.mark.parametrize("host", INVALID_HOSTS)
+def test_invalid_host_gets_400(raw_server, host):
+    """RFC 9112 3.2: a Host that is not `uri-host [":" port]` (RFC 3986) is a 400."""
+    before = app_calls(raw_server)
+    with RawClient(raw_server.port) as client:
+        client.send(build_request("GET", "/", host=host) + FOLLOW_UP)
+        resp = client.read_response()
+        assert resp.status_line == b"HTTP/1.1 400 Bad Request", resp.status_line
+        assert resp.header("connection") == b"close"
+        assert client.read_until_closed(timeout=5) == b""
+    assert app_calls(raw_server) == before
+
+
+@pytest.mark.parametrize("host", ["", "example.com:8080", "127.0.0.1", "[::1]:8000", "a%20b"])
+def test_valid_host_is_served(raw_server, host):
+    with RawClient(raw_server.port) as client:
+        client.send(build_request("GET", "/", host=host, headers=[("Connection", "close")]))
+        resp = client.read_response()
+    assert resp.status == 200 and resp.body == b"hello", resp.status_line

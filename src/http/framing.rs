@@ -406,6 +406,9 @@ fn header(line: &[u8], head: &mut Head) -> Result<(), Violation> {
     let value = trim_ows(value);
     if name.eq_ignore_ascii_case(b"host") {
         head.hosts += 1;
+        if !is_valid_host(value) {
+            return Err(bad("invalid Host"));
+        }
     } else if name.eq_ignore_ascii_case(b"content-length") {
         head.lengths += 1;
         if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
@@ -450,6 +453,74 @@ fn transfer_encoding(after_colon: &[u8], head: &mut Head) -> Result<(), Violatio
     }
     head.unknown_coding = true;
     Ok(())
+}
+
+/// `uri-host [ ":" port ]` (RFC 9112 3.2, RFC 3986 3.2.2-3.2.3): a bracketed IP literal, or
+/// a reg-name (which IPv4 addresses are too), then digits after an optional colon. An empty
+/// value is what a client sends for a target without an authority.
+fn is_valid_host(v: &[u8]) -> bool {
+    let port = if let Some(literal) = v.strip_prefix(b"[") {
+        let Some(close) = memchr::memchr(b']', literal) else {
+            return false;
+        };
+        if !is_ip_literal(&literal[..close]) {
+            return false;
+        }
+        &literal[close + 1..]
+    } else {
+        let colon = memchr::memchr(b':', v).unwrap_or(v.len());
+        if !is_reg_name(&v[..colon]) {
+            return false;
+        }
+        &v[colon..]
+    };
+    match port.split_first() {
+        None => true,
+        Some((&b':', digits)) => digits.iter().all(u8::is_ascii_digit),
+        Some(_) => false,
+    }
+}
+
+/// `*( unreserved / pct-encoded / sub-delims )`
+fn is_reg_name(name: &[u8]) -> bool {
+    let mut i = 0;
+    while i < name.len() {
+        match name[i] {
+            b'%' => {
+                let hex = name.get(i + 1..i + 3);
+                if !hex.is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)) {
+                    return false;
+                }
+                i += 3;
+            }
+            b if is_unreserved(b) || is_sub_delim(b) => i += 1,
+            _ => return false,
+        }
+    }
+    true
+}
+
+fn is_unreserved(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-._~".contains(&b)
+}
+
+fn is_sub_delim(b: u8) -> bool {
+    b"!$&'()*+,;=".contains(&b)
+}
+
+/// Inside the brackets: an IPv6 address, or `"v" 1*HEXDIG "." 1*( unreserved / sub-delims /
+/// ":" )` (IPvFuture).
+fn is_ip_literal(inner: &[u8]) -> bool {
+    if let Some(future) = inner.strip_prefix(b"v").or(inner.strip_prefix(b"V")) {
+        let digits = future.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+        return match future[digits..].split_first() {
+            Some((&b'.', rest)) if digits > 0 && !rest.is_empty() => rest
+                .iter()
+                .all(|&b| is_unreserved(b) || is_sub_delim(b) || b == b':'),
+            _ => false,
+        };
+    }
+    std::str::from_utf8(inner).is_ok_and(|s| s.parse::<std::net::Ipv6Addr>().is_ok())
 }
 
 fn trim_ows(v: &[u8]) -> &[u8] {
@@ -757,6 +828,33 @@ mod tests {
         // Parts missing when the line ends.
         assert_eq!(status(b"GET /\r\n"), 400);
         assert_eq!(status(b"GET / HTTP/1.\r\n"), 400);
+    }
+
+    #[test]
+    fn host_values() {
+        let head = |host: &str| format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n").into_bytes();
+        for good in [
+            "",
+            "a",
+            "example.com:8080",
+            "127.0.0.1",
+            "h:",
+            "[::1]",
+            "[2001:db8::7]:443",
+            "[::ffff:192.0.2.1]",
+            "[v1.fe80::a+en1]",
+            "xn--bcher-kva.example",
+            "a%20b",
+            "sub_delims!$&'()*+,;=~",
+        ] {
+            assert!(check(&head(good)).is_ok(), "{good:?}");
+        }
+        for bad in [
+            "a b", "a@b", "a/b", "a?b", "a#b", "a:b", "a:80:80", "[::1", "[::1]x", "[::1]:8a",
+            "[1.2.3]", "[v1.]", "[vz.a]", "a%2", "a%zz", "a\"b", "a\\b", "a{b}", "\u{e9}",
+        ] {
+            assert_eq!(status(&head(bad)), 400, "{bad:?}");
+        }
     }
 
     #[test]
