@@ -88,17 +88,31 @@ CASES: dict[str, tuple[bytes, frozenset[int] | None]] = {
         POST + b"Transfer-Encoding: chunked, chunked\r\n\r\n" + HELLO_CHUNKED,
         None,
     ),
-    # -- transfer codings other than chunked: 501 (issue 6) --------------------------
+    # -- final transfer coding not chunked: the length is unknown, 400 (RFC 9112 6.3,
+    # issue 16; issue 6 had 501 for gzip and identity) -------------------------------
     "te-gzip": (
         POST + b"Transfer-Encoding: gzip\r\n\r\n" + HELLO_CHUNKED,
-        frozenset({501}),
-    ),
-    "te-gzip-chunked": (
-        POST + b"Transfer-Encoding: gzip, chunked\r\n\r\n" + HELLO_CHUNKED,
-        frozenset({501}),
+        frozenset({400}),
     ),
     "te-identity": (
         POST + b"Transfer-Encoding: identity\r\n\r\n" + HELLO_CHUNKED,
+        frozenset({400}),
+    ),
+    "te-xchunked": (
+        POST + b"Transfer-Encoding: xchunked\r\n\r\n" + HELLO_CHUNKED,
+        frozenset({400}),
+    ),
+    "te-chunked-gzip": (
+        POST + b"Transfer-Encoding: chunked, gzip\r\n\r\n" + HELLO_CHUNKED,
+        frozenset({400}),
+    ),
+    "te-unknown-chunked": (
+        POST + b"Transfer-Encoding: foo, chunked\r\n\r\n" + HELLO_CHUNKED,
+        frozenset({400}),
+    ),
+    # -- a registered coding before a final chunked: framed, not decoded: 501 ---------
+    "te-gzip-chunked": (
+        POST + b"Transfer-Encoding: gzip, chunked\r\n\r\n" + HELLO_CHUNKED,
         frozenset({501}),
     ),
     # -- whitespace in and around the Transfer-Encoding field ------------------------

@@ -40,8 +40,9 @@ struct Head {
     content_length: Option<u64>,
     lengths: u32,
     chunked: bool,
-    /// A transfer coding other than a lone `chunked`.
-    unknown_coding: bool,
+    /// A registered transfer coding (gzip, ...) applied before the final `chunked`: a body
+    /// framed as it should be, in a coding rsgi does not decode (501).
+    unimplemented_coding: bool,
     codings: u32,
     upgrade: bool,
     connect: bool,
@@ -319,7 +320,7 @@ impl Framing {
         if h.codings > 1 || (h.codings == 1 && (h.lengths > 0 || h.http10)) {
             return Err(bad("ambiguous Transfer-Encoding"));
         }
-        if h.unknown_coding {
+        if h.unimplemented_coding {
             return Err((
                 StatusCode::NOT_IMPLEMENTED,
                 "transfer coding other than chunked",
@@ -425,8 +426,9 @@ fn header(line: &[u8], head: &mut Head) -> Result<(), Violation> {
 }
 
 /// Strict on purpose: `chunked` after one optional space, nothing around it, so that no proxy
-/// in front can read this field differently. A well-formed list of other codings is refused
-/// with 501 when the head ends; anything else at once with 400.
+/// in front can read this field differently. A list whose final coding is not `chunked` leaves
+/// the body length unknown: 400 (RFC 9112 6.3). A registered coding before the final
+/// `chunked` is framed right but not decoded here: 501 when the head ends.
 fn transfer_encoding(after_colon: &[u8], head: &mut Head) -> Result<(), Violation> {
     let raw = after_colon.strip_prefix(b" ").unwrap_or(after_colon);
     if raw.eq_ignore_ascii_case(b"chunked") {
@@ -443,16 +445,27 @@ fn transfer_encoding(after_colon: &[u8], head: &mut Head) -> Result<(), Violatio
     {
         return Err(bad("malformed Transfer-Encoding"));
     }
-    if codings
-        .iter()
-        .filter(|c| c.eq_ignore_ascii_case(b"chunked"))
-        .count()
-        > 1
-    {
+    let Some((last, before)) = codings.split_last() else {
+        return Err(bad("malformed Transfer-Encoding"));
+    };
+    if !last.eq_ignore_ascii_case(b"chunked") {
+        return Err(bad("final transfer coding is not chunked"));
+    }
+    if before.iter().any(|c| c.eq_ignore_ascii_case(b"chunked")) {
         return Err(bad("chunked applied twice"));
     }
-    head.unknown_coding = true;
+    if !before.iter().all(|c| is_registered_coding(c)) {
+        return Err(bad("unknown transfer coding"));
+    }
+    head.unimplemented_coding = true;
     Ok(())
+}
+
+/// Transfer codings of the IANA registry besides `chunked` (RFC 9112 7).
+fn is_registered_coding(c: &[u8]) -> bool {
+    ["gzip", "deflate", "compress", "x-gzip", "x-compress"]
+        .iter()
+        .any(|k| c.eq_ignore_ascii_case(k.as_bytes()))
 }
 
 /// `uri-host [ ":" port ]` (RFC 9112 3.2, RFC 3986 3.2.2-3.2.3): a bracketed IP literal, or
@@ -731,8 +744,27 @@ mod tests {
             400
         );
         assert_eq!(status(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n"), 400);
+        for final_not_chunked in [
+            &b"gzip"[..],
+            b"identity",
+            b"xchunked",
+            b"chunked, gzip",
+            b"chunkedx",
+        ] {
+            let s = [
+                &b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: "[..],
+                final_not_chunked,
+                b"\r\n\r\n",
+            ]
+            .concat();
+            assert_eq!(status(&s), 400, "{}", String::from_utf8_lossy(&s));
+        }
         assert_eq!(
-            status(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n"),
+            status(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: foo, chunked\r\n\r\n"),
+            400
+        );
+        assert_eq!(
+            status(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: x-gzip, deflate, chunked\r\n\r\n"),
             501
         );
         assert_eq!(
