@@ -229,6 +229,21 @@ CASES: dict[str, tuple[bytes, frozenset[int] | None]] = {
         POST + b"Host: other.example\r\nContent-Length: 5\r\n\r\nhello",
         frozenset({400}),
     ),
+    # -- an Upgrade header that is not acted on changes nothing (issue 16) -------------
+    "upgrade-chunk-size-trailing-tab": (
+        POST
+        + b"Upgrade: foo\r\nConnection: upgrade\r\nTransfer-Encoding: chunked\r\n\r\n"
+        + b"5\t\r\nhello\r\n0\r\n\r\n",
+        frozenset({400}),
+    ),
+    "upgrade-bare-lf-in-chunked-body": (
+        POST + b"Upgrade: h2c\r\nTransfer-Encoding: chunked\r\n\r\n5\nhello\n0\n\n",
+        frozenset({400}),
+    ),
+    "upgrade-chunk-data-longer-than-size": (
+        POST + b"Upgrade: foo\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nhello\r\n0\r\n\r\n",
+        frozenset({400}),
+    ),
     # -- Content-Length syntax -------------------------------------------------------
     "cl-plus-sign": (POST + b"Content-Length: +5\r\n\r\nhello", frozenset({400})),
     "cl-hex": (POST + b"Content-Length: 0x5\r\n\r\nhello", frozenset({400})),

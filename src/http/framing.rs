@@ -28,8 +28,10 @@ enum State {
     /// The CRLF after a chunk's data; the count is how many of its bytes were seen.
     ChunkEnd(u8),
     Trailer,
-    /// After an upgrade or CONNECT request the stream is not HTTP/1.1 any more.
-    Opaque,
+    /// After an upgrade or CONNECT request: what follows is either another protocol (once
+    /// the server switches) or nothing the server reads (a response to such a request that
+    /// does not switch closes the connection). Held back, never released unchecked.
+    Held,
 }
 
 /// What the current request head said about framing.
@@ -99,9 +101,8 @@ impl Framing {
         let mut i = 0;
         while i < data.len() {
             match self.state {
-                State::Opaque => {
+                State::Held => {
                     self.fed += (data.len() - i) as u64;
-                    self.released = self.fed;
                     break;
                 }
                 State::Fixed(left) | State::ChunkData(left) => {
@@ -111,7 +112,7 @@ impl Framing {
                     self.released = self.fed;
                     let left = left - n;
                     self.state = match (self.state, left) {
-                        (State::Fixed(_), 0) => State::RequestLine,
+                        (State::Fixed(_), 0) => self.after_message(),
                         (State::Fixed(_), l) => State::Fixed(l),
                         (_, 0) => State::ChunkEnd(0),
                         (_, l) => State::ChunkData(l),
@@ -302,7 +303,7 @@ impl Framing {
             }
             State::Trailer if line.is_empty() => {
                 self.released = self.fed;
-                self.state = State::RequestLine;
+                self.state = self.after_message();
                 Ok(())
             }
             State::Trailer => {
@@ -335,17 +336,32 @@ impl Framing {
         self.released = self.fed;
         self.heads += 1;
         self.head_len = 0;
-        self.state = if h.upgrade || h.connect {
-            State::Opaque
-        } else if h.chunked {
+        // The body of an upgrade request is framed and checked like any other: only a
+        // switch the server makes ends HTTP on this connection.
+        self.state = if h.chunked {
             State::ChunkSize
         } else {
             match h.content_length {
                 Some(n) if n > 0 => State::Fixed(n),
-                _ => State::RequestLine,
+                _ => self.after_message(),
             }
         };
         Ok(())
+    }
+
+    /// Where the stream goes once a request (head and body) is complete.
+    fn after_message(&self) -> State {
+        if self.head.upgrade || self.head.connect {
+            State::Held
+        } else {
+            State::RequestLine
+        }
+    }
+
+    /// Past an upgrade or CONNECT request: bytes are kept back unchecked, for the protocol
+    /// the connection may switch to.
+    pub fn held(&self) -> bool {
+        self.state == State::Held
     }
 }
 
@@ -890,8 +906,39 @@ mod tests {
     }
 
     #[test]
-    fn upgrade_makes_the_stream_opaque() {
-        let s = b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n\x81\x05\x00\n\n";
-        assert_eq!(check(s).unwrap(), s.len() as u64);
+    fn bytes_after_an_upgrade_request_are_held_back() {
+        let head: &[u8] =
+            b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n";
+        let mut f = Framing::default();
+        assert_eq!(
+            f.feed(&[head, b"\x81\x05\x00\n\n"].concat()).unwrap(),
+            head.len() as u64
+        );
+        assert!(f.held());
+        assert_eq!(f.feed(b"\r\n\x00").unwrap(), head.len() as u64);
+    }
+
+    #[test]
+    fn an_upgrade_request_body_is_checked_like_any_other() {
+        let head =
+            b"POST / HTTP/1.1\r\nHost: a\r\nUpgrade: foo\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert_eq!(
+            status(&[&head[..], b"5\t\r\nhello\r\n0\r\n\r\n"].concat()),
+            400
+        );
+        let good = [&head[..], b"5\r\nhello\r\n0\r\n\r\n"].concat();
+        let mut f = Framing::default();
+        assert_eq!(
+            f.feed(&[&good[..], b"GET / HT"].concat()).unwrap(),
+            good.len() as u64
+        );
+        assert!(f.held());
+        let connect = b"CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\nContent-Length: 2\r\n\r\nab";
+        let mut f = Framing::default();
+        assert_eq!(
+            f.feed(&[&connect[..], b"\x16\x03"].concat()).unwrap(),
+            connect.len() as u64
+        );
+        assert!(f.held());
     }
 }

@@ -19,6 +19,10 @@ const STAND_IN: &[u8] = b"GET / HTTP/1.1\r\nhost: refused\r\n\r\n";
 
 const READ_SIZE: usize = 16 * 1024;
 
+/// At most this much is kept back past an upgrade request (see `Framing::held`): the first
+/// frames of the protocol the connection may switch to, which a client may send at once.
+const HELD_LIMIT: usize = 64 * 1024;
+
 pub struct Checked<S> {
     inner: S,
     activity: Arc<Activity>,
@@ -95,6 +99,10 @@ impl<S: AsyncRead + Unpin> AsyncRead for Checked<S> {
             }
             match &mut this.after {
                 After::Socket => {}
+                After::Eof if this.framing.held() => {
+                    // What follows an upgrade request is never HTTP for hyper to parse.
+                    return Poll::Ready(Ok(()));
+                }
                 After::Eof => {
                     // A message cut short by the client: let hyper see exactly what came.
                     this.released = this.given + this.pending.len() as u64;
@@ -115,6 +123,12 @@ impl<S: AsyncRead + Unpin> AsyncRead for Checked<S> {
                 After::BodyError(why) => {
                     return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, *why)));
                 }
+            }
+            if this.framing.held() && this.pending.len() >= HELD_LIMIT {
+                // Enough kept back. hyper reads here only to notice a client that left; it
+                // polls again after its own progress, and the connection then switches
+                // protocols or closes.
+                return Poll::Pending;
             }
             let read = if this.pending.is_empty() {
                 this.read_direct(cx, buf)
@@ -415,6 +429,28 @@ mod tests {
         let refused = seen.refusal.expect("a refusal");
         assert_eq!(refused.head, 2, "the third request is the refused one");
         assert_eq!(refused.violation.0, http::StatusCode::BAD_REQUEST);
+    }
+
+    #[test]
+    fn what_follows_an_upgrade_request_is_kept_for_the_switch() {
+        let head: &[u8] = b"GET /ws HTTP/1.1\r\nhost: a\r\nupgrade: websocket\r\n\r\n";
+        let after: &[u8] = b"\x81\x85frameGET /smuggled HTTP/1.1\r\nhost: a\r\n\r\n";
+        let activity = Arc::new(super::super::conn::Activity::new());
+        let mut checked = Checked::new(Chunks([head, after].map(<[u8]>::to_vec).into()), activity);
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut got = Vec::new();
+        loop {
+            let mut space = [0u8; 64];
+            let mut buf = ReadBuf::new(&mut space);
+            match Pin::new(&mut checked).poll_read(&mut cx, &mut buf) {
+                Poll::Ready(Ok(())) if buf.filled().is_empty() => break,
+                Poll::Ready(Ok(())) => got.extend_from_slice(buf.filled()),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(got, head, "hyper gets the head, then the end of the stream");
+        let (_, held) = checked.into_parts();
+        assert_eq!(&held[..], after, "the rest goes to the switched protocol");
     }
 
     #[test]
