@@ -247,6 +247,31 @@ def test_head_size_is_capped_whatever_the_options(server_factory):
     assert_still_serves(server)
 
 
+@pytest.mark.parametrize("size", [8191, 60_000, 65_535, 65_536, 65_537, 70_000, 200_000])
+def test_request_line_too_long_is_414_at_every_size(default_limits, size):
+    """The status names what is too long: past 64 KiB the request line is still a 414."""
+    data = request_line_of_length(size) + b"\r\nHost: t\r\n\r\n"
+    received, _ = send_and_read(default_limits.port, data)
+    assert received.startswith(b"HTTP/1.1 414 URI Too Long\r\n"), received[:300]
+    assert b"\r\nconnection: close\r\n" in received
+
+
+def test_header_fields_past_64k_are_431_even_behind_a_long_request_line(server_factory):
+    server = server_factory(
+        "raw_app:app", "--limit-request-line", "1000000", "--limit-request-field-size", "100000"
+    )
+    fields = [(f"X-F{i}", "v" * 1000) for i in range(70)]
+    for line in (100, 8000, 60_000):
+        data = request_line_of_length(line) + b"\r\nHost: t\r\n"
+        data += b"".join(f"{name}: {value}\r\n".encode() for name, value in fields) + b"\r\n"
+        received, _ = send_and_read(server.port, data)
+        assert status_of(received) == 431, (line, received[:300])
+    for line in (65_536, 100_000):
+        received, _ = send_and_read(server.port, request_line_of_length(line) + b"\r\n")
+        assert status_of(received) == 414, (line, received[:300])
+    assert_still_serves(server)
+
+
 # --------------------------------------------------------------------------------------
 # Request body: 413
 # --------------------------------------------------------------------------------------

@@ -164,7 +164,8 @@ pub async fn serve_connection<S>(
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let activity = Arc::new(Activity::new());
-    let io = TokioIo::new(Checked::new(stream, activity.clone()));
+    let checked = Checked::new(stream, activity.clone(), ctx.limits.request_line);
+    let io = TokioIo::new(checked);
     let upgrade = Arc::new(parking_lot::Mutex::new(None));
     let service = AsgiService {
         ctx: ctx.clone(),

@@ -76,10 +76,19 @@ pub struct Framing {
     fed: u64,
     /// Request heads released so far: hyper makes one request of each.
     heads: u64,
+    /// The longest request line accepted (`--limit-request-line`, at most [`MAX_HEAD`]).
+    line_limit: usize,
 }
 
 impl Default for Framing {
     fn default() -> Self {
+        Framing::new(MAX_HEAD)
+    }
+}
+
+impl Framing {
+    /// A check for a new connection, refusing request lines over `line_limit` bytes.
+    pub fn new(line_limit: usize) -> Self {
         Framing {
             state: State::RequestLine,
             line: Vec::with_capacity(256),
@@ -90,11 +99,10 @@ impl Default for Framing {
             released: 0,
             fed: 0,
             heads: 0,
+            line_limit: line_limit.min(MAX_HEAD),
         }
     }
-}
 
-impl Framing {
     /// Checks the next bytes of the stream. Returns how many more bytes (counted from the start
     /// of everything fed before) hyper may now have, or the violation that ends the connection.
     pub fn feed(&mut self, data: &[u8]) -> Result<u64, Violation> {
@@ -158,20 +166,20 @@ impl Framing {
 
     /// Bytes of a line that hold no CR or LF, and do not follow a CR.
     fn line_run(&mut self, run: &[u8]) -> Result<(), Violation> {
+        if self.state == State::RequestLine {
+            if self.line.len() + run.len() > self.line_limit {
+                return Err(LINE_TOO_LONG);
+            }
+            self.scan_request_line(run)?;
+        }
         if self.matches_head() {
             self.head_len += run.len();
             if self.head_len > MAX_HEAD {
-                return Err((
-                    StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-                    "request head too large",
-                ));
+                return Err(self.head_too_large());
             }
         }
         if self.line.len() + run.len() > MAX_HEAD {
             return Err((StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "line too long"));
-        }
-        if self.state == State::RequestLine {
-            self.scan_request_line(run)?;
         }
         self.line.extend_from_slice(run);
         Ok(())
@@ -218,10 +226,7 @@ impl Framing {
         if self.matches_head() {
             self.head_len += 1;
             if self.head_len > MAX_HEAD {
-                return Err((
-                    StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-                    "request head too large",
-                ));
+                return Err(self.head_too_large());
             }
         }
         if self.after_cr {
@@ -238,6 +243,9 @@ impl Framing {
         match byte {
             b'\r' => self.after_cr = true,
             b'\n' => return Err(bad("bare LF")),
+            _ if self.state == State::RequestLine && self.line.len() >= self.line_limit => {
+                return Err(LINE_TOO_LONG);
+            }
             _ if self.line.len() < MAX_HEAD => {
                 if self.state == State::RequestLine {
                     self.scan_request_line(&[byte])?;
@@ -268,6 +276,20 @@ impl Framing {
             self.state,
             State::ChunkSize | State::ChunkData(_) | State::ChunkEnd(_) | State::Trailer
         )
+    }
+
+    /// What a head past [`MAX_HEAD`] is refused with: while its request line is still being
+    /// read, only the line can be too long (414); once the line is complete, it is the
+    /// header fields (431).
+    fn head_too_large(&self) -> Violation {
+        if self.state == State::RequestLine {
+            LINE_TOO_LONG
+        } else {
+            (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "request head too large",
+            )
+        }
     }
 
     fn matches_head(&self) -> bool {
@@ -364,6 +386,8 @@ impl Framing {
         self.state == State::Held
     }
 }
+
+const LINE_TOO_LONG: Violation = (StatusCode::URI_TOO_LONG, "request line too long");
 
 fn bad(why: &'static str) -> Violation {
     (StatusCode::BAD_REQUEST, why)
@@ -677,7 +701,10 @@ mod tests {
 
     /// Feeds `stream` in reads of `size` bytes; the verdict after the last read.
     fn in_reads(stream: &[u8], size: usize) -> Result<u64, Violation> {
-        let mut f = Framing::default();
+        in_reads_with(Framing::default(), stream, size)
+    }
+
+    fn in_reads_with(mut f: Framing, stream: &[u8], size: usize) -> Result<u64, Violation> {
         let mut released = Ok(0);
         for part in stream.chunks(size) {
             released = f.feed(part);
@@ -713,8 +740,53 @@ mod tests {
                 assert_eq!(in_reads(stream, size), whole, "reads of {size} bytes");
             }
         }
-        assert_eq!(check(&long_line).unwrap_err().0, 431);
+        assert_eq!(check(&long_line).unwrap_err().0, 414);
         assert_eq!(check(&many_fields).unwrap_err().0, 431);
+    }
+
+    /// The status says what is too long, at every size: the request line (414, past
+    /// `--limit-request-line` or 64 KiB), or the header fields (431, past 64 KiB in all).
+    #[test]
+    fn request_line_or_fields_too_long() {
+        let line = |n: usize| {
+            let target = "a".repeat(n - "GET / HTTP/1.1".len());
+            format!("GET /{target} HTTP/1.1\r\nHost: a\r\n\r\n").into_bytes()
+        };
+        let limited = |stream: &[u8]| Framing::new(40).feed(stream);
+        // What the limit in `Limits` checked once hyper had parsed the head.
+        assert!(limited(&line(40)).is_ok());
+        assert_eq!(limited(&line(41)).unwrap_err().0, 414);
+        for size in [8191, 60_000, MAX_HEAD - 1, MAX_HEAD, MAX_HEAD + 1, 200_000] {
+            let mut f = Framing::new(8190);
+            assert_eq!(f.feed(&line(size)).unwrap_err().0, 414, "{size}");
+            for reads in [1, 1000] {
+                let verdict = in_reads_with(Framing::new(8190), &line(size), reads);
+                assert_eq!(verdict.unwrap_err().0, 414, "{size} in reads of {reads}");
+            }
+        }
+        // Not over the limit, but with fields the head passes 64 KiB: the fields are too long.
+        let long_line_then_fields = [
+            &line(8000)[..8000],
+            b"\r\nHost: a\r\n",
+            &b"X-F: 0123456789012345678901234567890123456789012345\r\n".repeat(1300),
+            b"\r\n",
+        ]
+        .concat();
+        assert_eq!(
+            Framing::new(8190)
+                .feed(&long_line_then_fields)
+                .unwrap_err()
+                .0,
+            431
+        );
+        // With no limit set, a line of exactly 64 KiB still cannot fit a head: 414 too.
+        assert_eq!(
+            Framing::new(usize::MAX)
+                .feed(&line(MAX_HEAD))
+                .unwrap_err()
+                .0,
+            414
+        );
     }
 
     #[test]

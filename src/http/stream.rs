@@ -50,11 +50,12 @@ enum After {
 }
 
 impl<S> Checked<S> {
-    pub fn new(inner: S, activity: Arc<Activity>) -> Self {
+    /// `line_limit`: the longest request line accepted (`--limit-request-line`).
+    pub fn new(inner: S, activity: Arc<Activity>, line_limit: usize) -> Self {
         Checked {
             inner,
             activity,
-            framing: Framing::default(),
+            framing: Framing::new(line_limit),
             pending: BytesMut::new(),
             released: 0,
             given: 0,
@@ -329,7 +330,7 @@ mod tests {
 
     fn seen(chunks: Vec<Vec<u8>>) -> Seen {
         let activity = Arc::new(super::super::conn::Activity::new());
-        let mut checked = Checked::new(Chunks(chunks.into()), activity.clone());
+        let mut checked = Checked::new(Chunks(chunks.into()), activity.clone(), usize::MAX);
         let mut cx = Context::from_waker(std::task::Waker::noop());
         let mut seen = Seen {
             reads: Vec::new(),
@@ -436,7 +437,11 @@ mod tests {
         let head: &[u8] = b"GET /ws HTTP/1.1\r\nhost: a\r\nupgrade: websocket\r\n\r\n";
         let after: &[u8] = b"\x81\x85frameGET /smuggled HTTP/1.1\r\nhost: a\r\n\r\n";
         let activity = Arc::new(super::super::conn::Activity::new());
-        let mut checked = Checked::new(Chunks([head, after].map(<[u8]>::to_vec).into()), activity);
+        let mut checked = Checked::new(
+            Chunks([head, after].map(<[u8]>::to_vec).into()),
+            activity,
+            8190,
+        );
         let mut cx = Context::from_waker(std::task::Waker::noop());
         let mut got = Vec::new();
         loop {
