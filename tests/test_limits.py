@@ -438,6 +438,48 @@ def test_keep_alive_timeout_closes_idle_connection(server_factory):
     assert_still_serves(server)
 
 
+def test_client_that_never_reads_is_closed_after_the_write_timeout(server_factory):
+    """A response stuck on a client that stopped reading is dropped once writing has made
+    no progress for --timeout-write; the app's send() raises ClientDisconnected and its
+    receive() gets http.disconnect."""
+    server = server_factory("raw_app:app", "--timeout-write", "1", "--timeout-keep-alive", "1")
+    since = server.stderr_offset()
+    with RawClient(server.port, rcvbuf=4096, timeout=20) as client:
+        client.request("GET", "/stream-disconnect?id=never-reads")
+        record = wait_for(
+            lambda: report(server, "never-reads"),
+            timeout=15,
+            message="the app never learnt that the client does not read",
+        )
+        assert record == {
+            "send_exc": "ClientDisconnected",
+            "is_oserror": True,
+            "receive": "http.disconnect",
+        }, record
+        # What the kernel buffered, then the end of the connection.
+        client.read_until_closed(timeout=10)
+    who = f"127.0.0.1:{client.local_port}"
+    server.wait_for_stderr(rf"WARNING:.*Response not read by {re.escape(who)}", since=since)
+    assert_still_serves(server)
+
+
+def test_slow_reader_is_not_cut_by_the_write_timeout(server_factory):
+    server = server_factory("raw_app:app", "--timeout-write", "1")
+    size = 8 * 1024 * 1024
+    with RawClient(server.port, rcvbuf=65536, timeout=20) as client:
+        client.request("GET", f"/download?size={size}")
+        head = client.read_head()
+        assert head.status == 200
+        got = len(client.buffer)
+        client.buffer.clear()
+        while got < size:
+            time.sleep(0.1)  # writes block for a while, never for a second
+            chunk = client.sock.recv(256 * 1024)
+            assert chunk, f"closed after {got} of {size} bytes"
+            got += len(chunk)
+    assert got == size
+
+
 # --------------------------------------------------------------------------------------
 # Concurrency: 503 with Retry-After
 # --------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 //! Drives one connection: hyper's HTTP/1.1 state machine, plus the timeouts hyper leaves to the
-//! server (keep-alive idle, request head read) and graceful shutdown.
+//! server (keep-alive idle, request head read, a response stuck on a client that does not
+//! read) and graceful shutdown.
 //!
 //! One timer per connection serves both timeouts: when it fires, the connection's [`Activity`]
 //! says which deadline applies now, and the timer either closes the connection or re-arms.
@@ -46,6 +47,9 @@ pub struct Activity {
     idle_since: AtomicU64,
     /// When the first byte of the next request head arrived; 0 while none has.
     head_since: AtomicU64,
+    /// Since when writing to the socket has made no progress (it would block); 0 while
+    /// writes go through.
+    write_blocked_since: AtomicU64,
 }
 
 impl Activity {
@@ -56,7 +60,33 @@ impl Activity {
             in_flight: AtomicU32::new(0),
             idle_since: AtomicU64::new(now_ms()),
             head_since: AtomicU64::new(0),
+            write_blocked_since: AtomicU64::new(0),
         }
+    }
+
+    /// A write to the socket would block. Only the connection's task writes: a plain load
+    /// and store are enough.
+    pub(super) fn write_blocked(&self) {
+        if self.write_blocked_since.load(Ordering::Relaxed) == 0 {
+            self.write_blocked_since
+                .store(now_ms().max(1), Ordering::Relaxed);
+        }
+    }
+
+    /// A write to the socket went through.
+    pub(super) fn write_progressed(&self) {
+        if self.write_blocked_since.load(Ordering::Relaxed) != 0 {
+            self.write_blocked_since.store(0, Ordering::Relaxed);
+        }
+    }
+
+    /// Writing has made no progress for longer than the write timeout.
+    fn write_stalled(&self, limits: &Timeouts, now: u64) -> bool {
+        let since = self.write_blocked_since.load(Ordering::Relaxed);
+        since != 0
+            && limits
+                .write
+                .is_some_and(|w| now >= since + w.as_millis() as u64)
     }
 
     /// Counts a request the service got from hyper; the violation to answer it with when it is
@@ -109,8 +139,14 @@ impl Activity {
     }
 
     /// The time (ms) at which the connection must be closed, or `None` while a request is in
-    /// flight (its own timeouts apply then).
+    /// flight and its response is not stuck (its own timeouts apply then).
     fn deadline(&self, limits: &Timeouts) -> Option<u64> {
+        let blocked = self.write_blocked_since.load(Ordering::Relaxed);
+        if let (Some(write), true) = (limits.write, blocked != 0) {
+            // Checked whether a request is in flight or not: hyper may still be writing the
+            // end of a response that is over for the app.
+            return Some(blocked + write.as_millis() as u64);
+        }
         if self.in_flight.load(Ordering::Relaxed) > 0 {
             return None;
         }
@@ -129,6 +165,8 @@ pub struct Timeouts {
     pub keep_alive: Duration,
     /// How long a client may take to send a request head, from its first byte.
     pub header_read: Duration,
+    /// How long writing to the socket may make no progress; `None`: as long as it takes.
+    pub write: Option<Duration>,
 }
 
 impl Timeouts {
@@ -233,9 +271,17 @@ pub async fn serve_connection<S>(
                     driver.as_mut().graceful_shutdown();
                 }
                 let mut wait = match activity.deadline(&limits) {
-                    // Idle too long, or too slow to send a head: drop the connection.
+                    // Idle too long, too slow to send a head, or not reading the response:
+                    // drop the connection (and with it the response, so the app sees a
+                    // disconnect).
                     Some(deadline) if now >= deadline => {
-                        if activity.head_started() {
+                        if activity.write_stalled(&limits, now) {
+                            tracing::warn!(
+                                "Response not read by {} for {:?}: connection closed",
+                                conn.client.describe(),
+                                limits.write.unwrap_or_default()
+                            );
+                        } else if activity.head_started() {
                             let why = (
                                 StatusCode::REQUEST_TIMEOUT,
                                 "request head not received in time",
@@ -421,6 +467,7 @@ mod tests {
         let limits = Timeouts {
             keep_alive: Duration::from_secs(5),
             header_read: Duration::from_secs(30),
+            write: None,
         };
         let activity = Activity::new();
         activity.bytes_arrived();
@@ -428,6 +475,35 @@ mod tests {
         assert_eq!(activity.deadline(&limits), Some(since + 30_000));
         activity.request_started();
         assert_eq!(activity.deadline(&limits), None);
+    }
+
+    #[test]
+    fn a_response_making_no_progress_has_a_deadline() {
+        let mut limits = Timeouts {
+            keep_alive: Duration::from_secs(5),
+            header_read: Duration::from_secs(30),
+            write: Some(Duration::from_secs(60)),
+        };
+        let activity = Activity::new();
+        activity.bytes_arrived();
+        activity.request_started();
+        assert_eq!(activity.deadline(&limits), None);
+        activity.write_blocked();
+        let since = activity.write_blocked_since.load(Ordering::Relaxed);
+        // Another blocked write later does not move it.
+        activity.write_blocked();
+        assert_eq!(activity.deadline(&limits), Some(since + 60_000));
+        assert!(!activity.write_stalled(&limits, since + 59_999));
+        assert!(activity.write_stalled(&limits, since + 60_000));
+        // Once the request is over for the app, hyper may still be stuck on its last bytes.
+        activity.request_done();
+        assert_eq!(activity.deadline(&limits), Some(since + 60_000));
+        activity.write_progressed();
+        assert!(!activity.write_stalled(&limits, u64::MAX / 2));
+        activity.write_blocked();
+        limits.write = None;
+        assert!(!activity.write_stalled(&limits, u64::MAX / 2));
+        assert_ne!(activity.deadline(&limits), Some(since + 60_000));
     }
 
     /// Once armed, the shutdown signal and the timer are not polled on the connection's other

@@ -395,6 +395,7 @@ mod tests {
             timeouts: Timeouts {
                 keep_alive: Duration::from_secs(5),
                 header_read: Duration::from_secs(30),
+                write: None,
             },
             limits: Limits {
                 request_line: 8190,
