@@ -445,6 +445,7 @@ def test_client_that_never_reads_is_closed_after_the_write_timeout(server_factor
     server = server_factory("raw_app:app", "--timeout-write", "1", "--timeout-keep-alive", "1")
     since = server.stderr_offset()
     with RawClient(server.port, rcvbuf=4096, timeout=20) as client:
+        who = f"127.0.0.1:{client.local_port}"
         client.request("GET", "/stream-disconnect?id=never-reads")
         record = wait_for(
             lambda: report(server, "never-reads"),
@@ -458,7 +459,6 @@ def test_client_that_never_reads_is_closed_after_the_write_timeout(server_factor
         }, record
         # What the kernel buffered, then the end of the connection.
         client.read_until_closed(timeout=10)
-    who = f"127.0.0.1:{client.local_port}"
     server.wait_for_stderr(rf"WARNING:.*Response not read by {re.escape(who)}", since=since)
     assert_still_serves(server)
 

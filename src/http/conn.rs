@@ -6,6 +6,7 @@
 //! says which deadline applies now, and the timer either closes the connection or re-arms.
 
 use std::future::{poll_fn, Future};
+use std::os::fd::RawFd;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -50,10 +51,16 @@ pub struct Activity {
     /// Since when writing to the socket has made no progress (it would block); 0 while
     /// writes go through.
     write_blocked_since: AtomicU64,
+    /// What the kernel still had to send when that stall was last looked at.
+    unsent_at_stall: AtomicU64,
+    /// The socket, to ask the kernel how much it still has to send; `None` in unit tests.
+    fd: Option<RawFd>,
 }
 
 impl Activity {
-    pub(super) fn new() -> Self {
+    /// `fd`: the connection's socket (under TLS too), which outlives every use made of it
+    /// here: the connection's task owns both.
+    pub(super) fn new(fd: Option<RawFd>) -> Self {
         Activity {
             refusal: OnceLock::new(),
             requests: AtomicU64::new(0),
@@ -61,6 +68,8 @@ impl Activity {
             idle_since: AtomicU64::new(now_ms()),
             head_since: AtomicU64::new(0),
             write_blocked_since: AtomicU64::new(0),
+            unsent_at_stall: AtomicU64::new(0),
+            fd,
         }
     }
 
@@ -70,23 +79,43 @@ impl Activity {
         if self.write_blocked_since.load(Ordering::Relaxed) == 0 {
             self.write_blocked_since
                 .store(now_ms().max(1), Ordering::Relaxed);
+            self.unsent_at_stall
+                .store(unsent(self.fd).unwrap_or(0), Ordering::Relaxed);
         }
     }
 
-    /// A write to the socket went through.
+    /// A write to the socket went through. After a stall, hyper may be writing the end of a
+    /// response the app is done with: the connection is not idle before that is written.
     pub(super) fn write_progressed(&self) {
         if self.write_blocked_since.load(Ordering::Relaxed) != 0 {
             self.write_blocked_since.store(0, Ordering::Relaxed);
+            self.idle_since.store(now_ms(), Ordering::Relaxed);
         }
     }
 
-    /// Writing has made no progress for longer than the write timeout.
-    fn write_stalled(&self, limits: &Timeouts, now: u64) -> bool {
-        let since = self.write_blocked_since.load(Ordering::Relaxed);
-        since != 0
-            && limits
-                .write
-                .is_some_and(|w| now >= since + w.as_millis() as u64)
+    /// A write to the socket is waiting for room.
+    fn write_waiting(&self) -> bool {
+        self.write_blocked_since.load(Ordering::Relaxed) != 0
+    }
+
+    /// Past the write deadline: whether the kernel sent some of what it held since the stall
+    /// was last looked at. Its send buffer grows to megabytes, and a write waits until much
+    /// of it has drained: a client that reads, slowly, can leave writes blocked for longer
+    /// than the timeout. That counts as progress, and the stall is timed again from now.
+    fn still_draining(&self, now: u64) -> bool {
+        if !self.write_waiting() {
+            return false;
+        }
+        let Some(left) = unsent(self.fd) else {
+            return false;
+        };
+        if left >= self.unsent_at_stall.load(Ordering::Relaxed) {
+            return false;
+        }
+        self.unsent_at_stall.store(left, Ordering::Relaxed);
+        self.write_blocked_since
+            .store(now.max(1), Ordering::Relaxed);
+        true
     }
 
     /// Counts a request the service got from hyper; the violation to answer it with when it is
@@ -142,10 +171,10 @@ impl Activity {
     /// flight and its response is not stuck (its own timeouts apply then).
     fn deadline(&self, limits: &Timeouts) -> Option<u64> {
         let blocked = self.write_blocked_since.load(Ordering::Relaxed);
-        if let (Some(write), true) = (limits.write, blocked != 0) {
-            // Checked whether a request is in flight or not: hyper may still be writing the
-            // end of a response that is over for the app.
-            return Some(blocked + write.as_millis() as u64);
+        if blocked != 0 {
+            // Whether a request is in flight or not: hyper may still be writing the end of a
+            // response that is over for the app. Never the idle timeout then.
+            return limits.write.map(|w| blocked + w.as_millis() as u64);
         }
         if self.in_flight.load(Ordering::Relaxed) > 0 {
             return None;
@@ -167,6 +196,17 @@ pub struct Timeouts {
     pub header_read: Duration,
     /// How long writing to the socket may make no progress; `None`: as long as it takes.
     pub write: Option<Duration>,
+}
+
+/// Bytes the kernel holds for the socket and the peer has not taken yet (TIOCOUTQ: unsent or
+/// unacknowledged for TCP, unread for a unix socket); `None` when it cannot tell.
+fn unsent(fd: Option<RawFd>) -> Option<u64> {
+    let fd = fd?;
+    let mut bytes: libc::c_int = 0;
+    // SAFETY: TIOCOUTQ stores one c_int through the pointer, which points to `bytes`; on an
+    // fd it does not apply to, the call fails and stores nothing.
+    let done = unsafe { libc::ioctl(fd, libc::TIOCOUTQ, &mut bytes) };
+    (done == 0).then(|| bytes.max(0) as u64)
 }
 
 impl Timeouts {
@@ -193,15 +233,18 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 
 /// Serves one connection until the client leaves, a timeout closes it, or a graceful shutdown
 /// lets its in-flight request finish.
+///
+/// `fd` is the socket under `stream` (under TLS too), for the write timeout.
 pub async fn serve_connection<S>(
     stream: S,
+    fd: RawFd,
     conn: Arc<ConnInfo>,
     ctx: Arc<HttpContext>,
     shutdown: watch::Receiver<bool>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let activity = Arc::new(Activity::new());
+    let activity = Arc::new(Activity::new(Some(fd)));
     let checked = Checked::new(stream, activity.clone(), ctx.limits.request_line);
     let io = TokioIo::new(checked);
     let upgrade = Arc::new(parking_lot::Mutex::new(None));
@@ -274,8 +317,11 @@ pub async fn serve_connection<S>(
                     // Idle too long, too slow to send a head, or not reading the response:
                     // drop the connection (and with it the response, so the app sees a
                     // disconnect).
+                    Some(deadline) if now >= deadline && activity.still_draining(now) => {
+                        limits.write.unwrap_or(limits.idle())
+                    }
                     Some(deadline) if now >= deadline => {
-                        if activity.write_stalled(&limits, now) {
+                        if activity.write_waiting() {
                             tracing::warn!(
                                 "Response not read by {} for {:?}: connection closed",
                                 conn.client.describe(),
@@ -435,7 +481,7 @@ mod tests {
 
     #[test]
     fn grace_ends_unless_a_request_head_is_arriving() {
-        let activity = Activity::new();
+        let activity = Activity::new(None);
         assert!(!activity.grace_over(1000, 999));
         assert!(activity.grace_over(1000, 1000));
         // Bytes of a head came: that request is waited for, past the grace.
@@ -450,7 +496,7 @@ mod tests {
 
     #[test]
     fn only_the_refused_heads_request_is_refused() {
-        let activity = Activity::new();
+        let activity = Activity::new(None);
         let violation = (StatusCode::BAD_REQUEST, "missing or repeated Host");
         activity
             .refusal
@@ -469,7 +515,7 @@ mod tests {
             header_read: Duration::from_secs(30),
             write: None,
         };
-        let activity = Activity::new();
+        let activity = Activity::new(None);
         activity.bytes_arrived();
         let since = activity.head_since.load(Ordering::Relaxed);
         assert_eq!(activity.deadline(&limits), Some(since + 30_000));
@@ -484,7 +530,7 @@ mod tests {
             header_read: Duration::from_secs(30),
             write: Some(Duration::from_secs(60)),
         };
-        let activity = Activity::new();
+        let activity = Activity::new(None);
         activity.bytes_arrived();
         activity.request_started();
         assert_eq!(activity.deadline(&limits), None);
@@ -492,18 +538,46 @@ mod tests {
         let since = activity.write_blocked_since.load(Ordering::Relaxed);
         // Another blocked write later does not move it.
         activity.write_blocked();
+        assert!(activity.write_waiting());
         assert_eq!(activity.deadline(&limits), Some(since + 60_000));
-        assert!(!activity.write_stalled(&limits, since + 59_999));
-        assert!(activity.write_stalled(&limits, since + 60_000));
+        // Without a socket to ask, nothing says the kernel is still sending.
+        assert!(!activity.still_draining(since + 60_000));
         // Once the request is over for the app, hyper may still be stuck on its last bytes.
         activity.request_done();
         assert_eq!(activity.deadline(&limits), Some(since + 60_000));
         activity.write_progressed();
-        assert!(!activity.write_stalled(&limits, u64::MAX / 2));
+        assert!(!activity.write_waiting());
+        // Idle from the end of the stall, not from the end of the app's response.
+        let idle_from = activity.idle_since.load(Ordering::Relaxed);
+        assert_eq!(activity.deadline(&limits), Some(idle_from + 5_000));
+        // With the timeout off, a stalled write has no deadline at all.
         activity.write_blocked();
         limits.write = None;
-        assert!(!activity.write_stalled(&limits, u64::MAX / 2));
-        assert_ne!(activity.deadline(&limits), Some(since + 60_000));
+        assert_eq!(activity.deadline(&limits), None);
+    }
+
+    /// A stall is progress while the kernel's queue for the socket goes down: the peer reads.
+    #[test]
+    fn a_stall_still_draining_is_timed_again() {
+        use std::io::{Read, Write};
+        let (mut ours, mut peer) = std::os::unix::net::UnixStream::pair().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        let chunk = [7u8; 4096];
+        while ours.write(&chunk).is_ok() {}
+        let activity = Activity::new(Some(std::os::fd::AsRawFd::as_raw_fd(&ours)));
+        activity.write_blocked();
+        assert!(!activity.still_draining(100_000), "nothing was read yet");
+        let mut sink = [0u8; 65536];
+        peer.read_exact(&mut sink).unwrap();
+        assert!(activity.still_draining(100_000));
+        assert_eq!(
+            activity.write_blocked_since.load(Ordering::Relaxed),
+            100_000
+        );
+        assert!(
+            !activity.still_draining(200_000),
+            "and not again without another read"
+        );
     }
 
     /// Once armed, the shutdown signal and the timer are not polled on the connection's other

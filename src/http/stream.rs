@@ -346,7 +346,7 @@ mod tests {
     }
 
     fn seen(chunks: Vec<Vec<u8>>) -> Seen {
-        let activity = Arc::new(super::super::conn::Activity::new());
+        let activity = Arc::new(super::super::conn::Activity::new(None));
         let mut checked = Checked::new(Chunks(chunks.into()), activity.clone(), usize::MAX);
         let mut cx = Context::from_waker(std::task::Waker::noop());
         let mut seen = Seen {
@@ -453,7 +453,7 @@ mod tests {
     fn what_follows_an_upgrade_request_is_kept_for_the_switch() {
         let head: &[u8] = b"GET /ws HTTP/1.1\r\nhost: a\r\nupgrade: websocket\r\n\r\n";
         let after: &[u8] = b"\x81\x85frameGET /smuggled HTTP/1.1\r\nhost: a\r\n\r\n";
-        let activity = Arc::new(super::super::conn::Activity::new());
+        let activity = Arc::new(super::super::conn::Activity::new(None));
         let mut checked = Checked::new(
             Chunks([head, after].map(<[u8]>::to_vec).into()),
             activity,
