@@ -245,8 +245,14 @@ pub async fn serve_connection<S>(
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let activity = Arc::new(Activity::new(Some(fd)));
-    let checked = Checked::new(stream, activity.clone(), ctx.limits.request_line);
-    let io = TokioIo::new(checked);
+    // Until its first request head is whole, the connection is only the framing check and
+    // the few bytes it holds: hyper's connection, with its 8 KiB read and write buffers, is
+    // built then (a slowloris client that sent part of a head costs ~4 KiB, not ~16).
+    let mut head_io = Some(Checked::new(
+        stream,
+        activity.clone(),
+        ctx.limits.request_line,
+    ));
     let upgrade = Arc::new(parking_lot::Mutex::new(None));
     let service = AsgiService {
         ctx: ctx.clone(),
@@ -254,8 +260,7 @@ pub async fn serve_connection<S>(
         activity: activity.clone(),
         upgrade: upgrade.clone(),
     };
-    let driver = ctx.http1.serve_connection(io, service).with_upgrades();
-    tokio::pin!(driver);
+    let mut driver = std::pin::pin!(None::<Driver<S>>);
 
     let limits = ctx.timeouts;
     let timer = std::pin::pin!(tokio::time::sleep(limits.idle().min(limits.header_read)));
@@ -274,8 +279,8 @@ pub async fn serve_connection<S>(
                 let grace = SHUTDOWN_GRACE.min(limits.idle());
                 deferred = Some(now_ms() + grace.as_millis() as u64);
                 wakeups.reset_timer(grace);
-            } else {
-                driver.as_mut().graceful_shutdown();
+            } else if let Some(driver) = driver.as_mut().as_pin_mut() {
+                driver.graceful_shutdown();
             }
         }};
     }
@@ -285,13 +290,27 @@ pub async fn serve_connection<S>(
     let mut served = false;
     loop {
         let woke = poll_fn(|cx| {
-            if let Poll::Ready(result) = driver.as_mut().poll(cx) {
+            if let Some(io) = head_io.as_mut() {
+                if io.poll_first_head(cx).is_pending() {
+                    return wakeups.poll(cx, !closing);
+                }
+                if let Some(io) = head_io.take() {
+                    let hyper = ctx
+                        .http1
+                        .serve_connection(TokioIo::new(io), service.clone());
+                    driver.set(Some(hyper.with_upgrades()));
+                }
+            }
+            let Some(mut hyper) = driver.as_mut().as_pin_mut() else {
+                return wakeups.poll(cx, !closing);
+            };
+            if let Poll::Ready(result) = hyper.as_mut().poll(cx) {
                 return Poll::Ready(Woke::Done(result));
             }
             if deferred.is_some() && !activity.waiting() {
                 // A request started: hyper now finishes it, then closes.
                 deferred = None;
-                driver.as_mut().graceful_shutdown();
+                hyper.graceful_shutdown();
                 cx.waker().wake_by_ref();
             }
             wakeups.poll(cx, !closing)
@@ -309,9 +328,13 @@ pub async fn serve_connection<S>(
             Woke::Timer => {
                 let now = now_ms();
                 if deferred.is_some_and(|until| activity.grace_over(until, now)) {
-                    // Nothing came: let hyper close it.
                     deferred = None;
-                    driver.as_mut().graceful_shutdown();
+                    match driver.as_mut().as_pin_mut() {
+                        // Nothing came: let hyper close it.
+                        Some(hyper) => hyper.graceful_shutdown(),
+                        // Not a byte came: there is only the socket to close.
+                        None => break,
+                    }
                 }
                 let mut wait = match activity.deadline(&limits) {
                     // Idle too long, too slow to send a head, or not reading the response:
@@ -356,6 +379,10 @@ pub async fn serve_connection<S>(
         }
     }
 }
+
+/// hyper's side of a connection.
+type Driver<S> =
+    hyper::server::conn::http1::UpgradeableConnection<TokioIo<Checked<S>>, AsgiService>;
 
 /// Runs an accepted WebSocket on the connection hyper handed back after the 101, in this
 /// connection's task (so it counts as open, and sees the shutdown signal).

@@ -19,6 +19,9 @@ const STAND_IN: &[u8] = b"GET / HTTP/1.1\r\nhost: refused\r\n\r\n";
 
 const READ_SIZE: usize = 16 * 1024;
 
+/// The most [`Checked::poll_first_head`] reads at once: a whole head, in the common case.
+const FIRST_READ: usize = 4096;
+
 /// At most this much is kept back past an upgrade request (see `Framing::held`): the first
 /// frames of the protocol the connection may switch to, which a client may send at once.
 const HELD_LIMIT: usize = 64 * 1024;
@@ -155,6 +158,37 @@ enum Step {
 }
 
 impl<S: AsyncRead + Unpin> Checked<S> {
+    /// Reads until the first request head is complete, refused, or cut short by the client
+    /// (or the socket fails), holding what came in `pending`, which grows only to what came:
+    /// Ready once there is something for hyper to read. Reads go through a buffer on the
+    /// stack, so the connection's task holds none while it waits.
+    pub fn poll_first_head(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        while self.released == self.given && matches!(self.after, After::Socket) {
+            let mut space = [0u8; FIRST_READ];
+            let mut chunk = ReadBuf::new(&mut space);
+            match Pin::new(&mut self.inner).poll_read(cx, &mut chunk) {
+                Poll::Pending => return Poll::Pending,
+                // hyper's own read meets the failure again.
+                Poll::Ready(Err(_)) => return Poll::Ready(()),
+                Poll::Ready(Ok(())) => {}
+            }
+            let chunk = chunk.filled();
+            if chunk.is_empty() {
+                self.after = After::Eof;
+                break;
+            }
+            self.arrived(chunk.len());
+            self.pending.extend_from_slice(chunk);
+            let verdict = self.framing.feed(chunk);
+            self.released = self.framing.released();
+            if let Err(violation) = verdict {
+                self.pending.truncate((self.released - self.given) as usize);
+                self.refuse(violation);
+            }
+        }
+        Poll::Ready(())
+    }
+
     /// Reads straight into hyper's buffer when nothing is held back, the common case: the
     /// bytes the check releases stay there, and only the rest (a head not yet complete) is
     /// copied aside into `pending`.
@@ -349,6 +383,8 @@ mod tests {
         let activity = Arc::new(super::super::conn::Activity::new(None));
         let mut checked = Checked::new(Chunks(chunks.into()), activity.clone(), usize::MAX);
         let mut cx = Context::from_waker(std::task::Waker::noop());
+        // As a connection does: hyper comes in once the first head is there.
+        assert!(checked.poll_first_head(&mut cx).is_ready());
         let mut seen = Seen {
             reads: Vec::new(),
             error: None,
@@ -447,6 +483,46 @@ mod tests {
         let refused = seen.refusal.expect("a refusal");
         assert_eq!(refused.head, 2, "the third request is the refused one");
         assert_eq!(refused.violation.0, http::StatusCode::BAD_REQUEST);
+    }
+
+    /// A client dripping a head costs what it sent: the first head is held in a buffer of its
+    /// size until it is whole.
+    #[test]
+    fn a_partial_first_head_holds_only_its_bytes() {
+        struct Drip(VecDeque<&'static [u8]>);
+        impl AsyncRead for Drip {
+            fn poll_read(
+                self: Pin<&mut Self>,
+                _: &mut Context<'_>,
+                buf: &mut ReadBuf<'_>,
+            ) -> Poll<io::Result<()>> {
+                match self.get_mut().0.pop_front() {
+                    Some(part) => {
+                        buf.put_slice(part);
+                        Poll::Ready(Ok(()))
+                    }
+                    None => Poll::Pending,
+                }
+            }
+        }
+        let activity = Arc::new(super::super::conn::Activity::new(None));
+        let parts: [&'static [u8]; 3] = [b"G", b"ET / HTTP/1.1\r\nhost: a\r\n", b"\r\n"];
+        let mut checked = Checked::new(Drip(parts[..1].to_vec().into()), activity, 8190);
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        assert!(checked.poll_first_head(&mut cx).is_pending());
+        assert!(
+            checked.pending.capacity() < 64,
+            "{}",
+            checked.pending.capacity()
+        );
+        checked.inner.0.extend(&parts[1..]);
+        assert!(checked.poll_first_head(&mut cx).is_ready());
+        let mut space = [0u8; 64];
+        let mut buf = ReadBuf::new(&mut space);
+        assert!(Pin::new(&mut checked)
+            .poll_read(&mut cx, &mut buf)
+            .is_ready());
+        assert_eq!(buf.filled(), parts.concat());
     }
 
     #[test]
