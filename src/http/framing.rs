@@ -190,35 +190,37 @@ impl Framing {
     /// must be able to continue `method SP request-target SP HTTP/1.x`.
     fn scan_request_line(&mut self, mut run: &[u8]) -> Result<(), Violation> {
         loop {
-            let end = memchr::memchr(b' ', run).unwrap_or(run.len());
-            let part = &run[..end];
             let scan = &mut self.scan;
-            let fits = match scan.part {
-                0 => part.iter().all(|&b| is_tchar(b)),
-                1 => part.iter().all(|&b| is_target_byte(b)),
-                _ => part
-                    .iter()
-                    .enumerate()
-                    .all(|(i, &b)| version_byte_fits(scan.len + i, b)),
+            // How many bytes of `run` the current part takes; a space ends it.
+            let (taken, why) = match scan.part {
+                0 => (
+                    run.iter().take_while(|&&b| is_tchar(b)).count(),
+                    "malformed method",
+                ),
+                1 => (
+                    run.iter().take_while(|&&b| is_target_byte(b)).count(),
+                    "malformed request target",
+                ),
+                _ => {
+                    let n = run.iter().position(|&b| b == b' ').unwrap_or(run.len());
+                    if !version_fits(scan.len, &run[..n]) {
+                        return Err(bad("unsupported HTTP version"));
+                    }
+                    (n, "malformed request line")
+                }
             };
-            if !fits {
-                return Err(bad(match scan.part {
-                    0 => "malformed method",
-                    1 => "malformed request target",
-                    _ => "unsupported HTTP version",
-                }));
+            scan.len += taken;
+            match run.get(taken) {
+                None => return Ok(()),
+                // A space ends a part, which must not be empty; only two may come.
+                Some(b' ') if scan.len > 0 && scan.part < 2 => {
+                    scan.part += 1;
+                    scan.len = 0;
+                    run = &run[taken + 1..];
+                }
+                Some(b' ') => return Err(bad("malformed request line")),
+                Some(_) => return Err(bad(why)),
             }
-            scan.len += part.len();
-            if end == run.len() {
-                return Ok(());
-            }
-            // A space: it ends a part, which must not be empty, and only two may come.
-            if scan.len == 0 || scan.part == 2 {
-                return Err(bad("malformed request line"));
-            }
-            scan.part += 1;
-            scan.len = 0;
-            run = &run[end + 1..];
         }
     }
 
@@ -394,8 +396,29 @@ fn bad(why: &'static str) -> Violation {
     (StatusCode::BAD_REQUEST, why)
 }
 
+/// Which bytes belong to a class: ASCII letters and digits, and `others`. A lookup per byte
+/// where a chain of comparisons would cost several (every head goes through these).
+const fn byte_class(others: &[u8]) -> [bool; 256] {
+    let mut class = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        class[b] = (b as u8).is_ascii_alphanumeric();
+        b += 1;
+    }
+    let mut i = 0;
+    while i < others.len() {
+        class[others[i] as usize] = true;
+        i += 1;
+    }
+    class
+}
+
+static TCHAR: [bool; 256] = byte_class(b"!#$%&'*+-.^_`|~");
+/// unreserved and sub-delims (RFC 3986 2.2-2.3): what a reg-name holds besides `%XX`.
+static REG_NAME: [bool; 256] = byte_class(b"-._~!$&'()*+,;=");
+
 fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+    TCHAR[b as usize]
 }
 
 /// Field-value bytes: visible ASCII, SP, HTAB, and obs-text.
@@ -408,12 +431,15 @@ fn is_target_byte(b: u8) -> bool {
     (b'!'..=b'~').contains(&b) || b >= 0x80
 }
 
-/// Whether `b`, at offset `at` of the version part, can belong to `HTTP/1.0` or `HTTP/1.1`.
-fn version_byte_fits(at: usize, b: u8) -> bool {
-    match at {
-        0..=6 => b == b"HTTP/1."[at],
-        7 => b == b'0' || b == b'1',
-        _ => false,
+/// Whether `part`, from offset `at` of the version part, can belong to `HTTP/1.1` or
+/// `HTTP/1.0`.
+fn version_fits(at: usize, part: &[u8]) -> bool {
+    let Some(want) = b"HTTP/1.1".get(at..at + part.len()) else {
+        return false;
+    };
+    match (part.split_last(), want.split_last()) {
+        (Some((&b'0', head)), Some((_, want_head))) if at + part.len() == 8 => head == want_head,
+        _ => part == want,
     }
 }
 
@@ -522,11 +548,18 @@ fn is_valid_host(v: &[u8]) -> bool {
         }
         &literal[close + 1..]
     } else {
-        let colon = memchr::memchr(b':', v).unwrap_or(v.len());
-        if !is_reg_name(&v[..colon]) {
-            return false;
-        }
-        &v[colon..]
+        // One pass over the common name; `%XX` escapes take the slower, exact one.
+        let plain = v.iter().take_while(|&&b| REG_NAME[b as usize]).count();
+        let end = if v.get(plain) == Some(&b'%') {
+            let colon = memchr::memchr(b':', v).unwrap_or(v.len());
+            if !is_reg_name(&v[..colon]) {
+                return false;
+            }
+            colon
+        } else {
+            plain
+        };
+        &v[end..]
     };
     match port.split_first() {
         None => true,
@@ -547,19 +580,11 @@ fn is_reg_name(name: &[u8]) -> bool {
                 }
                 i += 3;
             }
-            b if is_unreserved(b) || is_sub_delim(b) => i += 1,
+            b if REG_NAME[b as usize] => i += 1,
             _ => return false,
         }
     }
     true
-}
-
-fn is_unreserved(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"-._~".contains(&b)
-}
-
-fn is_sub_delim(b: u8) -> bool {
-    b"!$&'()*+,;=".contains(&b)
 }
 
 /// Inside the brackets: an IPv6 address, or `"v" 1*HEXDIG "." 1*( unreserved / sub-delims /
@@ -568,9 +593,9 @@ fn is_ip_literal(inner: &[u8]) -> bool {
     if let Some(future) = inner.strip_prefix(b"v").or(inner.strip_prefix(b"V")) {
         let digits = future.iter().take_while(|b| b.is_ascii_hexdigit()).count();
         return match future[digits..].split_first() {
-            Some((&b'.', rest)) if digits > 0 && !rest.is_empty() => rest
-                .iter()
-                .all(|&b| is_unreserved(b) || is_sub_delim(b) || b == b':'),
+            Some((&b'.', rest)) if digits > 0 && !rest.is_empty() => {
+                rest.iter().all(|&b| REG_NAME[b as usize] || b == b':')
+            }
             _ => false,
         };
     }

@@ -192,7 +192,7 @@ impl AsgiService {
         // While draining, each response closes its connection: clients and proxies holding
         // keep-alive connections open new ones, which a load balancer sends elsewhere.
         completion.close_unless_switching =
-            may_switch(&parts) || self.ctx.draining.load(Ordering::Relaxed);
+            upgrade || parts.method == Method::CONNECT || self.ctx.draining.load(Ordering::Relaxed);
         if let Some(access) = &self.ctx.access {
             let client = forwarded
                 .as_ref()
@@ -373,7 +373,8 @@ impl AsgiService {
 }
 
 /// An upgrade or CONNECT request: the framing check holds back what follows it (the
-/// protocol it may switch to), so unless it switches, its response closes the connection.
+/// protocol it may switch to), so unless it switches, its response closes the connection
+/// (`AsgiService::handle` tests the same with the `upgrade` it already has).
 fn may_switch(parts: &Parts) -> bool {
     parts.headers.contains_key(http::header::UPGRADE) || parts.method == Method::CONNECT
 }

@@ -164,8 +164,8 @@ impl<S: AsyncRead + Unpin> Checked<S> {
     /// stack, so the connection's task holds none while it waits.
     pub fn poll_first_head(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         while self.released == self.given && matches!(self.after, After::Socket) {
-            let mut space = [0u8; FIRST_READ];
-            let mut chunk = ReadBuf::new(&mut space);
+            let mut space = [std::mem::MaybeUninit::<u8>::uninit(); FIRST_READ];
+            let mut chunk = ReadBuf::uninit(&mut space);
             match Pin::new(&mut self.inner).poll_read(cx, &mut chunk) {
                 Poll::Pending => return Poll::Pending,
                 // hyper's own read meets the failure again.
