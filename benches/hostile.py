@@ -155,6 +155,7 @@ def attack(server: str, name: str, n: int, hold: float, extra: list[str]) -> str
             note = f"RSS {rss_kib(proc.pid) / 1024:.1f} MB after {hold:.0f} s"
         else:
             socks = connect_many(port, n, TLS_HELLO)
+            peak, peak_fds = rss_kib(proc.pid), fds(proc.pid)
             answered = 0
             for s in socks:
                 s.settimeout(max(0.1, started + hold - time.monotonic()))
@@ -162,7 +163,6 @@ def attack(server: str, name: str, n: int, hold: float, extra: list[str]) -> str
                     answered += s.recv(16).startswith(b"HTTP/1.1 400")
                 except OSError:
                     pass
-            peak, peak_fds = rss_kib(proc.pid), fds(proc.pid)
             note = f"{answered}/{n} answered 400 in {time.monotonic() - started:.1f} s"
         for s in socks:
             s.close()
