@@ -466,3 +466,22 @@ def test_requests_before_a_refused_one_are_answered_first(smuggle_server, case, 
     assert answers == expected, context
     wait_for(lambda: app_log(smuggle_server) == seen, message=f"{app_log(smuggle_server)}")
     smuggle_server.assert_alive()
+
+
+@pytest.mark.parametrize("target", ["/healthz", "/echo"])
+def test_a_request_that_is_not_upgraded_closes_its_connection(server_factory, target):
+    """What follows an Upgrade request is held back for the protocol it may switch to: a
+    response that does not switch (the health path's too) closes the connection, and the
+    bytes behind the request are never parsed as a request."""
+    server = server_factory("smuggle_app:app", "--health-path", "/healthz")
+    reset_log(server)
+    head = (
+        f"GET {target} HTTP/1.1\r\nHost: x\r\nUpgrade: foo\r\nConnection: upgrade\r\n\r\n"
+    ).encode()
+    with RawClient(server.port) as client:
+        client.send(head + SMUGGLED)
+        resp = client.read_response()
+        assert resp.status == 200, resp.status_line
+        assert resp.header("connection") == b"close"
+        assert client.read_until_closed(timeout=5) == b""
+    assert all(entry[1] != "/smuggled" for entry in app_log(server))
