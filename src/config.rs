@@ -30,6 +30,7 @@ pub struct CoreConfig {
     pub limit_request_body: Option<u64>,
     pub limit_concurrency: Option<usize>,
     pub timeout_body_read: f64,
+    pub timeout_write: f64,
     pub proxy_headers: bool,
     pub access_log_format: Option<String>,
     pub log_format: String,
@@ -61,6 +62,12 @@ impl CoreConfig {
 
     pub fn header_read(&self) -> Duration {
         Duration::from_secs_f64(self.timeout_header_read.max(0.0))
+    }
+
+    /// How long a response may make no progress on the socket; `None` when 0 turns it off.
+    pub fn write(&self) -> Option<Duration> {
+        (self.timeout_write.is_finite() && self.timeout_write > 0.0)
+            .then(|| Duration::from_secs_f64(self.timeout_write))
     }
 
     /// The TLS settings, when TLS is on (`ssl_certfile` is set).
@@ -115,6 +122,7 @@ mod tests {
             limit_request_body: None,
             limit_concurrency: None,
             timeout_body_read: 30.0,
+            timeout_write: 60.0,
             proxy_headers: false,
             access_log_format: None,
             log_format: String::new(),

@@ -388,6 +388,29 @@ def test_idle_connections_are_cheap(raw_server):
             client.close()
 
 
+def test_connections_with_part_of_a_head_are_cheap(server_factory):
+    """Slowloris: a connection that sent one byte of a request head costs at most 8 KiB (it
+    cost 17: hyper's connection and its 8 KiB buffers were built at the first byte)."""
+    server = server_factory("raw_app:app")
+    clients = []
+    try:
+        simple_get(server.port, "/")
+        time.sleep(0.5)
+        baseline = server.rss_kib()
+        clients = [RawClient(server.port) for _ in range(600)]
+        for client in clients:
+            client.send(b"G")
+        # Taken once the last one is: it is answered when its head completes.
+        clients[-1].send(b"ET / HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert clients[-1].read_response().body == b"hello"
+        time.sleep(0.5)
+        per_connection = (server.rss_kib() - baseline) / 600
+        assert per_connection <= 8, f"{per_connection:.1f} KiB per connection"
+    finally:
+        for client in clients:
+            client.close()
+
+
 @pytest.mark.rsgi_only
 def test_memory_of_closed_connections_is_given_back(raw_server):
     """800 keep-alive connections take memory (hyper's buffers, mostly); once they are all

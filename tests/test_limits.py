@@ -247,6 +247,31 @@ def test_head_size_is_capped_whatever_the_options(server_factory):
     assert_still_serves(server)
 
 
+@pytest.mark.parametrize("size", [8191, 60_000, 65_535, 65_536, 65_537, 70_000, 200_000])
+def test_request_line_too_long_is_414_at_every_size(default_limits, size):
+    """The status names what is too long: past 64 KiB the request line is still a 414."""
+    data = request_line_of_length(size) + b"\r\nHost: t\r\n\r\n"
+    received, _ = send_and_read(default_limits.port, data)
+    assert received.startswith(b"HTTP/1.1 414 URI Too Long\r\n"), received[:300]
+    assert b"\r\nconnection: close\r\n" in received
+
+
+def test_header_fields_past_64k_are_431_even_behind_a_long_request_line(server_factory):
+    server = server_factory(
+        "raw_app:app", "--limit-request-line", "1000000", "--limit-request-field-size", "100000"
+    )
+    fields = [(f"X-F{i}", "v" * 1000) for i in range(70)]
+    for line in (100, 8000, 60_000):
+        data = request_line_of_length(line) + b"\r\nHost: t\r\n"
+        data += b"".join(f"{name}: {value}\r\n".encode() for name, value in fields) + b"\r\n"
+        received, _ = send_and_read(server.port, data)
+        assert status_of(received) == 431, (line, received[:300])
+    for line in (65_536, 100_000):
+        received, _ = send_and_read(server.port, request_line_of_length(line) + b"\r\n")
+        assert status_of(received) == 414, (line, received[:300])
+    assert_still_serves(server)
+
+
 # --------------------------------------------------------------------------------------
 # Request body: 413
 # --------------------------------------------------------------------------------------
@@ -411,6 +436,48 @@ def test_keep_alive_timeout_closes_idle_connection(server_factory):
         assert client.buffer == b"", bytes(client.buffer)
     assert 0.8 <= idle <= 2.5, f"idle connection closed after {idle:.2f}s"
     assert_still_serves(server)
+
+
+def test_client_that_never_reads_is_closed_after_the_write_timeout(server_factory):
+    """A response stuck on a client that stopped reading is dropped once writing has made
+    no progress for --timeout-write; the app's send() raises ClientDisconnected and its
+    receive() gets http.disconnect."""
+    server = server_factory("raw_app:app", "--timeout-write", "1", "--timeout-keep-alive", "1")
+    since = server.stderr_offset()
+    with RawClient(server.port, rcvbuf=4096, timeout=20) as client:
+        who = f"127.0.0.1:{client.local_port}"
+        client.request("GET", "/stream-disconnect?id=never-reads")
+        record = wait_for(
+            lambda: report(server, "never-reads"),
+            timeout=15,
+            message="the app never learnt that the client does not read",
+        )
+        assert record == {
+            "send_exc": "ClientDisconnected",
+            "is_oserror": True,
+            "receive": "http.disconnect",
+        }, record
+        # What the kernel buffered, then the end of the connection.
+        client.read_until_closed(timeout=10)
+    server.wait_for_stderr(rf"WARNING:.*Response not read by {re.escape(who)}", since=since)
+    assert_still_serves(server)
+
+
+def test_slow_reader_is_not_cut_by_the_write_timeout(server_factory):
+    server = server_factory("raw_app:app", "--timeout-write", "1")
+    size = 8 * 1024 * 1024
+    with RawClient(server.port, rcvbuf=65536, timeout=20) as client:
+        client.request("GET", f"/download?size={size}")
+        head = client.read_head()
+        assert head.status == 200
+        got = len(client.buffer)
+        client.buffer.clear()
+        while got < size:
+            time.sleep(0.1)  # writes block for a while, never for a second
+            chunk = client.sock.recv(256 * 1024)
+            assert chunk, f"closed after {got} of {size} bytes"
+            got += len(chunk)
+    assert got == size
 
 
 # --------------------------------------------------------------------------------------

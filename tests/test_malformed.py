@@ -165,3 +165,62 @@ def test_server_healthy_after_malformed_requests(raw_server):
     resp = simple_get(raw_server.port, "/")
     assert resp.status_line == b"HTTP/1.1 200 OK"
     assert resp.body == b"hello"
+
+
+# A TLS 1.2 ClientHello's first bytes, as a TLS client sends them to the plain port (its
+# random bytes chosen without CR or LF, which a bare-line-end check would catch anyway).
+TLS_CLIENT_HELLO = (
+    bytes.fromhex("16030100c4010000c00303") + bytes(range(0x30, 0x50)) + b"\x00\x00\x02\x13\x01"
+)
+
+NOT_HTTP = {
+    "tls-client-hello": TLS_CLIENT_HELLO,
+    "binary-junk": b"\x00\xff\x13\x37" * 8,
+    # No line end: the byte that cannot belong to a method decides.
+    "bad-byte-in-method": b"GE(T / HTTP/1.1",
+    "http2-preface": b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+}
+
+
+@pytest.mark.rsgi_only
+@pytest.mark.parametrize("case", sorted(NOT_HTTP))
+def test_bytes_that_are_not_http_get_400_at_once(raw_server, case):
+    """Not held for the head-read timeout (30 s): answered as soon as the first line cannot
+    be a request line, and closed."""
+    before = app_calls(raw_server)
+    with RawClient(raw_server.port, timeout=5) as client:
+        started = time.monotonic()
+        client.send(NOT_HTTP[case])
+        resp = client.read_response(timeout=3)
+        assert time.monotonic() - started < 3
+        assert resp.status_line == b"HTTP/1.1 400 Bad Request", resp.status_line
+        assert resp.header("connection") == b"close"
+        assert resp.body == b"Bad Request"
+        assert client.read_until_closed(timeout=3) == b""
+    assert app_calls(raw_server) == before
+    raw_server.assert_alive()
+
+
+INVALID_HOSTS = ["a b", "a@b", "user@example.com", "a/b", "a:b", "[::1", "[::1]x", "a%zz"]
+
+
+@pytest.mark.rsgi_only
+@pytest.mark.parametrize("host", INVALID_HOSTS)
+def test_invalid_host_gets_400(raw_server, host):
+    """RFC 9112 3.2: a Host that is not `uri-host [":" port]` (RFC 3986) is a 400."""
+    before = app_calls(raw_server)
+    with RawClient(raw_server.port) as client:
+        client.send(build_request("GET", "/", host=host) + FOLLOW_UP)
+        resp = client.read_response()
+        assert resp.status_line == b"HTTP/1.1 400 Bad Request", resp.status_line
+        assert resp.header("connection") == b"close"
+        assert client.read_until_closed(timeout=5) == b""
+    assert app_calls(raw_server) == before
+
+
+@pytest.mark.parametrize("host", ["", "example.com:8080", "127.0.0.1", "[::1]:8000", "a%20b"])
+def test_valid_host_is_served(raw_server, host):
+    with RawClient(raw_server.port) as client:
+        client.send(build_request("GET", "/", host=host, headers=[("Connection", "close")]))
+        resp = client.read_response()
+    assert resp.status == 200 and resp.body == b"hello", resp.status_line

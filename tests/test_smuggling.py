@@ -88,17 +88,31 @@ CASES: dict[str, tuple[bytes, frozenset[int] | None]] = {
         POST + b"Transfer-Encoding: chunked, chunked\r\n\r\n" + HELLO_CHUNKED,
         None,
     ),
-    # -- transfer codings other than chunked: 501 (issue 6) --------------------------
+    # -- final transfer coding not chunked: the length is unknown, 400 (RFC 9112 6.3,
+    # issue 16; issue 6 had 501 for gzip and identity) -------------------------------
     "te-gzip": (
         POST + b"Transfer-Encoding: gzip\r\n\r\n" + HELLO_CHUNKED,
-        frozenset({501}),
-    ),
-    "te-gzip-chunked": (
-        POST + b"Transfer-Encoding: gzip, chunked\r\n\r\n" + HELLO_CHUNKED,
-        frozenset({501}),
+        frozenset({400}),
     ),
     "te-identity": (
         POST + b"Transfer-Encoding: identity\r\n\r\n" + HELLO_CHUNKED,
+        frozenset({400}),
+    ),
+    "te-xchunked": (
+        POST + b"Transfer-Encoding: xchunked\r\n\r\n" + HELLO_CHUNKED,
+        frozenset({400}),
+    ),
+    "te-chunked-gzip": (
+        POST + b"Transfer-Encoding: chunked, gzip\r\n\r\n" + HELLO_CHUNKED,
+        frozenset({400}),
+    ),
+    "te-unknown-chunked": (
+        POST + b"Transfer-Encoding: foo, chunked\r\n\r\n" + HELLO_CHUNKED,
+        frozenset({400}),
+    ),
+    # -- a registered coding before a final chunked: framed, not decoded: 501 ---------
+    "te-gzip-chunked": (
+        POST + b"Transfer-Encoding: gzip, chunked\r\n\r\n" + HELLO_CHUNKED,
         frozenset({501}),
     ),
     # -- whitespace in and around the Transfer-Encoding field ------------------------
@@ -213,6 +227,21 @@ CASES: dict[str, tuple[bytes, frozenset[int] | None]] = {
     ),
     "repeated-host": (
         POST + b"Host: other.example\r\nContent-Length: 5\r\n\r\nhello",
+        frozenset({400}),
+    ),
+    # -- an Upgrade header that is not acted on changes nothing (issue 16) -------------
+    "upgrade-chunk-size-trailing-tab": (
+        POST
+        + b"Upgrade: foo\r\nConnection: upgrade\r\nTransfer-Encoding: chunked\r\n\r\n"
+        + b"5\t\r\nhello\r\n0\r\n\r\n",
+        frozenset({400}),
+    ),
+    "upgrade-bare-lf-in-chunked-body": (
+        POST + b"Upgrade: h2c\r\nTransfer-Encoding: chunked\r\n\r\n5\nhello\n0\n\n",
+        frozenset({400}),
+    ),
+    "upgrade-chunk-data-longer-than-size": (
+        POST + b"Upgrade: foo\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nhello\r\n0\r\n\r\n",
         frozenset({400}),
     ),
     # -- Content-Length syntax -------------------------------------------------------
@@ -437,3 +466,22 @@ def test_requests_before_a_refused_one_are_answered_first(smuggle_server, case, 
     assert answers == expected, context
     wait_for(lambda: app_log(smuggle_server) == seen, message=f"{app_log(smuggle_server)}")
     smuggle_server.assert_alive()
+
+
+@pytest.mark.parametrize("target", ["/healthz", "/echo"])
+def test_a_request_that_is_not_upgraded_closes_its_connection(server_factory, target):
+    """What follows an Upgrade request is held back for the protocol it may switch to: a
+    response that does not switch (the health path's too) closes the connection, and the
+    bytes behind the request are never parsed as a request."""
+    server = server_factory("smuggle_app:app", "--health-path", "/healthz")
+    reset_log(server)
+    head = (
+        f"GET {target} HTTP/1.1\r\nHost: x\r\nUpgrade: foo\r\nConnection: upgrade\r\n\r\n"
+    ).encode()
+    with RawClient(server.port) as client:
+        client.send(head + SMUGGLED)
+        resp = client.read_response()
+        assert resp.status == 200, resp.status_line
+        assert resp.header("connection") == b"close"
+        assert client.read_until_closed(timeout=5) == b""
+    assert all(entry[1] != "/smuggled" for entry in app_log(server))

@@ -836,6 +836,16 @@ class Config:
         positive=True,
         metavar="SECONDS",
     )
+    timeout_write: float = option(
+        60.0,
+        help="Seconds a response may make no progress on the socket (a client that stopped "
+        "reading) before the connection is closed and the app sees http.disconnect; "
+        "0 turns the timeout off.",
+        group=PROCESSES,
+        parse=parse_float,
+        minimum=0,
+        metavar="SECONDS",
+    )
     timeout_graceful_shutdown: float = option(
         30.0,
         help="Seconds to let in-flight requests finish on shutdown before closing them; "

@@ -1,10 +1,12 @@
 //! Drives one connection: hyper's HTTP/1.1 state machine, plus the timeouts hyper leaves to the
-//! server (keep-alive idle, request head read) and graceful shutdown.
+//! server (keep-alive idle, request head read, a response stuck on a client that does not
+//! read) and graceful shutdown.
 //!
 //! One timer per connection serves both timeouts: when it fires, the connection's [`Activity`]
 //! says which deadline applies now, and the timer either closes the connection or re-arms.
 
 use std::future::{poll_fn, Future};
+use std::os::fd::RawFd;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -47,17 +49,74 @@ pub struct Activity {
     idle_since: AtomicU64,
     /// When the first byte of the next request head arrived; 0 while none has.
     head_since: AtomicU64,
+    /// Since when writing to the socket has made no progress (it would block); 0 while
+    /// writes go through.
+    write_blocked_since: AtomicU64,
+    /// What the kernel still had to send when that stall was last looked at.
+    unsent_at_stall: AtomicU64,
+    /// The socket, to ask the kernel how much it still has to send; `None` in unit tests.
+    fd: Option<RawFd>,
 }
 
 impl Activity {
-    pub(super) fn new() -> Self {
+    /// `fd`: the connection's socket (under TLS too), which outlives every use made of it
+    /// here: the connection's task owns both.
+    pub(super) fn new(fd: Option<RawFd>) -> Self {
         Activity {
             refusal: OnceLock::new(),
             requests: AtomicU64::new(0),
             in_flight: AtomicU32::new(0),
             idle_since: AtomicU64::new(now_ms()),
             head_since: AtomicU64::new(0),
+            write_blocked_since: AtomicU64::new(0),
+            unsent_at_stall: AtomicU64::new(0),
+            fd,
         }
+    }
+
+    /// A write to the socket would block. Only the connection's task writes: a plain load
+    /// and store are enough.
+    pub(super) fn write_blocked(&self) {
+        if self.write_blocked_since.load(Ordering::Relaxed) == 0 {
+            self.write_blocked_since
+                .store(now_ms().max(1), Ordering::Relaxed);
+            self.unsent_at_stall
+                .store(unsent(self.fd).unwrap_or(0), Ordering::Relaxed);
+        }
+    }
+
+    /// A write to the socket went through. After a stall, hyper may be writing the end of a
+    /// response the app is done with: the connection is not idle before that is written.
+    pub(super) fn write_progressed(&self) {
+        if self.write_blocked_since.load(Ordering::Relaxed) != 0 {
+            self.write_blocked_since.store(0, Ordering::Relaxed);
+            self.idle_since.store(now_ms(), Ordering::Relaxed);
+        }
+    }
+
+    /// A write to the socket is waiting for room.
+    fn write_waiting(&self) -> bool {
+        self.write_blocked_since.load(Ordering::Relaxed) != 0
+    }
+
+    /// Past the write deadline: whether the kernel sent some of what it held since the stall
+    /// was last looked at. Its send buffer grows to megabytes, and a write waits until much
+    /// of it has drained: a client that reads, slowly, can leave writes blocked for longer
+    /// than the timeout. That counts as progress, and the stall is timed again from now.
+    fn still_draining(&self, now: u64) -> bool {
+        if !self.write_waiting() {
+            return false;
+        }
+        let Some(left) = unsent(self.fd) else {
+            return false;
+        };
+        if left >= self.unsent_at_stall.load(Ordering::Relaxed) {
+            return false;
+        }
+        self.unsent_at_stall.store(left, Ordering::Relaxed);
+        self.write_blocked_since
+            .store(now.max(1), Ordering::Relaxed);
+        true
     }
 
     /// Counts a request the service got from hyper; the violation to answer it with when it is
@@ -110,8 +169,14 @@ impl Activity {
     }
 
     /// The time (ms) at which the connection must be closed, or `None` while a request is in
-    /// flight (its own timeouts apply then).
+    /// flight and its response is not stuck (its own timeouts apply then).
     fn deadline(&self, limits: &Timeouts) -> Option<u64> {
+        let blocked = self.write_blocked_since.load(Ordering::Relaxed);
+        if blocked != 0 {
+            // Whether a request is in flight or not: hyper may still be writing the end of a
+            // response that is over for the app. Never the idle timeout then.
+            return limits.write.map(|w| blocked + w.as_millis() as u64);
+        }
         if self.in_flight.load(Ordering::Relaxed) > 0 {
             return None;
         }
@@ -130,6 +195,19 @@ pub struct Timeouts {
     pub keep_alive: Duration,
     /// How long a client may take to send a request head, from its first byte.
     pub header_read: Duration,
+    /// How long writing to the socket may make no progress; `None`: as long as it takes.
+    pub write: Option<Duration>,
+}
+
+/// Bytes the kernel holds for the socket and the peer has not taken yet (TIOCOUTQ: unsent or
+/// unacknowledged for TCP, unread for a unix socket); `None` when it cannot tell.
+fn unsent(fd: Option<RawFd>) -> Option<u64> {
+    let fd = fd?;
+    let mut bytes: libc::c_int = 0;
+    // SAFETY: TIOCOUTQ stores one c_int through the pointer, which points to `bytes`; on an
+    // fd it does not apply to, the call fails and stores nothing.
+    let done = unsafe { libc::ioctl(fd, libc::TIOCOUTQ, &mut bytes) };
+    (done == 0).then(|| bytes.max(0) as u64)
 }
 
 impl Timeouts {
@@ -146,16 +224,26 @@ impl Timeouts {
 
 /// Serves one connection until the client leaves, a timeout closes it, or a graceful shutdown
 /// lets its in-flight request finish.
+///
+/// `fd` is the socket under `stream` (under TLS too), for the write timeout.
 pub async fn serve_connection<S>(
     stream: S,
+    fd: RawFd,
     conn: Arc<ConnInfo>,
     ctx: Arc<HttpContext>,
     shutdown: watch::Receiver<bool>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    let activity = Arc::new(Activity::new());
-    let io = TokioIo::new(Checked::new(stream, activity.clone()));
+    let activity = Arc::new(Activity::new(Some(fd)));
+    // Until its first request head is whole, the connection is only the framing check and
+    // the few bytes it holds: hyper's connection, with its 8 KiB read and write buffers, is
+    // built then (a slowloris client that sent part of a head costs ~4 KiB, not ~16).
+    let mut head_io = Some(Checked::new(
+        stream,
+        activity.clone(),
+        ctx.limits.request_line,
+    ));
     let upgrade = Arc::new(parking_lot::Mutex::new(None));
     let service = AsgiService {
         ctx: ctx.clone(),
@@ -163,8 +251,7 @@ pub async fn serve_connection<S>(
         activity: activity.clone(),
         upgrade: upgrade.clone(),
     };
-    let driver = ctx.http1.serve_connection(io, service).with_upgrades();
-    tokio::pin!(driver);
+    let mut driver = std::pin::pin!(None::<Driver<S>>);
 
     let limits = ctx.timeouts;
     let timer = std::pin::pin!(tokio::time::sleep(limits.idle().min(limits.header_read)));
@@ -183,8 +270,8 @@ pub async fn serve_connection<S>(
                 let grace = SHUTDOWN_GRACE.min(limits.idle());
                 deferred = Some(now_ms() + grace.as_millis() as u64);
                 wakeups.reset_timer(grace);
-            } else {
-                driver.as_mut().graceful_shutdown();
+            } else if let Some(driver) = driver.as_mut().as_pin_mut() {
+                driver.graceful_shutdown();
             }
         }};
     }
@@ -194,13 +281,27 @@ pub async fn serve_connection<S>(
     let mut served = false;
     loop {
         let woke = poll_fn(|cx| {
-            if let Poll::Ready(result) = driver.as_mut().poll(cx) {
+            if let Some(io) = head_io.as_mut() {
+                if io.poll_first_head(cx).is_pending() {
+                    return wakeups.poll(cx, !closing);
+                }
+                if let Some(io) = head_io.take() {
+                    let hyper = ctx
+                        .http1
+                        .serve_connection(TokioIo::new(io), service.clone());
+                    driver.set(Some(hyper.with_upgrades()));
+                }
+            }
+            let Some(mut hyper) = driver.as_mut().as_pin_mut() else {
+                return wakeups.poll(cx, !closing);
+            };
+            if let Poll::Ready(result) = hyper.as_mut().poll(cx) {
                 return Poll::Ready(Woke::Done(result));
             }
             if deferred.is_some() && !activity.waiting() {
                 // A request started: hyper now finishes it, then closes.
                 deferred = None;
-                driver.as_mut().graceful_shutdown();
+                hyper.graceful_shutdown();
                 cx.waker().wake_by_ref();
             }
             wakeups.poll(cx, !closing)
@@ -218,14 +319,29 @@ pub async fn serve_connection<S>(
             Woke::Timer => {
                 let now = now_ms();
                 if deferred.is_some_and(|until| activity.grace_over(until, now)) {
-                    // Nothing came: let hyper close it.
                     deferred = None;
-                    driver.as_mut().graceful_shutdown();
+                    match driver.as_mut().as_pin_mut() {
+                        // Nothing came: let hyper close it.
+                        Some(hyper) => hyper.graceful_shutdown(),
+                        // Not a byte came: there is only the socket to close.
+                        None => break,
+                    }
                 }
                 let mut wait = match activity.deadline(&limits) {
-                    // Idle too long, or too slow to send a head: drop the connection.
+                    // Idle too long, too slow to send a head, or not reading the response:
+                    // drop the connection (and with it the response, so the app sees a
+                    // disconnect).
+                    Some(deadline) if now >= deadline && activity.still_draining(now) => {
+                        limits.write.unwrap_or(limits.idle())
+                    }
                     Some(deadline) if now >= deadline => {
-                        if activity.head_started() {
+                        if activity.write_waiting() {
+                            tracing::warn!(
+                                "Response not read by {} for {:?}: connection closed",
+                                conn.client.describe(),
+                                limits.write.unwrap_or_default()
+                            );
+                        } else if activity.head_started() {
                             let why = (
                                 StatusCode::REQUEST_TIMEOUT,
                                 "request head not received in time",
@@ -254,6 +370,10 @@ pub async fn serve_connection<S>(
         }
     }
 }
+
+/// hyper's side of a connection.
+type Driver<S> =
+    hyper::server::conn::http1::UpgradeableConnection<TokioIo<Checked<S>>, AsgiService>;
 
 /// Runs an accepted WebSocket on the connection hyper handed back after the 101, in this
 /// connection's task (so it counts as open, and sees the shutdown signal).
@@ -379,7 +499,7 @@ mod tests {
 
     #[test]
     fn grace_ends_unless_a_request_head_is_arriving() {
-        let activity = Activity::new();
+        let activity = Activity::new(None);
         assert!(!activity.grace_over(1000, 999));
         assert!(activity.grace_over(1000, 1000));
         // Bytes of a head came: that request is waited for, past the grace.
@@ -394,7 +514,7 @@ mod tests {
 
     #[test]
     fn only_the_refused_heads_request_is_refused() {
-        let activity = Activity::new();
+        let activity = Activity::new(None);
         let violation = (StatusCode::BAD_REQUEST, "missing or repeated Host");
         activity
             .refusal
@@ -411,13 +531,71 @@ mod tests {
         let limits = Timeouts {
             keep_alive: Duration::from_secs(5),
             header_read: Duration::from_secs(30),
+            write: None,
         };
-        let activity = Activity::new();
+        let activity = Activity::new(None);
         activity.bytes_arrived();
         let since = activity.head_since.load(Ordering::Relaxed);
         assert_eq!(activity.deadline(&limits), Some(since + 30_000));
         activity.request_started();
         assert_eq!(activity.deadline(&limits), None);
+    }
+
+    #[test]
+    fn a_response_making_no_progress_has_a_deadline() {
+        let mut limits = Timeouts {
+            keep_alive: Duration::from_secs(5),
+            header_read: Duration::from_secs(30),
+            write: Some(Duration::from_secs(60)),
+        };
+        let activity = Activity::new(None);
+        activity.bytes_arrived();
+        activity.request_started();
+        assert_eq!(activity.deadline(&limits), None);
+        activity.write_blocked();
+        let since = activity.write_blocked_since.load(Ordering::Relaxed);
+        // Another blocked write later does not move it.
+        activity.write_blocked();
+        assert!(activity.write_waiting());
+        assert_eq!(activity.deadline(&limits), Some(since + 60_000));
+        // Without a socket to ask, nothing says the kernel is still sending.
+        assert!(!activity.still_draining(since + 60_000));
+        // Once the request is over for the app, hyper may still be stuck on its last bytes.
+        activity.request_done();
+        assert_eq!(activity.deadline(&limits), Some(since + 60_000));
+        activity.write_progressed();
+        assert!(!activity.write_waiting());
+        // Idle from the end of the stall, not from the end of the app's response.
+        let idle_from = activity.idle_since.load(Ordering::Relaxed);
+        assert_eq!(activity.deadline(&limits), Some(idle_from + 5_000));
+        // With the timeout off, a stalled write has no deadline at all.
+        activity.write_blocked();
+        limits.write = None;
+        assert_eq!(activity.deadline(&limits), None);
+    }
+
+    /// A stall is progress while the kernel's queue for the socket goes down: the peer reads.
+    #[test]
+    fn a_stall_still_draining_is_timed_again() {
+        use std::io::{Read, Write};
+        let (mut ours, mut peer) = std::os::unix::net::UnixStream::pair().unwrap();
+        ours.set_nonblocking(true).unwrap();
+        let chunk = [7u8; 4096];
+        while ours.write(&chunk).is_ok() {}
+        let activity = Activity::new(Some(std::os::fd::AsRawFd::as_raw_fd(&ours)));
+        activity.write_blocked();
+        assert!(!activity.still_draining(100_000), "nothing was read yet");
+        let mut sink = [0u8; 65536];
+        peer.read_exact(&mut sink).unwrap();
+        assert!(activity.still_draining(100_000));
+        assert_eq!(
+            activity.write_blocked_since.load(Ordering::Relaxed),
+            100_000
+        );
+        assert!(
+            !activity.still_draining(200_000),
+            "and not again without another read"
+        );
     }
 
     /// Once armed, the shutdown signal and the timer are not polled on the connection's other

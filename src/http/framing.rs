@@ -28,8 +28,10 @@ enum State {
     /// The CRLF after a chunk's data; the count is how many of its bytes were seen.
     ChunkEnd(u8),
     Trailer,
-    /// After an upgrade or CONNECT request the stream is not HTTP/1.1 any more.
-    Opaque,
+    /// After an upgrade or CONNECT request: what follows is either another protocol (once
+    /// the server switches) or nothing the server reads (a response to such a request that
+    /// does not switch closes the connection). Held back, never released unchecked.
+    Held,
 }
 
 /// What the current request head said about framing.
@@ -40,11 +42,23 @@ struct Head {
     content_length: Option<u64>,
     lengths: u32,
     chunked: bool,
-    /// A transfer coding other than a lone `chunked`.
-    unknown_coding: bool,
+    /// A registered transfer coding (gzip, ...) applied before the final `chunked`: a body
+    /// framed as it should be, in a coding rsgi does not decode (501).
+    unimplemented_coding: bool,
     codings: u32,
     upgrade: bool,
     connect: bool,
+}
+
+/// How far the request line being read has got: which of its three parts, and how many
+/// bytes of that part. The line is checked as it arrives, so bytes that cannot be a request
+/// (a TLS handshake on the plain port, binary junk) are refused at once, not after the
+/// head-read timeout.
+#[derive(Debug, Default, Clone, Copy)]
+struct LineScan {
+    /// 0: method, 1: request target, 2: HTTP version.
+    part: u8,
+    len: usize,
 }
 
 #[derive(Debug)]
@@ -52,6 +66,7 @@ pub struct Framing {
     state: State,
     /// The line being read (bounded by [`MAX_HEAD`]), without its CRLF.
     line: Vec<u8>,
+    scan: LineScan,
     /// A CR ended the previous byte: the next must be LF.
     after_cr: bool,
     head: Head,
@@ -61,33 +76,42 @@ pub struct Framing {
     fed: u64,
     /// Request heads released so far: hyper makes one request of each.
     heads: u64,
+    /// The longest request line accepted (`--limit-request-line`, at most [`MAX_HEAD`]).
+    line_limit: usize,
 }
 
 impl Default for Framing {
     fn default() -> Self {
+        Framing::new(MAX_HEAD)
+    }
+}
+
+impl Framing {
+    /// A check for a new connection, refusing request lines over `line_limit` bytes.
+    pub fn new(line_limit: usize) -> Self {
         Framing {
             state: State::RequestLine,
-            line: Vec::with_capacity(256),
+            // Grown by the first line: a connection that sent a few bytes holds a few bytes.
+            line: Vec::new(),
+            scan: LineScan::default(),
             after_cr: false,
             head: Head::default(),
             head_len: 0,
             released: 0,
             fed: 0,
             heads: 0,
+            line_limit: line_limit.min(MAX_HEAD),
         }
     }
-}
 
-impl Framing {
     /// Checks the next bytes of the stream. Returns how many more bytes (counted from the start
     /// of everything fed before) hyper may now have, or the violation that ends the connection.
     pub fn feed(&mut self, data: &[u8]) -> Result<u64, Violation> {
         let mut i = 0;
         while i < data.len() {
             match self.state {
-                State::Opaque => {
+                State::Held => {
                     self.fed += (data.len() - i) as u64;
-                    self.released = self.fed;
                     break;
                 }
                 State::Fixed(left) | State::ChunkData(left) => {
@@ -97,7 +121,7 @@ impl Framing {
                     self.released = self.fed;
                     let left = left - n;
                     self.state = match (self.state, left) {
-                        (State::Fixed(_), 0) => State::RequestLine,
+                        (State::Fixed(_), 0) => self.after_message(),
                         (State::Fixed(_), l) => State::Fixed(l),
                         (_, 0) => State::ChunkEnd(0),
                         (_, l) => State::ChunkData(l),
@@ -143,13 +167,16 @@ impl Framing {
 
     /// Bytes of a line that hold no CR or LF, and do not follow a CR.
     fn line_run(&mut self, run: &[u8]) -> Result<(), Violation> {
+        if self.state == State::RequestLine {
+            if self.line.len() + run.len() > self.line_limit {
+                return Err(LINE_TOO_LONG);
+            }
+            self.scan_request_line(run)?;
+        }
         if self.matches_head() {
             self.head_len += run.len();
             if self.head_len > MAX_HEAD {
-                return Err((
-                    StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-                    "request head too large",
-                ));
+                return Err(self.head_too_large());
             }
         }
         if self.line.len() + run.len() > MAX_HEAD {
@@ -159,15 +186,50 @@ impl Framing {
         Ok(())
     }
 
+    /// Checks the next bytes of a request line (no CR or LF among them) as they arrive: each
+    /// must be able to continue `method SP request-target SP HTTP/1.x`.
+    fn scan_request_line(&mut self, mut run: &[u8]) -> Result<(), Violation> {
+        loop {
+            let scan = &mut self.scan;
+            // How many bytes of `run` the current part takes; a space ends it.
+            let (taken, why) = match scan.part {
+                0 => (
+                    run.iter().take_while(|&&b| is_tchar(b)).count(),
+                    "malformed method",
+                ),
+                1 => (
+                    run.iter().take_while(|&&b| is_target_byte(b)).count(),
+                    "malformed request target",
+                ),
+                _ => {
+                    let n = run.iter().position(|&b| b == b' ').unwrap_or(run.len());
+                    if !version_fits(scan.len, &run[..n]) {
+                        return Err(bad("unsupported HTTP version"));
+                    }
+                    (n, "malformed request line")
+                }
+            };
+            scan.len += taken;
+            match run.get(taken) {
+                None => return Ok(()),
+                // A space ends a part, which must not be empty; only two may come.
+                Some(b' ') if scan.len > 0 && scan.part < 2 => {
+                    scan.part += 1;
+                    scan.len = 0;
+                    run = &run[taken + 1..];
+                }
+                Some(b' ') => return Err(bad("malformed request line")),
+                Some(_) => return Err(bad(why)),
+            }
+        }
+    }
+
     /// One byte of a line-oriented part: the head, a chunk-size line, a trailer line.
     fn line_byte(&mut self, byte: u8) -> Result<(), Violation> {
         if self.matches_head() {
             self.head_len += 1;
             if self.head_len > MAX_HEAD {
-                return Err((
-                    StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-                    "request head too large",
-                ));
+                return Err(self.head_too_large());
             }
         }
         if self.after_cr {
@@ -184,7 +246,15 @@ impl Framing {
         match byte {
             b'\r' => self.after_cr = true,
             b'\n' => return Err(bad("bare LF")),
-            _ if self.line.len() < MAX_HEAD => self.line.push(byte),
+            _ if self.state == State::RequestLine && self.line.len() >= self.line_limit => {
+                return Err(LINE_TOO_LONG);
+            }
+            _ if self.line.len() < MAX_HEAD => {
+                if self.state == State::RequestLine {
+                    self.scan_request_line(&[byte])?;
+                }
+                self.line.push(byte);
+            }
             _ => return Err((StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "line too long")),
         }
         Ok(())
@@ -211,6 +281,20 @@ impl Framing {
         )
     }
 
+    /// What a head past [`MAX_HEAD`] is refused with: while its request line is still being
+    /// read, only the line can be too long (414); once the line is complete, it is the
+    /// header fields (431).
+    fn head_too_large(&self) -> Violation {
+        if self.state == State::RequestLine {
+            LINE_TOO_LONG
+        } else {
+            (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "request head too large",
+            )
+        }
+    }
+
     fn matches_head(&self) -> bool {
         matches!(self.state, State::RequestLine | State::Header)
     }
@@ -224,8 +308,9 @@ impl Framing {
                 Ok(())
             }
             State::RequestLine => {
+                let scan = std::mem::take(&mut self.scan);
                 self.head = Head::default();
-                request_line(line, &mut self.head)?;
+                request_line(line, scan, &mut self.head)?;
                 self.state = State::Header;
                 Ok(())
             }
@@ -243,7 +328,7 @@ impl Framing {
             }
             State::Trailer if line.is_empty() => {
                 self.released = self.fed;
-                self.state = State::RequestLine;
+                self.state = self.after_message();
                 Ok(())
             }
             State::Trailer => {
@@ -261,7 +346,7 @@ impl Framing {
         if h.codings > 1 || (h.codings == 1 && (h.lengths > 0 || h.http10)) {
             return Err(bad("ambiguous Transfer-Encoding"));
         }
-        if h.unknown_coding {
+        if h.unimplemented_coding {
             return Err((
                 StatusCode::NOT_IMPLEMENTED,
                 "transfer coding other than chunked",
@@ -276,26 +361,64 @@ impl Framing {
         self.released = self.fed;
         self.heads += 1;
         self.head_len = 0;
-        self.state = if h.upgrade || h.connect {
-            State::Opaque
-        } else if h.chunked {
+        // The body of an upgrade request is framed and checked like any other: only a
+        // switch the server makes ends HTTP on this connection.
+        self.state = if h.chunked {
             State::ChunkSize
         } else {
             match h.content_length {
                 Some(n) if n > 0 => State::Fixed(n),
-                _ => State::RequestLine,
+                _ => self.after_message(),
             }
         };
         Ok(())
     }
+
+    /// Where the stream goes once a request (head and body) is complete.
+    fn after_message(&self) -> State {
+        if self.head.upgrade || self.head.connect {
+            State::Held
+        } else {
+            State::RequestLine
+        }
+    }
+
+    /// Past an upgrade or CONNECT request: bytes are kept back unchecked, for the protocol
+    /// the connection may switch to.
+    pub fn held(&self) -> bool {
+        self.state == State::Held
+    }
 }
+
+const LINE_TOO_LONG: Violation = (StatusCode::URI_TOO_LONG, "request line too long");
 
 fn bad(why: &'static str) -> Violation {
     (StatusCode::BAD_REQUEST, why)
 }
 
+/// Which bytes belong to a class: ASCII letters and digits, and `others`. A lookup per byte
+/// where a chain of comparisons would cost several (every head goes through these).
+const fn byte_class(others: &[u8]) -> [bool; 256] {
+    let mut class = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        class[b] = (b as u8).is_ascii_alphanumeric();
+        b += 1;
+    }
+    let mut i = 0;
+    while i < others.len() {
+        class[others[i] as usize] = true;
+        i += 1;
+    }
+    class
+}
+
+static TCHAR: [bool; 256] = byte_class(b"!#$%&'*+-.^_`|~");
+/// unreserved and sub-delims (RFC 3986 2.2-2.3): what a reg-name holds besides `%XX`.
+static REG_NAME: [bool; 256] = byte_class(b"-._~!$&'()*+,;=");
+
 fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+    TCHAR[b as usize]
 }
 
 /// Field-value bytes: visible ASCII, SP, HTAB, and obs-text.
@@ -303,29 +426,33 @@ fn is_field_byte(b: u8) -> bool {
     b == b'\t' || (b' '..=b'~').contains(&b) || b >= 0x80
 }
 
-fn request_line(line: &[u8], head: &mut Head) -> Result<(), Violation> {
-    let mut parts = line.split(|&b| b == b' ');
-    let (Some(method), Some(target), Some(version), None) =
-        (parts.next(), parts.next(), parts.next(), parts.next())
-    else {
-        return Err(bad("malformed request line"));
+/// Request-target bytes: visible ASCII and obs-text.
+fn is_target_byte(b: u8) -> bool {
+    (b'!'..=b'~').contains(&b) || b >= 0x80
+}
+
+/// Whether `part`, from offset `at` of the version part, can belong to `HTTP/1.1` or
+/// `HTTP/1.0`.
+fn version_fits(at: usize, part: &[u8]) -> bool {
+    let Some(want) = b"HTTP/1.1".get(at..at + part.len()) else {
+        return false;
     };
-    if method.is_empty() || !method.iter().all(|&b| is_tchar(b)) {
-        return Err(bad("malformed method"));
+    match (part.split_last(), want.split_last()) {
+        (Some((&b'0', head)), Some((_, want_head))) if at + part.len() == 8 => head == want_head,
+        _ => part == want,
     }
-    if target.is_empty()
-        || !target
-            .iter()
-            .all(|&b| (b'!'..=b'~').contains(&b) || b >= 0x80)
-    {
-        return Err(bad("malformed request target"));
+}
+
+/// The whole request line, whose bytes [`Framing::scan_request_line`] checked as they came.
+fn request_line(line: &[u8], scan: LineScan, head: &mut Head) -> Result<(), Violation> {
+    if scan.part != 2 {
+        return Err(bad("malformed request line"));
     }
-    match version {
-        b"HTTP/1.1" => {}
-        b"HTTP/1.0" => head.http10 = true,
-        _ => return Err(bad("unsupported HTTP version")),
+    if scan.len != 8 {
+        return Err(bad("unsupported HTTP version"));
     }
-    head.connect = method == b"CONNECT";
+    head.http10 = line.ends_with(b"1.0");
+    head.connect = line.starts_with(b"CONNECT ");
     Ok(())
 }
 
@@ -347,6 +474,9 @@ fn header(line: &[u8], head: &mut Head) -> Result<(), Violation> {
     let value = trim_ows(value);
     if name.eq_ignore_ascii_case(b"host") {
         head.hosts += 1;
+        if !is_valid_host(value) {
+            return Err(bad("invalid Host"));
+        }
     } else if name.eq_ignore_ascii_case(b"content-length") {
         head.lengths += 1;
         if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
@@ -363,8 +493,9 @@ fn header(line: &[u8], head: &mut Head) -> Result<(), Violation> {
 }
 
 /// Strict on purpose: `chunked` after one optional space, nothing around it, so that no proxy
-/// in front can read this field differently. A well-formed list of other codings is refused
-/// with 501 when the head ends; anything else at once with 400.
+/// in front can read this field differently. A list whose final coding is not `chunked` leaves
+/// the body length unknown: 400 (RFC 9112 6.3). A registered coding before the final
+/// `chunked` is framed right but not decoded here: 501 when the head ends.
 fn transfer_encoding(after_colon: &[u8], head: &mut Head) -> Result<(), Violation> {
     let raw = after_colon.strip_prefix(b" ").unwrap_or(after_colon);
     if raw.eq_ignore_ascii_case(b"chunked") {
@@ -381,16 +512,94 @@ fn transfer_encoding(after_colon: &[u8], head: &mut Head) -> Result<(), Violatio
     {
         return Err(bad("malformed Transfer-Encoding"));
     }
-    if codings
-        .iter()
-        .filter(|c| c.eq_ignore_ascii_case(b"chunked"))
-        .count()
-        > 1
-    {
+    let Some((last, before)) = codings.split_last() else {
+        return Err(bad("malformed Transfer-Encoding"));
+    };
+    if !last.eq_ignore_ascii_case(b"chunked") {
+        return Err(bad("final transfer coding is not chunked"));
+    }
+    if before.iter().any(|c| c.eq_ignore_ascii_case(b"chunked")) {
         return Err(bad("chunked applied twice"));
     }
-    head.unknown_coding = true;
+    if !before.iter().all(|c| is_registered_coding(c)) {
+        return Err(bad("unknown transfer coding"));
+    }
+    head.unimplemented_coding = true;
     Ok(())
+}
+
+/// Transfer codings of the IANA registry besides `chunked` (RFC 9112 7).
+fn is_registered_coding(c: &[u8]) -> bool {
+    ["gzip", "deflate", "compress", "x-gzip", "x-compress"]
+        .iter()
+        .any(|k| c.eq_ignore_ascii_case(k.as_bytes()))
+}
+
+/// `uri-host [ ":" port ]` (RFC 9112 3.2, RFC 3986 3.2.2-3.2.3): a bracketed IP literal, or
+/// a reg-name (which IPv4 addresses are too), then digits after an optional colon. An empty
+/// value is what a client sends for a target without an authority.
+fn is_valid_host(v: &[u8]) -> bool {
+    let port = if let Some(literal) = v.strip_prefix(b"[") {
+        let Some(close) = memchr::memchr(b']', literal) else {
+            return false;
+        };
+        if !is_ip_literal(&literal[..close]) {
+            return false;
+        }
+        &literal[close + 1..]
+    } else {
+        // One pass over the common name; `%XX` escapes take the slower, exact one.
+        let plain = v.iter().take_while(|&&b| REG_NAME[b as usize]).count();
+        let end = if v.get(plain) == Some(&b'%') {
+            let colon = memchr::memchr(b':', v).unwrap_or(v.len());
+            if !is_reg_name(&v[..colon]) {
+                return false;
+            }
+            colon
+        } else {
+            plain
+        };
+        &v[end..]
+    };
+    match port.split_first() {
+        None => true,
+        Some((&b':', digits)) => digits.iter().all(u8::is_ascii_digit),
+        Some(_) => false,
+    }
+}
+
+/// `*( unreserved / pct-encoded / sub-delims )`
+fn is_reg_name(name: &[u8]) -> bool {
+    let mut i = 0;
+    while i < name.len() {
+        match name[i] {
+            b'%' => {
+                let hex = name.get(i + 1..i + 3);
+                if !hex.is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)) {
+                    return false;
+                }
+                i += 3;
+            }
+            b if REG_NAME[b as usize] => i += 1,
+            _ => return false,
+        }
+    }
+    true
+}
+
+/// Inside the brackets: an IPv6 address, or `"v" 1*HEXDIG "." 1*( unreserved / sub-delims /
+/// ":" )` (IPvFuture).
+fn is_ip_literal(inner: &[u8]) -> bool {
+    if let Some(future) = inner.strip_prefix(b"v").or(inner.strip_prefix(b"V")) {
+        let digits = future.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+        return match future[digits..].split_first() {
+            Some((&b'.', rest)) if digits > 0 && !rest.is_empty() => {
+                rest.iter().all(|&b| REG_NAME[b as usize] || b == b':')
+            }
+            _ => false,
+        };
+    }
+    std::str::from_utf8(inner).is_ok_and(|s| s.parse::<std::net::Ipv6Addr>().is_ok())
 }
 
 fn trim_ows(v: &[u8]) -> &[u8] {
@@ -518,7 +727,10 @@ mod tests {
 
     /// Feeds `stream` in reads of `size` bytes; the verdict after the last read.
     fn in_reads(stream: &[u8], size: usize) -> Result<u64, Violation> {
-        let mut f = Framing::default();
+        in_reads_with(Framing::default(), stream, size)
+    }
+
+    fn in_reads_with(mut f: Framing, stream: &[u8], size: usize) -> Result<u64, Violation> {
         let mut released = Ok(0);
         for part in stream.chunks(size) {
             released = f.feed(part);
@@ -554,8 +766,53 @@ mod tests {
                 assert_eq!(in_reads(stream, size), whole, "reads of {size} bytes");
             }
         }
-        assert_eq!(check(&long_line).unwrap_err().0, 431);
+        assert_eq!(check(&long_line).unwrap_err().0, 414);
         assert_eq!(check(&many_fields).unwrap_err().0, 431);
+    }
+
+    /// The status says what is too long, at every size: the request line (414, past
+    /// `--limit-request-line` or 64 KiB), or the header fields (431, past 64 KiB in all).
+    #[test]
+    fn request_line_or_fields_too_long() {
+        let line = |n: usize| {
+            let target = "a".repeat(n - "GET / HTTP/1.1".len());
+            format!("GET /{target} HTTP/1.1\r\nHost: a\r\n\r\n").into_bytes()
+        };
+        let limited = |stream: &[u8]| Framing::new(40).feed(stream);
+        // What the limit in `Limits` checked once hyper had parsed the head.
+        assert!(limited(&line(40)).is_ok());
+        assert_eq!(limited(&line(41)).unwrap_err().0, 414);
+        for size in [8191, 60_000, MAX_HEAD - 1, MAX_HEAD, MAX_HEAD + 1, 200_000] {
+            let mut f = Framing::new(8190);
+            assert_eq!(f.feed(&line(size)).unwrap_err().0, 414, "{size}");
+            for reads in [1, 1000] {
+                let verdict = in_reads_with(Framing::new(8190), &line(size), reads);
+                assert_eq!(verdict.unwrap_err().0, 414, "{size} in reads of {reads}");
+            }
+        }
+        // Not over the limit, but with fields the head passes 64 KiB: the fields are too long.
+        let long_line_then_fields = [
+            &line(8000)[..8000],
+            b"\r\nHost: a\r\n",
+            &b"X-F: 0123456789012345678901234567890123456789012345\r\n".repeat(1300),
+            b"\r\n",
+        ]
+        .concat();
+        assert_eq!(
+            Framing::new(8190)
+                .feed(&long_line_then_fields)
+                .unwrap_err()
+                .0,
+            431
+        );
+        // With no limit set, a line of exactly 64 KiB still cannot fit a head: 414 too.
+        assert_eq!(
+            Framing::new(usize::MAX)
+                .feed(&line(MAX_HEAD))
+                .unwrap_err()
+                .0,
+            414
+        );
     }
 
     #[test]
@@ -583,7 +840,9 @@ mod tests {
     #[test]
     fn heads_split_across_reads() {
         let mut f = Framing::default();
-        assert_eq!(f.feed(&GET[..10]).unwrap(), 0);
+        assert_eq!(f.feed(&GET[..1]).unwrap(), 0);
+        assert!(f.line.capacity() < 64, "a byte of a head holds a few bytes");
+        assert_eq!(f.feed(&GET[1..10]).unwrap(), 0);
         assert_eq!(f.feed(&GET[10..]).unwrap(), GET.len() as u64);
     }
 
@@ -601,8 +860,27 @@ mod tests {
             400
         );
         assert_eq!(status(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n"), 400);
+        for final_not_chunked in [
+            &b"gzip"[..],
+            b"identity",
+            b"xchunked",
+            b"chunked, gzip",
+            b"chunkedx",
+        ] {
+            let s = [
+                &b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: "[..],
+                final_not_chunked,
+                b"\r\n\r\n",
+            ]
+            .concat();
+            assert_eq!(status(&s), 400, "{}", String::from_utf8_lossy(&s));
+        }
         assert_eq!(
-            status(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n"),
+            status(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: foo, chunked\r\n\r\n"),
+            400
+        );
+        assert_eq!(
+            status(b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: x-gzip, deflate, chunked\r\n\r\n"),
             501
         );
         assert_eq!(
@@ -661,8 +939,106 @@ mod tests {
     }
 
     #[test]
-    fn upgrade_makes_the_stream_opaque() {
-        let s = b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n\x81\x05\x00\n\n";
-        assert_eq!(check(s).unwrap(), s.len() as u64);
+    fn what_cannot_start_a_request_is_refused_at_once() {
+        // No line end needed: the first byte that cannot continue a request line decides.
+        for junk in [
+            &b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03"[..],
+            b"\x00\x01\x02",
+            b"GE(T",
+            b" GET",
+            b"GET  /",
+            b"GET /a\x7f",
+            b"GET /\tb",
+            b"GET / HTTP/2",
+            b"GET / http/1.1",
+            b"GET / HTTP/1.10",
+            b"GET / HTTP/1.1 ",
+        ] {
+            let what = String::from_utf8_lossy(junk);
+            assert_eq!(status(junk), 400, "{what}");
+            for size in [1, 2, 3] {
+                assert_eq!(
+                    in_reads(junk, size).unwrap_err().0,
+                    400,
+                    "{what} in {size}s"
+                );
+            }
+        }
+        // Beginnings of a request wait for the rest.
+        for start in [
+            &b"G"[..],
+            b"\r\nGET",
+            b"M-SEARCH * HTTP/1.",
+            b"GET /\xc3\xa9?q=%20 HTTP/1.0",
+        ] {
+            assert!(check(start).is_ok(), "{}", String::from_utf8_lossy(start));
+        }
+        // Parts missing when the line ends.
+        assert_eq!(status(b"GET /\r\n"), 400);
+        assert_eq!(status(b"GET / HTTP/1.\r\n"), 400);
+    }
+
+    #[test]
+    fn host_values() {
+        let head = |host: &str| format!("GET / HTTP/1.1\r\nHost: {host}\r\n\r\n").into_bytes();
+        for good in [
+            "",
+            "a",
+            "example.com:8080",
+            "127.0.0.1",
+            "h:",
+            "[::1]",
+            "[2001:db8::7]:443",
+            "[::ffff:192.0.2.1]",
+            "[v1.fe80::a+en1]",
+            "xn--bcher-kva.example",
+            "a%20b",
+            "sub_delims!$&'()*+,;=~",
+        ] {
+            assert!(check(&head(good)).is_ok(), "{good:?}");
+        }
+        for bad in [
+            "a b", "a@b", "a/b", "a?b", "a#b", "a:b", "a:80:80", "[::1", "[::1]x", "[::1]:8a",
+            "[1.2.3]", "[v1.]", "[vz.a]", "a%2", "a%zz", "a\"b", "a\\b", "a{b}", "\u{e9}",
+        ] {
+            assert_eq!(status(&head(bad)), 400, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn bytes_after_an_upgrade_request_are_held_back() {
+        let head: &[u8] =
+            b"GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n";
+        let mut f = Framing::default();
+        assert_eq!(
+            f.feed(&[head, b"\x81\x05\x00\n\n"].concat()).unwrap(),
+            head.len() as u64
+        );
+        assert!(f.held());
+        assert_eq!(f.feed(b"\r\n\x00").unwrap(), head.len() as u64);
+    }
+
+    #[test]
+    fn an_upgrade_request_body_is_checked_like_any_other() {
+        let head =
+            b"POST / HTTP/1.1\r\nHost: a\r\nUpgrade: foo\r\nTransfer-Encoding: chunked\r\n\r\n";
+        assert_eq!(
+            status(&[&head[..], b"5\t\r\nhello\r\n0\r\n\r\n"].concat()),
+            400
+        );
+        let good = [&head[..], b"5\r\nhello\r\n0\r\n\r\n"].concat();
+        let mut f = Framing::default();
+        assert_eq!(
+            f.feed(&[&good[..], b"GET / HT"].concat()).unwrap(),
+            good.len() as u64
+        );
+        assert!(f.held());
+        let connect = b"CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\nContent-Length: 2\r\n\r\nab";
+        let mut f = Framing::default();
+        assert_eq!(
+            f.feed(&[&connect[..], b"\x16\x03"].concat()).unwrap(),
+            connect.len() as u64
+        );
+        assert!(f.held());
     }
 }

@@ -172,8 +172,6 @@ impl AsgiService {
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
 
         let mut parts = parts;
-        // The framing check stops checking after an upgrade request; unless the upgrade
-        // happens, the connection must not carry another request.
         let upgrade = parts.headers.contains_key(http::header::UPGRADE);
         let request_id = self.ctx.request_id.then(|| request_id(&mut parts.headers));
         let forwarded = self
@@ -191,7 +189,8 @@ impl AsgiService {
         );
         // While draining, each response closes its connection: clients and proxies holding
         // keep-alive connections open new ones, which a load balancer sends elsewhere.
-        completion.close_unless_switching = upgrade || self.ctx.draining.load(Ordering::Relaxed);
+        completion.close_unless_switching =
+            upgrade || parts.method == Method::CONNECT || self.ctx.draining.load(Ordering::Relaxed);
         if let Some(access) = &self.ctx.access {
             let client = forwarded
                 .as_ref()
@@ -354,6 +353,9 @@ impl AsgiService {
         if status == StatusCode::METHOD_NOT_ALLOWED {
             headers.insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
         }
+        if may_switch(parts) {
+            headers.insert(CONNECTION, HeaderValue::from_static("close"));
+        }
         add_default_headers(&self.ctx.default_headers, headers);
         Some(resp)
     }
@@ -362,6 +364,13 @@ impl AsgiService {
         self.ctx.log_refusal(refusal, &self.conn.client);
         reject(refusal.0)
     }
+}
+
+/// An upgrade or CONNECT request: the framing check holds back what follows it (the
+/// protocol it may switch to), so unless it switches, its response closes the connection
+/// (`AsgiService::handle` tests the same with the `upgrade` it already has).
+fn may_switch(parts: &Parts) -> bool {
+    parts.headers.contains_key(http::header::UPGRADE) || parts.method == Method::CONNECT
 }
 
 /// Adds each default header (`server`, `--header`) whose name the response does not set.

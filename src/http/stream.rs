@@ -19,6 +19,13 @@ const STAND_IN: &[u8] = b"GET / HTTP/1.1\r\nhost: refused\r\n\r\n";
 
 const READ_SIZE: usize = 16 * 1024;
 
+/// The most [`Checked::poll_first_head`] reads at once: a whole head, in the common case.
+const FIRST_READ: usize = 4096;
+
+/// At most this much is kept back past an upgrade request (see `Framing::held`): the first
+/// frames of the protocol the connection may switch to, which a client may send at once.
+const HELD_LIMIT: usize = 64 * 1024;
+
 pub struct Checked<S> {
     inner: S,
     activity: Arc<Activity>,
@@ -46,11 +53,12 @@ enum After {
 }
 
 impl<S> Checked<S> {
-    pub fn new(inner: S, activity: Arc<Activity>) -> Self {
+    /// `line_limit`: the longest request line accepted (`--limit-request-line`).
+    pub fn new(inner: S, activity: Arc<Activity>, line_limit: usize) -> Self {
         Checked {
             inner,
             activity,
-            framing: Framing::default(),
+            framing: Framing::new(line_limit),
             pending: BytesMut::new(),
             released: 0,
             given: 0,
@@ -95,6 +103,10 @@ impl<S: AsyncRead + Unpin> AsyncRead for Checked<S> {
             }
             match &mut this.after {
                 After::Socket => {}
+                After::Eof if this.framing.held() => {
+                    // What follows an upgrade request is never HTTP for hyper to parse.
+                    return Poll::Ready(Ok(()));
+                }
                 After::Eof => {
                     // A message cut short by the client: let hyper see exactly what came.
                     this.released = this.given + this.pending.len() as u64;
@@ -115,6 +127,12 @@ impl<S: AsyncRead + Unpin> AsyncRead for Checked<S> {
                 After::BodyError(why) => {
                     return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, *why)));
                 }
+            }
+            if this.framing.held() && this.pending.len() >= HELD_LIMIT {
+                // Enough kept back. hyper reads here only to notice a client that left; it
+                // polls again after its own progress, and the connection then switches
+                // protocols or closes.
+                return Poll::Pending;
             }
             let read = if this.pending.is_empty() {
                 this.read_direct(cx, buf)
@@ -140,6 +158,37 @@ enum Step {
 }
 
 impl<S: AsyncRead + Unpin> Checked<S> {
+    /// Reads until the first request head is complete, refused, or cut short by the client
+    /// (or the socket fails), holding what came in `pending`, which grows only to what came:
+    /// Ready once there is something for hyper to read. Reads go through a buffer on the
+    /// stack, so the connection's task holds none while it waits.
+    pub fn poll_first_head(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        while self.released == self.given && matches!(self.after, After::Socket) {
+            let mut space = [std::mem::MaybeUninit::<u8>::uninit(); FIRST_READ];
+            let mut chunk = ReadBuf::uninit(&mut space);
+            match Pin::new(&mut self.inner).poll_read(cx, &mut chunk) {
+                Poll::Pending => return Poll::Pending,
+                // hyper's own read meets the failure again.
+                Poll::Ready(Err(_)) => return Poll::Ready(()),
+                Poll::Ready(Ok(())) => {}
+            }
+            let chunk = chunk.filled();
+            if chunk.is_empty() {
+                self.after = After::Eof;
+                break;
+            }
+            self.arrived(chunk.len());
+            self.pending.extend_from_slice(chunk);
+            let verdict = self.framing.feed(chunk);
+            self.released = self.framing.released();
+            if let Err(violation) = verdict {
+                self.pending.truncate((self.released - self.given) as usize);
+                self.refuse(violation);
+            }
+        }
+        Poll::Ready(())
+    }
+
     /// Reads straight into hyper's buffer when nothing is held back, the common case: the
     /// bytes the check releases stay there, and only the rest (a head not yet complete) is
     /// copied aside into `pending`.
@@ -248,13 +297,26 @@ fn read_more<S: AsyncRead + Unpin>(
     }
 }
 
+impl<S> Checked<S> {
+    /// Tells the connection's write timeout whether this write made progress.
+    fn wrote<T>(&self, poll: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        match &poll {
+            Poll::Pending => self.activity.write_blocked(),
+            Poll::Ready(_) => self.activity.write_progressed(),
+        }
+        poll
+    }
+}
+
 impl<S: AsyncWrite + Unpin> AsyncWrite for Checked<S> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+        let this = self.get_mut();
+        let poll = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.wrote(poll)
     }
 
     fn poll_write_vectored(
@@ -262,7 +324,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Checked<S> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        let poll = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.wrote(poll)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -270,7 +334,9 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Checked<S> {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+        let this = self.get_mut();
+        let poll = Pin::new(&mut this.inner).poll_flush(cx);
+        this.wrote(poll)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -314,9 +380,11 @@ mod tests {
     }
 
     fn seen(chunks: Vec<Vec<u8>>) -> Seen {
-        let activity = Arc::new(super::super::conn::Activity::new());
-        let mut checked = Checked::new(Chunks(chunks.into()), activity.clone());
+        let activity = Arc::new(super::super::conn::Activity::new(None));
+        let mut checked = Checked::new(Chunks(chunks.into()), activity.clone(), usize::MAX);
         let mut cx = Context::from_waker(std::task::Waker::noop());
+        // As a connection does: hyper comes in once the first head is there.
+        assert!(checked.poll_first_head(&mut cx).is_ready());
         let mut seen = Seen {
             reads: Vec::new(),
             error: None,
@@ -415,6 +483,72 @@ mod tests {
         let refused = seen.refusal.expect("a refusal");
         assert_eq!(refused.head, 2, "the third request is the refused one");
         assert_eq!(refused.violation.0, http::StatusCode::BAD_REQUEST);
+    }
+
+    /// A client dripping a head costs what it sent: the first head is held in a buffer of its
+    /// size until it is whole.
+    #[test]
+    fn a_partial_first_head_holds_only_its_bytes() {
+        struct Drip(VecDeque<&'static [u8]>);
+        impl AsyncRead for Drip {
+            fn poll_read(
+                self: Pin<&mut Self>,
+                _: &mut Context<'_>,
+                buf: &mut ReadBuf<'_>,
+            ) -> Poll<io::Result<()>> {
+                match self.get_mut().0.pop_front() {
+                    Some(part) => {
+                        buf.put_slice(part);
+                        Poll::Ready(Ok(()))
+                    }
+                    None => Poll::Pending,
+                }
+            }
+        }
+        let activity = Arc::new(super::super::conn::Activity::new(None));
+        let parts: [&'static [u8]; 3] = [b"G", b"ET / HTTP/1.1\r\nhost: a\r\n", b"\r\n"];
+        let mut checked = Checked::new(Drip(parts[..1].to_vec().into()), activity, 8190);
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        assert!(checked.poll_first_head(&mut cx).is_pending());
+        assert!(
+            checked.pending.capacity() < 64,
+            "{}",
+            checked.pending.capacity()
+        );
+        checked.inner.0.extend(&parts[1..]);
+        assert!(checked.poll_first_head(&mut cx).is_ready());
+        let mut space = [0u8; 64];
+        let mut buf = ReadBuf::new(&mut space);
+        assert!(Pin::new(&mut checked)
+            .poll_read(&mut cx, &mut buf)
+            .is_ready());
+        assert_eq!(buf.filled(), parts.concat());
+    }
+
+    #[test]
+    fn what_follows_an_upgrade_request_is_kept_for_the_switch() {
+        let head: &[u8] = b"GET /ws HTTP/1.1\r\nhost: a\r\nupgrade: websocket\r\n\r\n";
+        let after: &[u8] = b"\x81\x85frameGET /smuggled HTTP/1.1\r\nhost: a\r\n\r\n";
+        let activity = Arc::new(super::super::conn::Activity::new(None));
+        let mut checked = Checked::new(
+            Chunks([head, after].map(<[u8]>::to_vec).into()),
+            activity,
+            8190,
+        );
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        let mut got = Vec::new();
+        loop {
+            let mut space = [0u8; 64];
+            let mut buf = ReadBuf::new(&mut space);
+            match Pin::new(&mut checked).poll_read(&mut cx, &mut buf) {
+                Poll::Ready(Ok(())) if buf.filled().is_empty() => break,
+                Poll::Ready(Ok(())) => got.extend_from_slice(buf.filled()),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(got, head, "hyper gets the head, then the end of the stream");
+        let (_, held) = checked.into_parts();
+        assert_eq!(&held[..], after, "the rest goes to the switched protocol");
     }
 
     #[test]

@@ -258,6 +258,7 @@ fn http_context(
     let timeouts = Timeouts {
         keep_alive: config.keep_alive(),
         header_read: config.header_read(),
+        write: config.write(),
     };
     let mut http1 = hyper::server::conn::http1::Builder::new();
     http1

@@ -265,16 +265,19 @@ fn spawn_conn<S>(
     let counted = Counted::new(counter);
     let ctx = ctx.clone();
     let shutdown = shutdown.clone();
+    let fd = stream.as_raw_fd();
     // Two kinds of task rather than one with a branch for each: a task's future is as large as
     // its largest state, and the TLS one (handshake, rustls connection) would take ~8 KiB more
     // of every plain connection.
     if ctx.tls.is_some() {
-        tokio::spawn(serve_tls(stream, client, server, ctx, shutdown, counted));
+        tokio::spawn(serve_tls(
+            stream, fd, client, server, ctx, shutdown, counted,
+        ));
     } else {
         tokio::spawn(async move {
             if first_bytes(&stream, &ctx, &shutdown).await {
                 let conn = Arc::new(ConnInfo::new(client, server, None));
-                serve_connection(stream, conn, ctx, shutdown).await;
+                serve_connection(stream, fd, conn, ctx, shutdown).await;
             }
             drop(counted);
         });
@@ -352,6 +355,7 @@ async fn first_bytes<S: ReadReady>(
 /// A TLS connection's task: the handshake runs here, on the I/O thread, then the connection.
 async fn serve_tls<S>(
     stream: S,
+    fd: std::os::fd::RawFd,
     client: Endpoint,
     server: Endpoint,
     ctx: Arc<HttpContext>,
@@ -364,7 +368,7 @@ async fn serve_tls<S>(
     match tls.accept(stream, &mut shutdown).await {
         Ok((stream, info)) => {
             let conn = Arc::new(ConnInfo::new(client, server, Some(info)));
-            serve_connection(stream, conn, ctx.clone(), shutdown).await;
+            serve_connection(stream, fd, conn, ctx.clone(), shutdown).await;
         }
         Err(e) => tracing::debug!("TLS handshake with {} failed: {e}", client.describe()),
     }
@@ -395,6 +399,7 @@ mod tests {
             timeouts: Timeouts {
                 keep_alive: Duration::from_secs(5),
                 header_read: Duration::from_secs(30),
+                write: None,
             },
             limits: Limits {
                 request_line: 8190,
