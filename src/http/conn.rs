@@ -18,7 +18,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
 use tokio::time::Sleep;
 
-use super::framing::Violation;
+use super::limits::Refusal;
 use super::service::{AsgiService, HttpContext};
 use super::stream::Checked;
 use super::ConnInfo;
@@ -34,7 +34,7 @@ pub struct Refused {
     /// Which request of the connection it is (from 0). hyper parses the heads released before
     /// it first, and answers each of them before this one's stand-in.
     pub head: u64,
-    pub violation: Violation,
+    pub violation: Refusal,
 }
 
 /// What a connection is doing, as far as its timeouts care.
@@ -122,7 +122,7 @@ impl Activity {
     /// Counts a request the service got from hyper; the violation to answer it with when it is
     /// the stand-in of a refused head. Requests parsed from heads released before the refused
     /// one are served normally, however the bytes were split into reads.
-    pub fn next_request(&self) -> Option<Violation> {
+    pub fn next_request(&self) -> Option<Refusal> {
         // Only the connection's task calls this: a plain load and store are enough.
         let index = self.requests.load(Ordering::Relaxed);
         self.requests.store(index + 1, Ordering::Relaxed);
@@ -342,7 +342,7 @@ pub async fn serve_connection<S>(
                                 limits.write.unwrap_or_default()
                             );
                         } else if activity.head_started() {
-                            let why = (
+                            let why = Refusal(
                                 StatusCode::REQUEST_TIMEOUT,
                                 "request head not received in time",
                             );
@@ -481,12 +481,12 @@ impl<'a, F: Future> Wakeups<'a, F> {
 /// hyper answered a request it could not parse (400, 414 or 431); say so in the log.
 fn log_parse_error(ctx: &HttpContext, conn: &ConnInfo, e: &hyper::Error) {
     let refusal = if e.is_parse_too_large() {
-        (
+        Refusal(
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             "request head too large",
         )
     } else if e.is_parse() {
-        (StatusCode::BAD_REQUEST, "malformed request")
+        Refusal(StatusCode::BAD_REQUEST, "malformed request")
     } else {
         return;
     };
@@ -515,7 +515,7 @@ mod tests {
     #[test]
     fn only_the_refused_heads_request_is_refused() {
         let activity = Activity::new(None);
-        let violation = (StatusCode::BAD_REQUEST, "missing or repeated Host");
+        let violation = Refusal(StatusCode::BAD_REQUEST, "missing or repeated Host");
         activity
             .refusal
             .set(Refused { head: 2, violation })

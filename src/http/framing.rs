@@ -11,8 +11,9 @@
 
 use http::StatusCode;
 
+use super::limits::Refusal;
+
 /// Why the stream was refused: the status to answer with, and a few words for the log.
-pub type Violation = (StatusCode, &'static str);
 
 /// The largest request head accepted, whatever the limits say.
 pub const MAX_HEAD: usize = 64 * 1024;
@@ -106,7 +107,7 @@ impl Framing {
 
     /// Checks the next bytes of the stream. Returns how many more bytes (counted from the start
     /// of everything fed before) hyper may now have, or the violation that ends the connection.
-    pub fn feed(&mut self, data: &[u8]) -> Result<u64, Violation> {
+    pub fn feed(&mut self, data: &[u8]) -> Result<u64, Refusal> {
         let mut i = 0;
         while i < data.len() {
             match self.state {
@@ -166,7 +167,7 @@ impl Framing {
     }
 
     /// Bytes of a line that hold no CR or LF, and do not follow a CR.
-    fn line_run(&mut self, run: &[u8]) -> Result<(), Violation> {
+    fn line_run(&mut self, run: &[u8]) -> Result<(), Refusal> {
         if self.state == State::RequestLine {
             if self.line.len() + run.len() > self.line_limit {
                 return Err(LINE_TOO_LONG);
@@ -180,7 +181,10 @@ impl Framing {
             }
         }
         if self.line.len() + run.len() > MAX_HEAD {
-            return Err((StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "line too long"));
+            return Err(Refusal(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "line too long",
+            ));
         }
         self.line.extend_from_slice(run);
         Ok(())
@@ -188,7 +192,7 @@ impl Framing {
 
     /// Checks the next bytes of a request line (no CR or LF among them) as they arrive: each
     /// must be able to continue `method SP request-target SP HTTP/1.x`.
-    fn scan_request_line(&mut self, mut run: &[u8]) -> Result<(), Violation> {
+    fn scan_request_line(&mut self, mut run: &[u8]) -> Result<(), Refusal> {
         loop {
             let scan = &mut self.scan;
             // How many bytes of `run` the current part takes; a space ends it.
@@ -225,7 +229,7 @@ impl Framing {
     }
 
     /// One byte of a line-oriented part: the head, a chunk-size line, a trailer line.
-    fn line_byte(&mut self, byte: u8) -> Result<(), Violation> {
+    fn line_byte(&mut self, byte: u8) -> Result<(), Refusal> {
         if self.matches_head() {
             self.head_len += 1;
             if self.head_len > MAX_HEAD {
@@ -255,7 +259,12 @@ impl Framing {
                 }
                 self.line.push(byte);
             }
-            _ => return Err((StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "line too long")),
+            _ => {
+                return Err(Refusal(
+                    StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                    "line too long",
+                ))
+            }
         }
         Ok(())
     }
@@ -284,11 +293,11 @@ impl Framing {
     /// What a head past [`MAX_HEAD`] is refused with: while its request line is still being
     /// read, only the line can be too long (414); once the line is complete, it is the
     /// header fields (431).
-    fn head_too_large(&self) -> Violation {
+    fn head_too_large(&self) -> Refusal {
         if self.state == State::RequestLine {
             LINE_TOO_LONG
         } else {
-            (
+            Refusal(
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
                 "request head too large",
             )
@@ -299,7 +308,7 @@ impl Framing {
         matches!(self.state, State::RequestLine | State::Header)
     }
 
-    fn end_line(&mut self, line: &[u8]) -> Result<(), Violation> {
+    fn end_line(&mut self, line: &[u8]) -> Result<(), Refusal> {
         match self.state {
             State::RequestLine if line.is_empty() => {
                 // RFC 9112 2.2: empty lines before a request line are ignored.
@@ -341,13 +350,13 @@ impl Framing {
     }
 
     /// The head is complete: decide how the body is framed.
-    fn end_head(&mut self) -> Result<(), Violation> {
+    fn end_head(&mut self) -> Result<(), Refusal> {
         let h = &self.head;
         if h.codings > 1 || (h.codings == 1 && (h.lengths > 0 || h.http10)) {
             return Err(bad("ambiguous Transfer-Encoding"));
         }
         if h.unimplemented_coding {
-            return Err((
+            return Err(Refusal(
                 StatusCode::NOT_IMPLEMENTED,
                 "transfer coding other than chunked",
             ));
@@ -390,10 +399,10 @@ impl Framing {
     }
 }
 
-const LINE_TOO_LONG: Violation = (StatusCode::URI_TOO_LONG, "request line too long");
+const LINE_TOO_LONG: Refusal = Refusal(StatusCode::URI_TOO_LONG, "request line too long");
 
-fn bad(why: &'static str) -> Violation {
-    (StatusCode::BAD_REQUEST, why)
+fn bad(why: &'static str) -> Refusal {
+    Refusal(StatusCode::BAD_REQUEST, why)
 }
 
 /// Which bytes belong to a class: ASCII letters and digits, and `others`. A lookup per byte
@@ -444,7 +453,7 @@ fn version_fits(at: usize, part: &[u8]) -> bool {
 }
 
 /// The whole request line, whose bytes [`Framing::scan_request_line`] checked as they came.
-fn request_line(line: &[u8], scan: LineScan, head: &mut Head) -> Result<(), Violation> {
+fn request_line(line: &[u8], scan: LineScan, head: &mut Head) -> Result<(), Refusal> {
     if scan.part != 2 {
         return Err(bad("malformed request line"));
     }
@@ -456,7 +465,7 @@ fn request_line(line: &[u8], scan: LineScan, head: &mut Head) -> Result<(), Viol
     Ok(())
 }
 
-fn header(line: &[u8], head: &mut Head) -> Result<(), Violation> {
+fn header(line: &[u8], head: &mut Head) -> Result<(), Refusal> {
     if line[0] == b' ' || line[0] == b'\t' {
         return Err(bad("obsolete line folding"));
     }
@@ -496,7 +505,7 @@ fn header(line: &[u8], head: &mut Head) -> Result<(), Violation> {
 /// in front can read this field differently. A list whose final coding is not `chunked` leaves
 /// the body length unknown: 400 (RFC 9112 6.3). A registered coding before the final
 /// `chunked` is framed right but not decoded here: 501 when the head ends.
-fn transfer_encoding(after_colon: &[u8], head: &mut Head) -> Result<(), Violation> {
+fn transfer_encoding(after_colon: &[u8], head: &mut Head) -> Result<(), Refusal> {
     let raw = after_colon.strip_prefix(b" ").unwrap_or(after_colon);
     if raw.eq_ignore_ascii_case(b"chunked") {
         head.chunked = true;
@@ -615,7 +624,7 @@ fn trim_ows(v: &[u8]) -> &[u8] {
 }
 
 /// `1*HEXDIG *( ";" token [ "=" ( token / quoted-string ) ] )`, no whitespace anywhere.
-fn chunk_size(line: &[u8]) -> Result<u64, Violation> {
+fn chunk_size(line: &[u8]) -> Result<u64, Refusal> {
     let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
     if digits == 0 || digits > 16 {
         return Err(bad("invalid chunk size"));
@@ -626,7 +635,7 @@ fn chunk_size(line: &[u8]) -> Result<u64, Violation> {
     Ok(size)
 }
 
-fn chunk_extensions(mut rest: &[u8]) -> Result<(), Violation> {
+fn chunk_extensions(mut rest: &[u8]) -> Result<(), Refusal> {
     let invalid = || bad("invalid chunk extension");
     while !rest.is_empty() {
         rest = rest.strip_prefix(b";").ok_or_else(invalid)?;
@@ -689,7 +698,7 @@ const FORBIDDEN_TRAILERS: &[&str] = &[
     "max-forwards",
 ];
 
-fn trailer(line: &[u8]) -> Result<(), Violation> {
+fn trailer(line: &[u8]) -> Result<(), Refusal> {
     let mut ignored = Head::default();
     header(line, &mut ignored)?;
     let colon = line.iter().position(|&b| b == b':').unwrap_or(0);
@@ -707,7 +716,7 @@ fn trailer(line: &[u8]) -> Result<(), Violation> {
 mod tests {
     use super::*;
 
-    fn check(stream: &[u8]) -> Result<u64, Violation> {
+    fn check(stream: &[u8]) -> Result<u64, Refusal> {
         Framing::default().feed(stream)
     }
 
@@ -726,11 +735,11 @@ mod tests {
     }
 
     /// Feeds `stream` in reads of `size` bytes; the verdict after the last read.
-    fn in_reads(stream: &[u8], size: usize) -> Result<u64, Violation> {
+    fn in_reads(stream: &[u8], size: usize) -> Result<u64, Refusal> {
         in_reads_with(Framing::default(), stream, size)
     }
 
-    fn in_reads_with(mut f: Framing, stream: &[u8], size: usize) -> Result<u64, Violation> {
+    fn in_reads_with(mut f: Framing, stream: &[u8], size: usize) -> Result<u64, Refusal> {
         let mut released = Ok(0);
         for part in stream.chunks(size) {
             released = f.feed(part);

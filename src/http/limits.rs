@@ -18,15 +18,18 @@ pub struct Limits {
     pub body_read: Duration,
 }
 
-/// Why a request was refused: the status and a few words for the log line.
-pub type Refusal = (StatusCode, &'static str);
+/// Why the server answers a request itself instead of the app: the status, and a few words for
+/// the log line. The framing check, the limits, a failed body and the concurrency limit all
+/// refuse with it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Refusal(pub StatusCode, pub &'static str);
 
 impl Limits {
     /// Checks the head against the limits hyper does not enforce itself.
     pub fn check_head(&self, parts: &Parts) -> Option<Refusal> {
         for (name, value) in &parts.headers {
             if name.as_str().len() + 2 + value.len() > self.field_size {
-                return Some((
+                return Some(Refusal(
                     StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
                     "header field too large",
                 ));
@@ -34,7 +37,10 @@ impl Limits {
         }
         if let (Some(limit), Some(len)) = (self.body, declared_length(parts)) {
             if len > limit {
-                return Some((StatusCode::PAYLOAD_TOO_LARGE, "request body too large"));
+                return Some(Refusal(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "request body too large",
+                ));
             }
         }
         None

@@ -68,7 +68,7 @@ pub struct Access {
 
 impl HttpContext {
     /// Logs a refused request, one line, through the loop thread.
-    pub fn log_refusal(&self, (status, why): Refusal, client: &Endpoint) {
+    pub fn log_refusal(&self, Refusal(status, why): Refusal, client: &Endpoint) {
         self.metrics.refused(status.as_u16());
         let who = client.describe();
         tracing::warn!("{} {why} ({who})", status.as_u16());
@@ -160,8 +160,10 @@ impl AsgiService {
             return Answer::Ready(Some(resp));
         }
         if !self.ctx.in_flight.admit(self.ctx.limits.concurrency) {
-            let mut resp =
-                self.refuse((StatusCode::SERVICE_UNAVAILABLE, "concurrency limit reached"));
+            let mut resp = self.refuse(Refusal(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "concurrency limit reached",
+            ));
             resp.headers_mut()
                 .insert(RETRY_AFTER, HeaderValue::from_static("1"));
             return Answer::Ready(Some(resp));
@@ -261,7 +263,7 @@ impl AsgiService {
         ) {
             Check::Upgrade(u) => u,
             Check::Reject(status) => {
-                let mut resp = self.refuse((status, "invalid WebSocket handshake"));
+                let mut resp = self.refuse(Refusal(status, "invalid WebSocket handshake"));
                 if status == StatusCode::UPGRADE_REQUIRED {
                     resp.headers_mut()
                         .insert(SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
@@ -399,7 +401,7 @@ fn client_host(client: &Endpoint) -> String {
 }
 
 fn body_refusal(failure: BodyFailure) -> Refusal {
-    (failure.status(), failure.reason())
+    Refusal(failure.status(), failure.reason())
 }
 
 /// Moves the body bytes hyper already holds into the exchange, so that a small request body

@@ -10,7 +10,8 @@ use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::conn::{Activity, Refused};
-use super::framing::{Framing, Violation};
+use super::framing::Framing;
+use super::limits::Refusal;
 use crate::metrics::{self, Metrics};
 
 /// What hyper reads in place of a refused request head: a minimal request that the service
@@ -264,7 +265,7 @@ impl<S: AsyncRead + Unpin> Checked<S> {
     /// it. Inside a body that is a read error (the app sees a disconnect, the client a 400
     /// unless the response has started); otherwise a stand-in request that the service
     /// answers with the refusal, once it has answered the requests before it.
-    fn refuse(&mut self, violation: Violation) {
+    fn refuse(&mut self, violation: Refusal) {
         self.after = if self.framing.in_body() {
             After::BodyError(violation.1)
         } else {
