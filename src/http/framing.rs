@@ -13,8 +13,6 @@ use http::StatusCode;
 
 use super::limits::Refusal;
 
-/// Why the stream was refused: the status to answer with, and a few words for the log.
-
 /// The largest request head accepted, whatever the limits say.
 pub const MAX_HEAD: usize = 64 * 1024;
 
