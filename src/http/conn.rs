@@ -111,7 +111,7 @@ impl Activity {
 
     /// The time (ms) at which the connection must be closed, or `None` while a request is in
     /// flight (its own timeouts apply then).
-    fn deadline(&self, limits: &Timeouts) -> Option<u64> {
+    pub(super) fn deadline(&self, limits: &Timeouts) -> Option<u64> {
         if self.in_flight.load(Ordering::Relaxed) > 0 {
             return None;
         }
