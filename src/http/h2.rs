@@ -56,10 +56,11 @@ pub enum Versions {
 }
 
 impl Versions {
-    /// `--http`'s value; the Python side allows only these.
+    /// `--http`'s value; the Python side allows only these. uvicorn's HTTP/1.1 parsers name
+    /// HTTP/1.1 alone.
     pub fn parse(text: &str) -> Self {
         match text {
-            "1" => Versions::Http1,
+            "1" | "h11" | "httptools" => Versions::Http1,
             "2" => Versions::Http2,
             _ => Versions::Auto,
         }
@@ -273,6 +274,7 @@ mod tests {
     fn alpn_follows_the_versions_served() {
         assert_eq!(Versions::parse("auto").alpn(), [&b"h2"[..], b"http/1.1"]);
         assert_eq!(Versions::parse("1").alpn(), [&b"http/1.1"[..]]);
+        assert_eq!(Versions::parse("httptools"), Versions::Http1);
         assert_eq!(Versions::parse("2").alpn(), [&b"h2"[..]]);
         assert!(Versions::Auto.tls_is_h2(Some(b"h2")));
         assert!(!Versions::Auto.tls_is_h2(Some(b"http/1.1")));
