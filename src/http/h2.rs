@@ -203,12 +203,12 @@ pub async fn serve_h2<S>(
         .serve_connection(TokioIo::new(stream), service);
     tokio::pin!(driver);
     let idle = ctx.timeouts;
-    let timer = tokio::time::sleep(idle.idle());
-    tokio::pin!(timer);
     let mut closing = *shutdown.borrow_and_update();
     if closing {
         driver.as_mut().graceful_shutdown();
     }
+    let timer = tokio::time::sleep(if closing { SHUTDOWN_GRACE } else { idle.idle() });
+    tokio::pin!(timer);
     loop {
         tokio::select! {
             result = driver.as_mut() => {
