@@ -398,6 +398,26 @@ def test_graceful_shutdown_lets_an_open_stream_finish(server_factory):
     assert server.wait_exit(10) == 0
 
 
+@pytest.mark.skipif(shutil.which("curl") is None, reason="curl not installed")
+def test_reload_lets_an_open_stream_finish(server_factory):
+    """A reload (SIGHUP to the master) stops the old worker as a shutdown does: GOAWAY, and
+    the stream under way is answered; the new worker serves HTTP/2."""
+    server = server_factory(APP, "--workers", "2")
+    # Both workers up: a worker still booting ends at the signal, as on HTTP/1.1.
+    server.wait_for_stderr(r"(?s)(Application startup complete.*){2}", timeout=15)
+    served_after(server)
+    url = server.base_url + "/slow?s=1.5"
+    curl = subprocess.Popen(["curl", "-sS", "--http2-prior-knowledge", url], stdout=subprocess.PIPE)
+    idle = raw_h2(server.port)
+    time.sleep(0.5)
+    server.signal(signal.SIGHUP)
+    out, _ = curl.communicate(timeout=20)
+    assert out == b"done"
+    assert goaway_code(read_until_closed(idle, 5)) == h2.errors.ErrorCodes.NO_ERROR
+    idle.close()
+    served_after(server)
+
+
 def test_max_concurrent_streams_setting(server_factory):
     server = server_factory(APP, "--h2-max-concurrent-streams", "7")
     client = H2Client(server.port)
