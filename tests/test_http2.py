@@ -18,7 +18,14 @@ import time
 
 import httpx
 import pytest
-from conftest import IO_TIMEOUT, RawClient, running_server, start_server, wait_for
+from conftest import (
+    IO_TIMEOUT,
+    RawClient,
+    free_port,
+    running_server,
+    start_server,
+    wait_for,
+)
 
 h2_connection = pytest.importorskip("h2.connection")
 import h2.config  # noqa: E402
@@ -370,6 +377,33 @@ def test_header_list_past_the_bound_is_431(server_factory):
         assert client.get("/", headers=headers).status_code == 431
         assert client.get("/", headers={"x-long": "v" * 300}).status_code == 431
         assert client.get("/").status_code == 200
+
+
+def test_metrics_count_streams(server_factory):
+    metrics_port = free_port()
+    server = server_factory(APP, "--metrics-bind", f"127.0.0.1:{metrics_port}")
+    client = H2Client(server.port)
+    for stream in [client.request("/") for _ in range(5)]:
+        client.response(stream)
+    reset = client.request("/hold?id=metrics")
+    client.wait(lambda: reset in client.bodies)
+    client.conn.reset_stream(reset, h2.errors.ErrorCodes.CANCEL)
+    client.flush()
+    client.close()
+    # The reset stream counts too: its 200 head went out.
+    done = ("rsgi_requests_total", (("status", "2xx"),))
+    wait_for(lambda: scrape(metrics_port).get(done) == 6)
+    assert scrape(metrics_port)[("rsgi_requests_in_flight", ())] == 0
+
+
+def scrape(port: int) -> dict[tuple[str, tuple], float]:
+    parser = pytest.importorskip("prometheus_client.parser")
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=IO_TIMEOUT).text
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in parser.text_string_to_metric_families(text)
+        for sample in family.samples
+    }
 
 
 def test_access_line(server_factory):
