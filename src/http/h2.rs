@@ -134,6 +134,8 @@ impl H2 {
     }
 }
 
+/// The defaults of `rsgi.Config`, for tests that build a context by hand.
+#[cfg(test)]
 impl Default for H2 {
     fn default() -> Self {
         H2::new(&H2Settings {
