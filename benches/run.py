@@ -137,7 +137,7 @@ WORKLOADS = {
             "raw ASGI hello over h2c (prior knowledge): h2load -c16 -m32",
             expect=HELLO,
             h2=True,
-            servers=("rsgi",),
+            servers=("rsgi", "granian"),
         ),
         Workload(
             "ws",
