@@ -254,12 +254,17 @@ def test_http_2_serves_only_h2(pki):
 # -- ASGI over HTTP/2 -------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("transport", ["h2c", "tls"])
 @pytest.mark.parametrize("size", [0, 1, 1000, 65_535, 300_000, MIB])
-def test_bodies_both_ways(h2c_server, size):
+def test_bodies_both_ways(request, transport, size, pki):
+    if transport == "h2c":
+        client = h2c(request.getfixturevalue("h2c_server"))
+    else:
+        client = https(request.getfixturevalue("tls_server"), pki)
     body = bytes(range(256)) * (size // 256) + b"x" * (size % 256)
-    with h2c(h2c_server) as client:
+    with client:
         resp = client.post("/echo", content=body)
-    assert resp.status_code == 200
+    assert (resp.status_code, resp.http_version) == (200, "HTTP/2")
     assert resp.content == body
 
 
