@@ -78,6 +78,7 @@ class Workload:
     expect: bytes | None = None  # exact response body expected by the probe
     expect_len: int | None = None  # or only its length
     websocket: bool = False
+    h2: bool = False  # load by h2load over h2c (prior knowledge) instead of wrk
     servers: tuple[str, ...] = ("rsgi", "uvicorn", "granian", *GUNICORN_SERVERS)
 
 
@@ -127,6 +128,16 @@ WORKLOADS = {
             64,
             "raw ASGI, GET answering a 1 MiB body",
             expect_len=MIB,
+        ),
+        Workload(
+            "h2",
+            "hello:app",
+            "/",
+            16,
+            "raw ASGI hello over h2c (prior knowledge): h2load -c16 -m32",
+            expect=HELLO,
+            h2=True,
+            servers=("rsgi", "granian"),
         ),
         Workload(
             "ws",
@@ -445,6 +456,18 @@ def wrk_command(args, workload: Workload, port: int, duration: float, latency: b
     return pinned(args.load_cpus, cmd)
 
 
+def h2load_command(args, workload: Workload, port: int, duration: float) -> list[str]:
+    conns = args.connections or workload.connections
+    threads = min(args.wrk_threads, conns)
+    cmd = ["h2load", f"-c{conns}", f"-t{threads}", f"-m{H2_STREAMS}", f"-D{duration:g}"]
+    cmd.append(f"http://{HOST}:{port}{workload.path}")
+    return pinned(args.load_cpus, cmd)
+
+
+#: Streams h2load keeps open on each connection.
+H2_STREAMS = 32
+
+
 def ws_command(args, workload: Workload, port: int) -> list[str]:
     conns = args.connections or workload.connections
     cmd = [str(WS_LOAD_BIN), f"ws://{HOST}:{port}{workload.path}", "--clients", str(conns)]
@@ -508,6 +531,10 @@ def run_once(args, workload: Workload, server_name: str, rnd: int, log_dir: Path
 
         if workload.websocket:
             load_cmd = ws_command(args, workload, port)
+        elif workload.h2:
+            if args.warmup > 0:
+                run_load(h2load_command(args, workload, port, args.warmup), args.warmup + 30)
+            load_cmd = h2load_command(args, workload, port, args.duration)
         else:
             warm = wrk_command(args, workload, port, args.warmup, latency=False)
             if args.warmup > 0:
@@ -529,6 +556,8 @@ def run_once(args, workload: Workload, server_name: str, rnd: int, log_dir: Path
         if workload.websocket:
             # ws-load's wall time includes its warm-up; CPU shares cover the whole call.
             _parse_ws(run, out)
+        elif workload.h2:
+            _parse_h2load(run, out)
         else:
             _parse_wrk_run(run, out)
         run.server_cpu_pct = round(100 * (cpu1 - cpu0) / wall, 1) if wall > 0 else None
@@ -560,6 +589,20 @@ def _parse_wrk_run(run: Run, out: str) -> None:
         run.flags.append(res["socket_errors_detail"])
     if res["non_2xx"]:
         run.flags.append(f"Non-2xx or 3xx responses: {res['non_2xx']}")
+
+
+def _parse_h2load(run: Run, out: str) -> None:
+    """h2load reports throughput and outcomes, but no latency percentiles."""
+    if m := re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", out):
+        run.raw_rps = float(m.group(1))
+    else:
+        run.flags.append("could not parse h2load output")
+    if m := re.search(r"\d+ succeeded, (\d+) failed, (\d+) errored", out):
+        if int(m.group(1)) or int(m.group(2)):
+            run.flags.append(m.group(0))
+    if m := re.search(r"(\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", out):
+        if int(m.group(3)) or int(m.group(4)):
+            run.flags.append(f"status codes: {m.group(0)}")
 
 
 def _parse_ws(run: Run, out: str) -> None:
@@ -863,10 +906,12 @@ def _cargo_build(project: Path) -> None:
 
 def check_prerequisites(args, plan: list[tuple[Workload, list[str]]]) -> None:
     servers = {s for _, ss in plan for s in ss}
-    needs_wrk = any(not w.websocket for w, _ in plan)
+    needs_wrk = any(not w.websocket and not w.h2 for w, _ in plan)
     needs_ws = any(w.websocket for w, _ in plan)
     if needs_wrk and shutil.which("wrk") is None:
         sys.exit("wrk not found (apt-get install wrk)")
+    if any(w.h2 for w, _ in plan) and shutil.which("h2load") is None:
+        sys.exit("h2load not found (apt-get install nghttp2-client)")
     if (args.server_cpus or args.load_cpus) and shutil.which("taskset") is None:
         sys.exit("taskset not found (util-linux)")
     for server, module in (("gunicorn-rsgi", "gunicorn"), ("gunicorn-uvicorn", "uvicorn_worker")):

@@ -20,6 +20,9 @@ pub struct CoreConfig {
     pub root_path: String,
     pub server_header: bool,
     pub date_header: bool,
+    /// `auto`, `1` or `2`: the HTTP versions served.
+    pub http: String,
+    pub h2_max_concurrent_streams: u32,
     pub headers: Vec<(String, String)>,
     pub timeout_keep_alive: f64,
     pub timeout_header_read: f64,
@@ -81,6 +84,18 @@ impl CoreConfig {
         })
     }
 
+    pub fn versions(&self) -> crate::http::Versions {
+        crate::http::Versions::parse(&self.http)
+    }
+
+    /// HTTP/2's bound on a decoded request header list: what `--limit-request-fields` fields
+    /// of `--limit-request-field-size` bytes take, but no more than an HTTP/1.1 head may.
+    pub fn h2_header_list(&self) -> u32 {
+        let fields = self.limit_request_fields.max(1);
+        let list = fields.saturating_mul(self.limit_request_field_size);
+        list.min(crate::http::framing::MAX_HEAD) as u32
+    }
+
     pub fn ws(&self) -> WsConfig {
         // 0 (or None) turns a keep-alive setting off.
         let secs = |v: Option<f64>| {
@@ -112,6 +127,8 @@ mod tests {
             root_path: String::new(),
             server_header: true,
             date_header: true,
+            http: "auto".into(),
+            h2_max_concurrent_streams: 100,
             headers: Vec::new(),
             timeout_keep_alive: 5.0,
             timeout_header_read: 30.0,

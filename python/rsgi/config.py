@@ -30,6 +30,8 @@ LOOPS = ("auto", "asyncio", "uvloop")
 LIFESPANS = ("auto", "on", "off")
 # uvicorn's --ws values: every one but "none" selects rsgi's own (Rust) implementation.
 WS_IMPLEMENTATIONS = ("auto", "none", "websockets", "websockets-sansio", "wsproto")
+# uvicorn's h11 and httptools serve HTTP/1.1 only: accepted as "1".
+HTTP_VERSIONS = ("auto", "1", "2", "h11", "httptools")
 #: The server hooks rsgi calls, with gunicorn's names and arguments (see rsgi.hooks).
 HOOKS = ("on_starting", "when_ready", "post_fork", "worker_exit", "on_exit")
 
@@ -515,6 +517,24 @@ class Config:
         help='Send a "Date" header in responses.',
         group=HTTP,
         parse=parse_bool,
+    )
+    http: str = option(
+        "auto",
+        help='HTTP versions served: "auto" both (HTTP/2 over TLS when ALPN picks h2, and h2c '
+        'with prior knowledge on plain TCP), "1" HTTP/1.1 only, "2" HTTP/2 only. uvicorn\'s '
+        '"h11" and "httptools" mean "1".',
+        group=HTTP,
+        choices=HTTP_VERSIONS,
+    )
+    h2_max_concurrent_streams: int = option(
+        100,
+        help="Most HTTP/2 streams a client may have open at once on one connection "
+        "(SETTINGS_MAX_CONCURRENT_STREAMS).",
+        group=HTTP,
+        parse=parse_int,
+        minimum=1,
+        maximum=2**31 - 1,
+        metavar="N",
     )
     proxy_headers: bool = option(
         True,

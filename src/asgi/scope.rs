@@ -223,9 +223,12 @@ fn extensions<'py>(
     Ok(ext)
 }
 
-/// Whether hyper will send trailer fields: an HTTP/1.1 request whose `TE` lists `trailers`
-/// (the same test hyper applies before it writes them).
+/// Whether hyper will send trailer fields: any HTTP/2 request, or an HTTP/1.1 request whose
+/// `TE` lists `trailers` (the same test hyper applies before it writes them).
 pub fn accepts_trailers(version: Version, headers: &HeaderMap) -> bool {
+    if version == Version::HTTP_2 {
+        return true;
+    }
     version == Version::HTTP_11
         && headers.get_all(TE).iter().any(|value| {
             value.to_str().is_ok_and(|line| {
@@ -268,10 +271,10 @@ fn scheme_str<'py>(py: Python<'py>, scheme: &str) -> &'py Bound<'py, PyString> {
 }
 
 fn http_version(py: Python<'_>, v: Version) -> &Bound<'_, PyString> {
-    if v == Version::HTTP_10 {
-        intern!(py, "1.0")
-    } else {
-        intern!(py, "1.1")
+    match v {
+        Version::HTTP_10 => intern!(py, "1.0"),
+        Version::HTTP_2 => intern!(py, "2"),
+        _ => intern!(py, "1.1"),
     }
 }
 

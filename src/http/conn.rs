@@ -170,7 +170,7 @@ impl Activity {
 
     /// The time (ms) at which the connection must be closed, or `None` while a request is in
     /// flight and its response is not stuck (its own timeouts apply then).
-    fn deadline(&self, limits: &Timeouts) -> Option<u64> {
+    pub(super) fn deadline(&self, limits: &Timeouts) -> Option<u64> {
         let blocked = self.write_blocked_since.load(Ordering::Relaxed);
         if blocked != 0 {
             // Whether a request is in flight or not: hyper may still be writing the end of a

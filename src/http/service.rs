@@ -40,6 +40,8 @@ pub struct HttpContext {
     /// `server` and `--header` defaults, added to responses that do not set them.
     pub default_headers: HeaderMap,
     pub http1: hyper::server::conn::http1::Builder,
+    /// HTTP/2's settings, and which versions are served.
+    pub h2: super::h2::H2,
     pub timeouts: Timeouts,
     pub limits: Limits,
     pub in_flight: InFlight,
@@ -146,7 +148,7 @@ impl AwaitHead {
 }
 
 impl AsgiService {
-    fn handle(&self, req: Request<Incoming>) -> Answer {
+    pub(super) fn handle(&self, req: Request<Incoming>) -> Answer {
         if let Some(violation) = self.activity.next_request() {
             return Answer::Ready(Some(self.refuse(violation)));
         }
@@ -362,7 +364,7 @@ impl AsgiService {
         Some(resp)
     }
 
-    fn refuse(&self, refusal: Refusal) -> Response<ResponseBody> {
+    pub(super) fn refuse(&self, refusal: Refusal) -> Response<ResponseBody> {
         self.ctx.log_refusal(refusal, &self.conn.client);
         reject(refusal.0)
     }

@@ -333,10 +333,10 @@ fn base64_decode(text: &str) -> Option<Vec<u8>> {
 }
 
 fn version(v: Version) -> &'static str {
-    if v == Version::HTTP_10 {
-        "HTTP/1.0"
-    } else {
-        "HTTP/1.1"
+    match v {
+        Version::HTTP_10 => "HTTP/1.0",
+        Version::HTTP_2 => "HTTP/2",
+        _ => "HTTP/1.1",
     }
 }
 

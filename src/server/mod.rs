@@ -18,7 +18,8 @@ use crate::asgi::context::LoopContext;
 use crate::asgi::scope::ScopeTemplate;
 use crate::config::CoreConfig;
 use crate::handoff::bridge::{Bridge, Event};
-use crate::http::{Access, HttpContext, InFlight, Limits, Timeouts, TrustedProxies};
+use crate::http::h2::H2Settings;
+use crate::http::{Access, HttpContext, InFlight, Limits, Timeouts, TrustedProxies, H2};
 use crate::log::{AccessLog, Format, Sink, Target};
 use crate::net::Listener;
 use crate::tls::Tls;
@@ -50,7 +51,8 @@ impl Core {
     fn new(config: CoreConfig, fds: Option<Vec<i32>>, serve_metrics: bool) -> PyResult<Self> {
         let tls = match config.tls() {
             Some(settings) => Some(
-                Tls::from_config(&settings, config.header_read()).map_err(PyOSError::new_err)?,
+                Tls::from_config(&settings, config.header_read(), config.versions().alpn())
+                    .map_err(PyOSError::new_err)?,
             ),
             None => None,
         };
@@ -271,6 +273,13 @@ fn http_context(
         // Not `pipeline_flush`: it lifts hyper's bound on buffered response bytes, and with it
         // the backpressure on the app.
         .keep_alive(!timeouts.keep_alive.is_zero());
+    let h2 = H2::new(&H2Settings {
+        versions: config.versions(),
+        max_concurrent_streams: config.h2_max_concurrent_streams,
+        max_fields: config.limit_request_fields,
+        max_header_list: config.h2_header_list(),
+        date_header: config.date_header,
+    });
     let metrics = crate::metrics::current();
     let limits = Limits {
         request_line: config.limit_request_line,
@@ -291,6 +300,7 @@ fn http_context(
         bridge,
         default_headers,
         http1,
+        h2,
         timeouts,
         limits,
         in_flight: InFlight::new(&metrics.in_flight),

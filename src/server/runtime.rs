@@ -13,7 +13,8 @@ use nix::sys::socket::{recv, MsgFlags};
 use tokio::io::Interest;
 use tokio::sync::{oneshot, watch};
 
-use crate::http::{serve_connection, ConnInfo, Endpoint, HttpContext};
+use crate::http::h2::PREFACE;
+use crate::http::{serve_connection, serve_h2, ConnInfo, Endpoint, HttpContext, Versions};
 use crate::metrics::{self, Metrics};
 use crate::net::Listener;
 
@@ -277,7 +278,11 @@ fn spawn_conn<S>(
         tokio::spawn(async move {
             if first_bytes(&stream, &ctx, &shutdown).await {
                 let conn = Arc::new(ConnInfo::new(client, server, None));
-                serve_connection(stream, fd, conn, ctx, shutdown).await;
+                if speaks_h2(&stream, ctx.h2.versions) {
+                    serve_h2(stream, conn, ctx, shutdown).await;
+                } else {
+                    serve_connection(stream, fd, conn, ctx, shutdown).await;
+                }
             }
             drop(counted);
         });
@@ -352,6 +357,18 @@ async fn first_bytes<S: ReadReady>(
     }
 }
 
+/// Whether a plain connection speaks HTTP/2: its first bytes, peeked without waiting (once
+/// per connection, and only when both versions are served), begin the HTTP/2 preface.
+fn speaks_h2<S: ReadReady>(stream: &S, versions: Versions) -> bool {
+    if versions != Versions::Auto {
+        return versions.plain_is_h2(&[]);
+    }
+    let mut first = [0u8; PREFACE.len()];
+    let flags = MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT;
+    let n = recv(stream.as_raw_fd(), &mut first, flags).unwrap_or(0);
+    versions.plain_is_h2(&first[..n])
+}
+
 /// A TLS connection's task: the handshake runs here, on the I/O thread, then the connection.
 async fn serve_tls<S>(
     stream: S,
@@ -368,7 +385,15 @@ async fn serve_tls<S>(
     match tls.accept(stream, &mut shutdown).await {
         Ok((stream, info)) => {
             let conn = Arc::new(ConnInfo::new(client, server, Some(info)));
-            serve_connection(stream, fd, conn, ctx.clone(), shutdown).await;
+            if ctx
+                .h2
+                .versions
+                .tls_is_h2(stream.get_ref().1.alpn_protocol())
+            {
+                serve_h2(stream, conn, ctx.clone(), shutdown).await;
+            } else {
+                serve_connection(stream, fd, conn, ctx.clone(), shutdown).await;
+            }
         }
         Err(e) => tracing::debug!("TLS handshake with {} failed: {e}", client.describe()),
     }
@@ -396,6 +421,7 @@ mod tests {
             bridge: Arc::new(Bridge::new().unwrap()),
             default_headers: http::HeaderMap::new(),
             http1: hyper::server::conn::http1::Builder::new(),
+            h2: Default::default(),
             timeouts: Timeouts {
                 keep_alive: Duration::from_secs(5),
                 header_read: Duration::from_secs(30),

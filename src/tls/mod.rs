@@ -7,7 +7,7 @@
 //!   I/O thread, under a deadline, and gathers what the ASGI `tls` scope extension reports into
 //!   a plain [`TlsInfo`]. Python objects are made from it on the loop thread only.
 //!
-//! TLS 1.2 and 1.3 are offered, and ALPN `http/1.1`. Client certificates follow Python's
+//! TLS 1.2 and 1.3 are offered, and through ALPN the HTTP versions served (`h2`, `http/1.1`). Client certificates follow Python's
 //! `ssl.CERT_*` values as uvicorn uses them: 0 never asks for one, 1 asks and verifies one if
 //! sent, 2 requires one. A certificate that fails verification fails the handshake, so
 //! `client_cert_error` is always None.
@@ -53,10 +53,12 @@ pub struct Tls {
 }
 
 impl Tls {
-    /// Loads certificates and keys. The error is a one-line message naming the file at fault.
+    /// Loads certificates and keys; `alpn` lists the protocols offered, preferred first. The
+    /// error is a one-line message naming the file at fault.
     pub fn from_config(
         settings: &TlsSettings,
         handshake_timeout: Duration,
+        alpn: Vec<Vec<u8>>,
     ) -> Result<Self, String> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let certs = load_certs(&settings.certfile)?;
@@ -99,7 +101,7 @@ impl Tls {
         let mut config = builder
             .with_single_cert(certs, key)
             .map_err(|e| format!("TLS: certificate and key do not fit together: {e}"))?;
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        config.alpn_protocols = alpn;
         Ok(Tls {
             acceptor: TlsAcceptor::from(Arc::new(config)),
             server_cert: server_cert.into(),
@@ -262,7 +264,7 @@ mod tests {
             certfile: "/nonexistent/cert.pem".into(),
             ..TlsSettings::default()
         };
-        let err = Tls::from_config(&settings, Duration::from_secs(1))
+        let err = Tls::from_config(&settings, Duration::from_secs(1), Vec::new())
             .err()
             .unwrap();
         assert!(err.contains("/nonexistent/cert.pem"), "{err}");
