@@ -12,9 +12,9 @@ use std::time::Instant;
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 
-use super::conn::Activity;
+use super::activity::Activity;
+use super::context::HttpContext;
 use super::file::FileStream;
-use super::service::HttpContext;
 use crate::handoff::bridge::Event;
 use crate::handoff::exchange::{Exchange, Next};
 use crate::log::access::RequestFacts;

@@ -5,7 +5,7 @@
 use std::convert::Infallible;
 use std::future::{poll_fn, Future};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 
@@ -21,61 +21,16 @@ use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use parking_lot::Mutex;
 
+use super::activity::Activity;
 use super::body::{Completion, ResponseBody};
-use super::conn::{Activity, Timeouts};
-use super::limits::{InFlight, Limits, Refusal};
-use super::proxy::TrustedProxies;
+use super::context::HttpContext;
+use super::limits::Refusal;
 use super::{ConnInfo, Endpoint, RequestHead};
-use crate::handoff::bridge::{Bridge, Event};
+use crate::handoff::bridge::Event;
 use crate::handoff::exchange::{Body, BodyFailure, Exchange, HeadState, ResponseHead};
-use crate::log::{AccessLog, Sink, X_REQUEST_ID};
-use crate::metrics::Metrics;
+use crate::log::X_REQUEST_ID;
 use crate::ws::handshake::{self, Check};
 use crate::ws::session::Start;
-use crate::ws::WsConfig;
-
-/// What every connection of a server shares.
-pub struct HttpContext {
-    pub bridge: Arc<Bridge>,
-    /// `server` and `--header` defaults, added to responses that do not set them.
-    pub default_headers: HeaderMap,
-    pub http1: hyper::server::conn::http1::Builder,
-    /// HTTP/2's settings, and which versions are served.
-    pub h2: super::h2::H2,
-    pub timeouts: Timeouts,
-    pub limits: Limits,
-    pub in_flight: InFlight,
-    /// This process's counters.
-    pub metrics: &'static Metrics,
-    /// `None` when proxy headers are off.
-    pub proxies: Option<TrustedProxies>,
-    /// `None` when the access log is off.
-    pub access: Option<Access>,
-    /// Take or make an `x-request-id` for every request, and echo it in the response.
-    pub request_id: bool,
-    /// `--health-path`: answered by [`AsgiService::health`], never by the app.
-    pub health_path: Option<String>,
-    /// Set once the server is shutting down: the health path answers 503 from then on.
-    pub draining: AtomicBool,
-    pub ws: WsConfig,
-    /// TLS termination, when `--ssl-certfile` is set.
-    pub tls: Option<crate::tls::Tls>,
-}
-
-/// The access log: its format and where its lines go.
-pub struct Access {
-    pub log: AccessLog,
-    pub sink: Sink,
-}
-
-impl HttpContext {
-    /// Logs a refused request, one line, through the loop thread.
-    pub fn log_refusal(&self, Refusal(status, why): Refusal, client: &Endpoint) {
-        self.metrics.refused(status.as_u16());
-        let who = client.describe();
-        tracing::warn!("{} {why} ({who})", status.as_u16());
-    }
-}
 
 #[derive(Clone)]
 pub struct AsgiService {

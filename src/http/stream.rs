@@ -9,7 +9,7 @@ use std::task::{Context, Poll};
 use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::conn::{Activity, Refused};
+use super::activity::{Activity, Refused};
 use super::framing::Framing;
 use super::limits::Refusal;
 use crate::metrics::{self, Metrics};
@@ -381,7 +381,7 @@ mod tests {
     }
 
     fn seen(chunks: Vec<Vec<u8>>) -> Seen {
-        let activity = Arc::new(super::super::conn::Activity::new(None));
+        let activity = Arc::new(super::super::activity::Activity::new(None));
         let mut checked = Checked::new(Chunks(chunks.into()), activity.clone(), usize::MAX);
         let mut cx = Context::from_waker(std::task::Waker::noop());
         // As a connection does: hyper comes in once the first head is there.
@@ -506,7 +506,7 @@ mod tests {
                 }
             }
         }
-        let activity = Arc::new(super::super::conn::Activity::new(None));
+        let activity = Arc::new(super::super::activity::Activity::new(None));
         let parts: [&'static [u8]; 3] = [b"G", b"ET / HTTP/1.1\r\nhost: a\r\n", b"\r\n"];
         let mut checked = Checked::new(Drip(parts[..1].to_vec().into()), activity, 8190);
         let mut cx = Context::from_waker(std::task::Waker::noop());
@@ -530,7 +530,7 @@ mod tests {
     fn what_follows_an_upgrade_request_is_kept_for_the_switch() {
         let head: &[u8] = b"GET /ws HTTP/1.1\r\nhost: a\r\nupgrade: websocket\r\n\r\n";
         let after: &[u8] = b"\x81\x85frameGET /smuggled HTTP/1.1\r\nhost: a\r\n\r\n";
-        let activity = Arc::new(super::super::conn::Activity::new(None));
+        let activity = Arc::new(super::super::activity::Activity::new(None));
         let mut checked = Checked::new(
             Chunks([head, after].map(<[u8]>::to_vec).into()),
             activity,

@@ -18,7 +18,7 @@ use crate::asgi::context::LoopContext;
 use crate::asgi::scope::ScopeTemplate;
 use crate::config::CoreConfig;
 use crate::handoff::bridge::{Bridge, Event};
-use crate::http::h2::H2Settings;
+use crate::http::settings::H2Settings;
 use crate::http::{Access, HttpContext, InFlight, Limits, Timeouts, TrustedProxies, H2};
 use crate::log::{AccessLog, Format, Sink, Target};
 use crate::net::Listener;

@@ -13,7 +13,7 @@ use nix::sys::socket::{recv, MsgFlags};
 use tokio::io::Interest;
 use tokio::sync::{oneshot, watch};
 
-use crate::http::h2::PREFACE;
+use crate::http::settings::PREFACE;
 use crate::http::{serve_connection, serve_h2, ConnInfo, Endpoint, HttpContext, Versions};
 use crate::metrics::{self, Metrics};
 use crate::net::Listener;
