@@ -122,6 +122,14 @@ WORKLOADS = {
             expect=str(MIB).encode(),
         ),
         Workload(
+            "download64k",
+            "download:small",
+            "/",
+            64,
+            "raw ASGI, GET answering a 64 KiB body",
+            expect_len=64 * 1024,
+        ),
+        Workload(
             "download",
             "download:app",
             "/",
@@ -808,7 +816,9 @@ def parse_args(argv: list[str] | None = None):
         + "\n".join(f"  {w.name:9} {w.description}" for w in WORKLOADS.values()),
     )
     p.add_argument(
-        "--workloads", default="hello,fastapi", help="comma-separated (default: %(default)s)"
+        "--workloads",
+        default="hello,fastapi,download64k,download",
+        help="comma-separated (default: %(default)s)",
     )
     p.add_argument(
         "--servers",
