@@ -6,7 +6,7 @@ import json
 import time
 
 import pytest
-from conftest import RawClient, build_request, simple_get, wait_for
+from conftest import RawClient, build_request, running_server, simple_get, wait_for
 
 FOLLOW_UP = build_request("GET", "/pipe/after-bad")
 
@@ -178,7 +178,6 @@ NOT_HTTP = {
     "binary-junk": b"\x00\xff\x13\x37" * 8,
     # No line end: the byte that cannot belong to a method decides.
     "bad-byte-in-method": b"GE(T / HTTP/1.1",
-    "http2-preface": b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
 }
 
 
@@ -187,10 +186,22 @@ NOT_HTTP = {
 def test_bytes_that_are_not_http_get_400_at_once(raw_server, case):
     """Not held for the head-read timeout (30 s): answered as soon as the first line cannot
     be a request line, and closed."""
+    assert_refused_at_once(raw_server, NOT_HTTP[case])
+
+
+@pytest.mark.rsgi_only
+def test_the_http2_preface_gets_400_where_only_http1_is_served():
+    """With `--http 1` the HTTP/2 preface is just bytes that are not HTTP/1.1 (with the
+    default `--http auto` it starts an h2c connection: tests/test_http2.py)."""
+    with running_server("raw_app:app", "--http", "1") as server:
+        assert_refused_at_once(server, b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+
+
+def assert_refused_at_once(raw_server, data: bytes) -> None:
     before = app_calls(raw_server)
     with RawClient(raw_server.port, timeout=5) as client:
         started = time.monotonic()
-        client.send(NOT_HTTP[case])
+        client.send(data)
         resp = client.read_response(timeout=3)
         assert time.monotonic() - started < 3
         assert resp.status_line == b"HTTP/1.1 400 Bad Request", resp.status_line
