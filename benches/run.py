@@ -148,6 +148,16 @@ WORKLOADS = {
             servers=("rsgi", "granian"),
         ),
         Workload(
+            "h2fastapi",
+            "fastapi_app:app",
+            "/items/5?q=x",
+            16,
+            "FastAPI GET /items/{item_id}?q=x over h2c: h2load -c16 -m32",
+            expect=b'{"item_id":5,"q":"x"}',
+            h2=True,
+            servers=("rsgi", "granian"),
+        ),
+        Workload(
             "ws",
             "ws_echo:app",
             "/",
