@@ -30,16 +30,10 @@ SEEDS = [
     b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
     b"OPTIONS * HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 0\r\n\r\n",
 ]
+# Line ends, separators and a NUL: the bytes every framing rule is about (tests/test_fuzz.py too).
+SEPARATORS = [b"\r\n", b"\n", b"\r", b" ", b"\t", b":", b";", b",", b"\x00"]
 TOKENS = [
-    b"\r\n",
-    b"\n",
-    b"\r",
-    b" ",
-    b"\t",
-    b":",
-    b";",
-    b",",
-    b"\x00",
+    *SEPARATORS,
     b"\x7f",
     b"\xff",
     b"Content-Length: 5\r\n",
@@ -55,15 +49,23 @@ TOKENS = [
 ]
 
 
-def mutate(rng: random.Random, data: bytes) -> bytes:
+def mutate(
+    rng: random.Random,
+    data: bytes,
+    tokens: list[bytes] = TOKENS,
+    max_ops: int = 4,
+    max_junk: int = 16,
+) -> bytes:
+    """Up to `max_ops` random edits: a flipped byte, an inserted token, deleted bytes, a
+    repeated line, or up to `max_junk` random bytes. tests/test_fuzz.py uses it too."""
     out = bytearray(data)
-    for _ in range(rng.randint(1, 4)):
+    for _ in range(rng.randint(1, max_ops)):
         op = rng.randrange(5)
         at = rng.randrange(len(out) + 1)
         if op == 0 and out:
             out[min(at, len(out) - 1)] = rng.randrange(256)
         elif op == 1:
-            out[at:at] = rng.choice(TOKENS)
+            out[at:at] = rng.choice(tokens)
         elif op == 2 and out:
             del out[at : at + rng.randint(1, 8)]
         elif op == 3:
@@ -72,7 +74,7 @@ def mutate(rng: random.Random, data: bytes) -> bytes:
             lines.insert(i, lines[i])
             out = bytearray(b"\r\n".join(lines))
         else:
-            out[at:at] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 16)))
+            out[at:at] = bytes(rng.randrange(256) for _ in range(rng.randint(1, max_junk)))
     return bytes(out)
 
 

@@ -21,12 +21,16 @@ import json
 import random
 import re
 import socket
+import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import pytest
-from conftest import running_server, simple_get
+from conftest import REPO_ROOT, running_server, simple_get
+
+sys.path.insert(0, str(REPO_ROOT / "benches"))
+import fuzz_heads  # noqa: E402  (the mutations benches/fuzz_heads.py makes)
 
 pytestmark = pytest.mark.rsgi_only
 
@@ -234,15 +238,7 @@ SEEDS = [
     (b"PUT", b"HTTP/1.1\r\nHost: [::1]:80\r\nContent-Length: 0\r\n\r\n"),
 ]
 TOKENS = [
-    b"\r\n",
-    b"\n",
-    b"\r",
-    b" ",
-    b"\t",
-    b":",
-    b";",
-    b",",
-    b"\x00",
+    *fuzz_heads.SEPARATORS,
     b"\x16\x03\x01",
     b"Content-Length: 5\r\n",
     b"Content-Length: 0\r\n",
@@ -261,24 +257,7 @@ TOKENS = [
 
 
 def mutate(rng: random.Random, data: bytes) -> bytes:
-    out = bytearray(data)
-    for _ in range(rng.randint(1, 3)):
-        op = rng.randrange(5)
-        at = rng.randrange(len(out) + 1)
-        if op == 0 and out:
-            out[min(at, len(out) - 1)] = rng.randrange(256)
-        elif op == 1:
-            out[at:at] = rng.choice(TOKENS)
-        elif op == 2 and out:
-            del out[at : at + rng.randint(1, 8)]
-        elif op == 3:
-            lines = bytes(out).split(b"\r\n")
-            i = rng.randrange(len(lines))
-            lines.insert(i, lines[i])
-            out = bytearray(b"\r\n".join(lines))
-        else:
-            out[at:at] = bytes(rng.randrange(256) for _ in range(rng.randint(1, 8)))
-    return bytes(out)
+    return fuzz_heads.mutate(rng, data, TOKENS, max_ops=3, max_junk=8)
 
 
 def make_cases(rng: random.Random) -> list[bytes]:

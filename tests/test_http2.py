@@ -423,18 +423,22 @@ def test_graceful_shutdown_lets_an_open_stream_finish(server_factory):
     # curl, not the h2 package: that one takes no frame after a GOAWAY, not even the rest
     # of the streams the GOAWAY lets finish.
     server = server_factory(APP)
+    open_stream_finishes(server, signal.SIGTERM)
+    assert server.wait_exit(10) == 0
+
+
+def open_stream_finishes(server, signum: int) -> None:
+    """A stream open at `signum` is answered, and an idle connection gets GOAWAY (no error)
+    and is closed although it never answers the server's PING."""
     url = server.base_url + "/slow?s=1.5"
     curl = subprocess.Popen(["curl", "-sS", "--http2-prior-knowledge", url], stdout=subprocess.PIPE)
     idle = raw_h2(server.port)
     time.sleep(0.5)
-    server.signal(signal.SIGTERM)
+    server.signal(signum)
     out, _ = curl.communicate(timeout=20)
     assert out == b"done"
-    # The idle connection gets GOAWAY (no error), and is closed although it never answers
-    # the server's PING.
     assert goaway_code(read_until_closed(idle, 5)) == h2.errors.ErrorCodes.NO_ERROR
     idle.close()
-    assert server.wait_exit(10) == 0
 
 
 @pytest.mark.skipif(shutil.which("curl") is None, reason="curl not installed")
@@ -445,15 +449,7 @@ def test_reload_lets_an_open_stream_finish(server_factory):
     # Both workers up: a worker still booting ends at the signal, as on HTTP/1.1.
     server.wait_for_stderr(r"(?s)(Application startup complete.*){2}", timeout=15)
     served_after(server)
-    url = server.base_url + "/slow?s=1.5"
-    curl = subprocess.Popen(["curl", "-sS", "--http2-prior-knowledge", url], stdout=subprocess.PIPE)
-    idle = raw_h2(server.port)
-    time.sleep(0.5)
-    server.signal(signal.SIGHUP)
-    out, _ = curl.communicate(timeout=20)
-    assert out == b"done"
-    assert goaway_code(read_until_closed(idle, 5)) == h2.errors.ErrorCodes.NO_ERROR
-    idle.close()
+    open_stream_finishes(server, signal.SIGHUP)
     served_after(server)
 
 

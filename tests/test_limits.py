@@ -139,14 +139,19 @@ def test_request_line_at_limit_is_served(limited):
 
 
 def test_request_line_too_long_is_414(limited):
-    since = limited.stderr_offset()
-    before = app_calls(limited)
     data = request_line_of_length(LINE_LIMIT + 1) + b"\r\nHost: t\r\n\r\n"
-    received, client_port = send_and_read(limited.port, data)
-    assert status_of(received) == 414, received[:300]
-    assert_one_log_line(limited, since, client_port, 414)
-    assert app_calls(limited) == before
-    assert_still_serves(limited)
+    assert_refused_before_the_app(limited, data, 414)
+
+
+def assert_refused_before_the_app(server, data: bytes, status: int) -> None:
+    """`data` gets `status` with one log line, never reaches the app, and the server goes on."""
+    since = server.stderr_offset()
+    before = app_calls(server)
+    received, client_port = send_and_read(server.port, data)
+    assert status_of(received) == status, received[:300]
+    assert_one_log_line(server, since, client_port, status)
+    assert app_calls(server) == before
+    assert_still_serves(server)
 
 
 def test_default_request_line_limit_is_414(default_limits):
@@ -165,14 +170,8 @@ def test_default_request_line_limit_is_414(default_limits):
 
 
 def test_header_field_too_large_is_431(limited):
-    since = limited.stderr_offset()
-    before = app_calls(limited)
     data = build_request("GET", "/", headers=[("X-Big", "v" * (FIELD_SIZE_LIMIT + 10))])
-    received, client_port = send_and_read(limited.port, data)
-    assert status_of(received) == 431, received[:300]
-    assert_one_log_line(limited, since, client_port, 431)
-    assert app_calls(limited) == before
-    assert_still_serves(limited)
+    assert_refused_before_the_app(limited, data, 431)
 
 
 def test_header_field_under_limit_is_served(limited):

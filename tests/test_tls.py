@@ -271,31 +271,18 @@ def encrypted_key(pki: Pki, password: bytes) -> str:
     return str(path)
 
 
-def test_encrypted_key_with_password(server_factory, pki):
-    keyfile = encrypted_key(pki, b"s3cret pass")
-    server = server_factory(
-        "ext_app:app",
-        "--ssl-certfile",
-        pki.certfile,
-        "--ssl-keyfile",
-        keyfile,
-        "--ssl-keyfile-password",
-        "s3cret pass",
-    )
-    assert https_get(server.port, pki.context()).json()["scheme"] == "https"
-
-
-def test_encrypted_key_password_from_environment(server_factory, pki):
-    keyfile = encrypted_key(pki, b"from-env")
-    server = server_factory(
-        "ext_app:app",
-        "--ssl-certfile",
-        pki.certfile,
-        "--ssl-keyfile",
-        keyfile,
-        env={"RSGI_SSL_KEYFILE_PASSWORD": "from-env"},
-    )
-    assert https_get(server.port, pki.context()).status_code == 200
+@pytest.mark.parametrize("by", ["option", "environment"])
+def test_encrypted_key_with_password(server_factory, pki, by):
+    password = "s3cret pass" if by == "option" else "from-env"
+    keyfile = encrypted_key(pki, password.encode())
+    args = ["--ssl-certfile", pki.certfile, "--ssl-keyfile", keyfile]
+    if by == "option":
+        server = server_factory("ext_app:app", *args, "--ssl-keyfile-password", password)
+    else:
+        server = server_factory("ext_app:app", *args, env={"RSGI_SSL_KEYFILE_PASSWORD": password})
+    response = https_get(server.port, pki.context())
+    assert response.status_code == 200
+    assert response.json()["scheme"] == "https"
 
 
 @pytest.mark.parametrize(
