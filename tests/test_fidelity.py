@@ -70,7 +70,9 @@ def test_head_with_a_body_is_answered_logged_and_keeps_the_connection():
             response = client.read_response()
             assert response.status == 200
             assert response.body == b"x" * 1000
+        # Access lines are written by the I/O thread in batches: wait for each.
         wait_for(lambda: access_lines(server, "HEAD /body HTTP/1.1") == 1, timeout=5)
+        wait_for(lambda: access_lines(server, "GET /body HTTP/1.1") == 1, timeout=5)
         assert access_lines(server, "GET /body HTTP/1.1") == 1
         assert_quiet(server)
 
