@@ -128,6 +128,7 @@ WORKLOADS = {
             64,
             "raw ASGI, GET answering a 64 KiB body",
             expect_len=64 * 1024,
+            servers=("rsgi", "uvicorn", "granian", "hyper", *GUNICORN_SERVERS),
         ),
         Workload(
             "download",
@@ -136,6 +137,7 @@ WORKLOADS = {
             64,
             "raw ASGI, GET answering a 1 MiB body",
             expect_len=MIB,
+            servers=("rsgi", "uvicorn", "granian", "hyper", *GUNICORN_SERVERS),
         ),
         Workload(
             "h2",
@@ -184,7 +186,11 @@ def _console_script(name: str) -> list[str]:
     return [sys.executable, "-m", name]
 
 
-def server_command(server: str, app: str, port: int, workers: int) -> list[str]:
+def server_command(
+    server: str, app: str, port: int, workers: int, body_len: int | None = None
+) -> list[str]:
+    """`body_len`: the size of the body the workload's app answers, for the pure-Rust server
+    (which has no app and otherwise answers `Hello, world!`)."""
     py = sys.executable
     if server == "rsgi":
         cmd = [py, "-m", "rsgi", app, "--no-access-log", "--port", str(port)]
@@ -210,6 +216,8 @@ def server_command(server: str, app: str, port: int, workers: int) -> list[str]:
     elif server == "hyper":
         # One current_thread runtime per "worker" (SO_REUSEPORT listeners).
         cmd = [str(HYPER_BIN), str(port), str(max(workers, 1))]
+        if body_len is not None:
+            cmd.append(str(body_len))
     else:
         raise ValueError(f"unknown server {server!r}")
     return cmd
@@ -533,7 +541,8 @@ class Run:
 
 def run_once(args, workload: Workload, server_name: str, rnd: int, log_dir: Path) -> Run:
     port = free_port()
-    cmd = pinned(args.server_cpus, server_command(server_name, workload.app, port, args.workers))
+    command = server_command(server_name, workload.app, port, args.workers, workload.expect_len)
+    cmd = pinned(args.server_cpus, command)
     cmd += args.extra.get(server_name, [])
     log_path = log_dir / f"{workload.name}-{server_name}-r{rnd}.log"
     run = Run(workload.name, server_name, rnd, server_cmd=cmd, log=str(log_path))

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
 import threading
+import time
 
 import httpx
 import pytest
@@ -58,3 +60,89 @@ def test_a_bytearray_changed_after_send_is_sent_as_it_was(server):
     response = httpx.get(f"{server.base_url}/mutated", timeout=10)
     assert response.status_code == 200
     assert response.content == b"a" * 100_000 + b"end"
+
+
+MIB = 1024 * 1024
+HOLDERS = 64
+
+
+def held_responses(server, path: str) -> list[socket.socket]:
+    """64 clients that ask for 1 MiB and read only the first byte, with a 4 KiB receive
+    buffer. On loopback the server's kernel send buffer may still take the whole body (its
+    Send-Q), which is the kernel's memory, not the server's RSS; what the server itself holds
+    of a body it cannot hand over is what these tests bound."""
+    clients = []
+    for _ in range(HOLDERS):
+        client = socket.socket()
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        client.settimeout(30)
+        client.connect(("127.0.0.1", server.port))
+        client.sendall(f"GET {path} HTTP/1.1\r\nhost: t\r\n\r\n".encode())
+        clients.append(client)
+    for client in clients:
+        assert client.recv(1) == b"H"
+    return clients
+
+
+def read_responses(clients: list[socket.socket]) -> list[bytes]:
+    bodies = []
+    for client in clients:
+        data = b"H"
+        while b"\r\n\r\n" not in data:
+            data += client.recv(65536)
+        head, _, body = data.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 OK\r\n"), head
+        assert f"content-length: {MIB}".encode() in head.lower()
+        while len(body) < MIB:
+            body += client.recv(MIB)
+        client.close()
+        bodies.append(body)
+    return bodies
+
+
+def settled_rss_kib(server) -> int:
+    """The server's RSS once two readings 200 ms apart agree within 64 KiB."""
+    last = server.rss_kib()
+    for _ in range(25):
+        time.sleep(0.2)
+        now = server.rss_kib()
+        if abs(now - last) <= 64:
+            return now
+        last = now
+    return last
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize(
+    ("path", "allowed_mib"),
+    [
+        # One object for all 64: the server adds its buffers, not a copy per response.
+        ("/shared", 8),
+        # 64 objects of the app's: they are the 64 MiB, the server adds no copy of them.
+        ("/fresh", 64 + 8),
+    ],
+)
+def test_64_held_1mib_responses_hold_no_copies_and_memory_comes_back(path, allowed_mib):
+    """Issue 17: 64 concurrent 1 MiB responses stuck on slow clients hold the app's objects
+    and little more, and RSS comes back once they are read: to within 2 MiB of where it
+    started for the shared body, and of where the first round left it for fresh ones (the
+    app's 64 MiB of freed objects stay in Python's allocator, whatever the server)."""
+    with running_server("bodies_app:app") as server:
+        start = settled_rss_kib(server)
+        peaks = []
+        settled = []
+        for _ in range(4):
+            clients = held_responses(server, path)
+            peaks.append(settled_rss_kib(server) - start)
+            bodies = read_responses(clients)
+            assert all(len(body) == MIB for body in bodies)
+            if path == "/shared":
+                assert all(body == bytes(range(256)) * (MIB // 256) for body in bodies)
+            else:
+                assert all(body == body[:16] * (MIB // 16) for body in bodies)
+            settled.append(settled_rss_kib(server) - start)
+        server.assert_alive()
+    print(path, "peaks", peaks, "settled", settled)
+    assert max(peaks) <= allowed_mib * 1024, f"held {peaks} KiB over the start"
+    base = 0 if path == "/shared" else settled[0]
+    assert settled[-1] - base <= 2 * 1024, f"RSS after each round, over the start: {settled}"

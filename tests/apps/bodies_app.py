@@ -3,15 +3,20 @@
 - ``POST /echo?kind=bytes|bytearray|memoryview&chunk=N``: reads the whole request body and
   sends it back as that type, in pieces of N bytes (default: one message);
 - ``GET /mutated``: sends a ``bytearray`` with ``more_body``, then overwrites it before the
-  next message: the client must still get what was sent.
+  next message: the client must still get what was sent;
+- ``GET /shared``: the same module-level 1 MiB ``bytes`` object for every request;
+- ``GET /fresh``: a new 1 MiB ``bytes`` object per request, every page of it written.
 """
 
 from __future__ import annotations
 
+import os
 from urllib.parse import parse_qs
 
 from _lifespan import lifespan
 
+MIB = 1024 * 1024
+SHARED = bytes(range(256)) * (MIB // 256)
 KINDS = {"bytes": bytes, "bytearray": bytearray, "memoryview": lambda b: memoryview(bytearray(b))}
 
 
@@ -45,6 +50,12 @@ async def mutated(send) -> None:
     await send({"type": "http.response.body", "body": b"end"})
 
 
+async def one_mib(send, body: bytes) -> None:
+    headers = [(b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
 async def app(scope, receive, send):
     if scope["type"] == "lifespan":
         await lifespan(receive, send)
@@ -52,3 +63,7 @@ async def app(scope, receive, send):
         await echo(scope, receive, send)
     elif scope["path"] == "/mutated":
         await mutated(send)
+    elif scope["path"] == "/shared":
+        await one_mib(send, SHARED)
+    elif scope["path"] == "/fresh":
+        await one_mib(send, os.urandom(16) * (MIB // 16))

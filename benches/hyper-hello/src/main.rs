@@ -1,6 +1,8 @@
-//! Minimal hyper 1.x HTTP/1.1 server answering every request with `Hello, world!`.
+//! Minimal hyper 1.x HTTP/1.1 server answering every request with `Hello, world!`, or with
+//! BODY_BYTES bytes of `x` (the download workloads): what serving the same bytes costs with no
+//! Python at all, the ceiling for any ASGI server.
 //!
-//! Usage: `hyper-hello PORT [THREADS]`
+//! Usage: `hyper-hello PORT [THREADS [BODY_BYTES]]`
 //!
 //! Each thread runs its own current_thread tokio runtime with its own listening socket
 //! (SO_REUSEPORT), so `THREADS=1` (the default) is a strictly single-core server and
@@ -14,17 +16,19 @@ use http_body_util::Full;
 use hyper::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper::{Request, Response};
+use hyper::Response;
 use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpSocket};
 
-const BODY: &[u8] = b"Hello, world!";
+const HELLO: &[u8] = b"Hello, world!";
 
-async fn hello(_req: Request<hyper::body::Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
-    let mut resp = Response::new(Full::new(Bytes::from_static(BODY)));
+/// One body for every response: a cheap clone of the same buffer, as an ASGI app that answers
+/// a module-level `bytes` object.
+fn respond(body: &Bytes) -> Result<Response<Full<Bytes>>, Infallible> {
+    let mut resp = Response::new(Full::new(body.clone()));
     let headers = resp.headers_mut();
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
-    headers.insert(CONTENT_LENGTH, HeaderValue::from(BODY.len()));
+    headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
     Ok(resp)
 }
 
@@ -38,7 +42,7 @@ fn bind(port: u16) -> std::io::Result<TcpListener> {
     socket.listen(1024)
 }
 
-async fn serve(port: u16) -> std::io::Result<()> {
+async fn serve(port: u16, body: Bytes) -> std::io::Result<()> {
     let listener = bind(port)?;
     loop {
         let (stream, _) = match listener.accept().await {
@@ -49,10 +53,12 @@ async fn serve(port: u16) -> std::io::Result<()> {
             }
         };
         let _ = stream.set_nodelay(true);
+        let body = body.clone();
         tokio::task::spawn_local(async move {
+            let service = service_fn(move |_req| std::future::ready(respond(&body)));
             let conn = http1::Builder::new()
                 .keep_alive(true)
-                .serve_connection(TokioIo::new(stream), service_fn(hello));
+                .serve_connection(TokioIo::new(stream), service);
             if let Err(err) = conn.await {
                 if !err.is_incomplete_message() {
                     eprintln!("connection error: {err}");
@@ -62,26 +68,33 @@ async fn serve(port: u16) -> std::io::Result<()> {
     }
 }
 
-fn run_thread(port: u16) -> std::io::Result<()> {
+fn run_thread(port: u16, body: Bytes) -> std::io::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .build()?;
     let local = tokio::task::LocalSet::new();
-    local.block_on(&rt, serve(port))
+    local.block_on(&rt, serve(port, body))
 }
 
 fn main() {
     let mut args = std::env::args().skip(1);
     let port: u16 = args.next().and_then(|p| p.parse().ok()).unwrap_or_else(|| {
-        eprintln!("usage: hyper-hello PORT [THREADS]");
+        eprintln!("usage: hyper-hello PORT [THREADS [BODY_BYTES]]");
         std::process::exit(2);
     });
     let threads: usize = args.next().and_then(|t| t.parse().ok()).unwrap_or(1).max(1);
+    let body = match args.next().and_then(|n| n.parse::<usize>().ok()) {
+        Some(len) => Bytes::from(vec![b'x'; len]),
+        None => Bytes::from_static(HELLO),
+    };
 
     let handles: Vec<_> = (1..threads)
-        .map(|_| std::thread::spawn(move || run_thread(port)))
+        .map(|_| {
+            let body = body.clone();
+            std::thread::spawn(move || run_thread(port, body))
+        })
         .collect();
-    if let Err(err) = run_thread(port) {
+    if let Err(err) = run_thread(port, body) {
         eprintln!("hyper-hello: {err}");
         std::process::exit(1);
     }
