@@ -138,6 +138,15 @@ WORKLOADS = {
             expect_len=MIB,
         ),
         Workload(
+            "file",
+            "file:app",
+            "/",
+            64,
+            "Starlette FileResponse of a 1 MiB file (http.response.pathsend where announced)",
+            expect_len=MIB,
+            servers=("rsgi", "uvicorn", "granian", *GUNICORN_SERVERS),
+        ),
+        Workload(
             "h2",
             "hello:app",
             "/",

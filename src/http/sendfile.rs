@@ -71,7 +71,8 @@ fn region() -> &'static [u8] {
 fn region_offset(slice: &[u8]) -> Option<usize> {
     let base = region().as_ptr() as usize;
     let start = (slice.as_ptr() as usize).checked_sub(base)?;
-    (!slice.is_empty() && start + slice.len() <= SLOTS * FILE_CHUNK).then_some(start)
+    let end = start.checked_add(slice.len())?;
+    (!slice.is_empty() && end <= SLOTS * FILE_CHUNK).then_some(start)
 }
 
 /// An open file being sent, and its path for the log.
