@@ -25,8 +25,12 @@
 //! path (`file.rs`) do not. Serving files from a cold, slow disk is rare for an app server;
 //! the open and fstat still go to the blocking pool. A file that shrinks while it is sent
 //! makes sendfile return 0 early: the write fails and the connection closes (as on the read
-//! path); no mmap, so no SIGBUS. TLS and HTTP/2 keep the read path: their bytes must pass
-//! through user space to be encrypted or framed.
+//! path), so the response is always cut short; no mmap, so no SIGBUS. One difference with the
+//! read path remains: the kernel queues references to the file's pages, not copies, so a
+//! truncation inside a page still queued on the socket zeroes the rest of that page in flight
+//! (and any change to the file changes what is still queued). Those bytes lie past the file's
+//! new end, in a response the client sees cut. TLS and HTTP/2 keep the read path: their bytes
+//! must pass through user space to be encrypted or framed.
 
 use std::cell::UnsafeCell;
 use std::collections::VecDeque;
