@@ -140,6 +140,15 @@ WORKLOADS = {
             servers=("rsgi", "uvicorn", "granian", "hyper", *GUNICORN_SERVERS),
         ),
         Workload(
+            "file",
+            "file:app",
+            "/",
+            64,
+            "Starlette FileResponse of a 1 MiB file (http.response.pathsend where announced)",
+            expect_len=MIB,
+            servers=("rsgi", "uvicorn", "granian", *GUNICORN_SERVERS),
+        ),
+        Workload(
             "h2",
             "hello:app",
             "/",

@@ -7,6 +7,7 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use super::limits::Refusal;
+use super::sendfile::Placeholders;
 use crate::net::clock::now_ms;
 
 /// A request head the framing check refused.
@@ -37,6 +38,8 @@ pub struct Activity {
     unsent_at_stall: AtomicU64,
     /// The socket, to ask the kernel how much it still has to send; `None` in unit tests.
     fd: Option<RawFd>,
+    /// On a plain HTTP/1.1 connection, the file chunks its socket sends with sendfile.
+    files: Option<Placeholders>,
 }
 
 impl Activity {
@@ -52,7 +55,21 @@ impl Activity {
             write_blocked_since: AtomicU64::new(0),
             unsent_at_stall: AtomicU64::new(0),
             fd,
+            files: None,
         }
+    }
+
+    /// A plain HTTP/1.1 connection's, whose pathsend files go out with sendfile.
+    pub(super) fn with_sendfile(fd: RawFd) -> Self {
+        Activity {
+            files: Some(Placeholders::default()),
+            ..Activity::new(Some(fd))
+        }
+    }
+
+    /// Where file chunks for sendfile are registered; `None` where files are read.
+    pub(super) fn files(&self) -> Option<&Placeholders> {
+        self.files.as_ref()
     }
 
     /// A write to the socket would block. Only the connection's task writes: a plain load

@@ -245,7 +245,7 @@ fn poll_stream(
         return Poll::Ready(None);
     }
     if let Some(file) = &mut c.file {
-        match file.poll_chunk(cx) {
+        match file.poll_chunk(cx, c.activity.files()) {
             Poll::Pending => return Poll::Pending,
             Poll::Ready(Some(Ok(chunk))) => {
                 c.bytes += chunk.len() as u64;
@@ -287,7 +287,8 @@ fn poll_stream(
         }
         Next::File(path) => {
             // The app's queued chunks are out: the file is the rest of the body.
-            c.file = Some(FileStream::open(path));
+            let sendfile = c.activity.files().is_some();
+            c.file = Some(FileStream::open(path, sendfile));
             poll_stream(c, cx)
         }
         Next::End(trailers) => {

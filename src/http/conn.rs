@@ -20,6 +20,7 @@ use tokio::time::Sleep;
 use super::activity::Activity;
 use super::context::HttpContext;
 use super::limits::Refusal;
+use super::sendfile::Sendfile;
 use super::service::AsgiService;
 use super::stream::Checked;
 use super::ConnInfo;
@@ -40,9 +41,15 @@ pub async fn serve_connection<S>(
     ctx: Arc<HttpContext>,
     shutdown: watch::Receiver<bool>,
 ) where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: AsyncRead + AsyncWrite + Sendfile + Unpin + Send + 'static,
 {
-    let activity = Arc::new(Activity::new(Some(fd)));
+    // hyper hands body buffers to the socket uncopied only when it writes with writev (its
+    // `Queue` strategy), which sendfile's placeholders rely on.
+    let activity = Arc::new(if S::PLAIN && stream.is_write_vectored() {
+        Activity::with_sendfile(fd)
+    } else {
+        Activity::new(Some(fd))
+    });
     // Until its first request head is whole, the connection is only the framing check and
     // the few bytes it holds: hyper's connection, with its 8 KiB read and write buffers, is
     // built then (a slowloris client that sent part of a head costs ~4 KiB, not ~16).
@@ -186,7 +193,7 @@ type Driver<S> =
 /// connection's task (so it counts as open, and sees the shutdown signal).
 async fn websocket<S>(start: ws::session::Start, ctx: &HttpContext, shutdown: watch::Receiver<bool>)
 where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: AsyncRead + AsyncWrite + Sendfile + Unpin + Send + 'static,
 {
     let ws::session::Start {
         ex,

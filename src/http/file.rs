@@ -4,8 +4,9 @@
 //! waits on the disk. At most one chunk is being read at a time and hyper buffers a bounded
 //! number of them, so memory stays bounded whatever the file's size and the client's speed.
 //!
-//! No sendfile(2): hyper owns the connection and writes only the buffers a body yields, so
-//! the file's bytes pass through user space (as they must anyway under TLS).
+//! On a plain HTTP/1.1 connection the chunks are placeholders instead, which the socket's
+//! writer sends with sendfile(2) (see `sendfile.rs`): only the open is a blocking call then.
+//! Under TLS and HTTP/2 the file's bytes pass through user space, as they must.
 
 use std::fs::File;
 use std::future::Future;
@@ -13,13 +14,14 @@ use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::{Bytes, BytesMut};
 use tokio::task::JoinHandle;
 
-/// Bytes read per chunk.
-pub const FILE_CHUNK: usize = 256 * 1024;
+pub use super::sendfile::FILE_CHUNK;
+use super::sendfile::{OpenFile, Placeholders};
 
 pub struct FileStream {
     path: PathBuf,
@@ -36,14 +38,14 @@ enum State {
 /// The open file and how far it has been read. The length is the one the file had when it
 /// was opened: a file that shrinks meanwhile is an error, one that grows is cut there.
 struct Reader {
-    file: File,
+    file: Arc<OpenFile>,
     offset: u64,
     len: u64,
 }
 
 impl Reader {
     fn open(path: PathBuf) -> io::Result<Reader> {
-        let file = File::open(path)?;
+        let file = File::open(&path)?;
         let meta = file.metadata()?;
         if !meta.is_file() {
             return Err(io::Error::new(
@@ -52,10 +54,18 @@ impl Reader {
             ));
         }
         Ok(Reader {
-            file,
+            file: Arc::new(OpenFile { file, path }),
             offset: 0,
             len: meta.len(),
         })
+    }
+
+    /// The next chunk as a placeholder in `files` (at least one byte must be left).
+    fn placeholder(&mut self, files: &Placeholders) -> Bytes {
+        let want = (self.len - self.offset).min(FILE_CHUNK as u64) as usize;
+        let chunk = files.register(&self.file, self.offset, want);
+        self.offset += chunk.len() as u64;
+        chunk
     }
 
     /// Reads the next chunk (empty at the end of the file).
@@ -65,6 +75,7 @@ impl Reader {
         let mut filled = 0;
         while filled < want {
             match self
+                .file
                 .file
                 .read_at(&mut buf[filled..], self.offset + filled as u64)
             {
@@ -85,11 +96,18 @@ impl Reader {
 }
 
 impl FileStream {
-    /// Starts opening `path` (one blocking task opens it and reads the first chunk, so a
-    /// small file costs one trip to the blocking pool); must be called on the I/O runtime.
-    pub fn open(path: PathBuf) -> Self {
+    /// Starts opening `path` (one blocking task opens it and, unless `sendfile`, reads the
+    /// first chunk, so a small file costs one trip to the blocking pool); must be called on
+    /// the I/O runtime. `sendfile`: the chunks will be placeholders (see [`Self::poll_chunk`]).
+    pub fn open(path: PathBuf, sendfile: bool) -> Self {
         let p = path.clone();
-        let task = tokio::task::spawn_blocking(move || Reader::open(p)?.read_chunk());
+        let task = tokio::task::spawn_blocking(move || {
+            let reader = Reader::open(p)?;
+            match sendfile {
+                true => Ok((reader, Bytes::new())),
+                false => reader.read_chunk(),
+            }
+        });
         FileStream {
             path,
             state: State::Busy(task),
@@ -100,8 +118,13 @@ impl FileStream {
         &self.path
     }
 
-    /// The next chunk; `None` once the whole file was read.
-    pub fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Bytes>>> {
+    /// The next chunk; `None` once the whole file was read. With `files` (a plain
+    /// connection's, and the stream opened for sendfile), placeholders registered there.
+    pub fn poll_chunk(
+        &mut self,
+        cx: &mut Context<'_>,
+        files: Option<&Placeholders>,
+    ) -> Poll<Option<io::Result<Bytes>>> {
         loop {
             match &mut self.state {
                 State::Busy(task) => {
@@ -124,15 +147,23 @@ impl FileStream {
                         }
                     }
                 }
-                State::Idle(_) => {
-                    if let State::Idle(reader) = std::mem::replace(&mut self.state, State::Done) {
-                        if reader.offset < reader.len {
-                            let task = tokio::task::spawn_blocking(move || reader.read_chunk());
-                            self.state = State::Busy(task);
-                        }
+                State::Idle(reader) => match files {
+                    Some(files) if reader.offset < reader.len => {
+                        return Poll::Ready(Some(Ok(reader.placeholder(files))));
                     }
-                }
+                    _ => self.read_next(),
+                },
                 State::Done => return Poll::Ready(None),
+            }
+        }
+    }
+
+    /// Starts reading the next chunk on the blocking pool, or ends the stream.
+    fn read_next(&mut self) {
+        if let State::Idle(reader) = std::mem::replace(&mut self.state, State::Done) {
+            if reader.offset < reader.len {
+                let task = tokio::task::spawn_blocking(move || reader.read_chunk());
+                self.state = State::Busy(task);
             }
         }
     }
@@ -158,9 +189,9 @@ mod tests {
             .build()
             .unwrap();
         rt.block_on(async move {
-            let mut stream = FileStream::open(path);
+            let mut stream = FileStream::open(path, false);
             let mut out = Vec::new();
-            while let Some(chunk) = poll_fn(|cx| stream.poll_chunk(cx)).await {
+            while let Some(chunk) = poll_fn(|cx| stream.poll_chunk(cx, None)).await {
                 let chunk = chunk?;
                 assert!(chunk.len() <= FILE_CHUNK && !chunk.is_empty());
                 out.extend_from_slice(&chunk);
@@ -191,6 +222,29 @@ mod tests {
             assert_eq!(read_all(path).unwrap(), data, "size {size}");
         }
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// For sendfile, the chunks are placeholders that cover the file once, in order.
+    #[test]
+    fn placeholders_cover_the_file() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let path = std::env::temp_dir().join(format!("rsgi-file-ph-{}", std::process::id()));
+        let size = 2 * FILE_CHUNK + 3;
+        std::fs::write(&path, vec![7u8; size]).unwrap();
+        let files = Placeholders::default();
+        let lens = rt.block_on(async {
+            let mut stream = FileStream::open(path.clone(), true);
+            let mut lens = Vec::new();
+            while let Some(chunk) = poll_fn(|cx| stream.poll_chunk(cx, Some(&files))).await {
+                lens.push(chunk.unwrap().len());
+            }
+            assert!(stream.is_done());
+            lens
+        });
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(lens, [FILE_CHUNK, FILE_CHUNK, 3]);
     }
 
     #[test]

@@ -3,7 +3,8 @@
 
 //!
 //! Within it, modules depend on those below them only: `conn` and `h2` (the drivers) ->
-//! `service` -> `body` -> (`context`, `activity`, `stream`, `framing`, `limits`, `settings`).
+//! `service` -> `body` -> (`context`, `activity`, `stream`, `file`, `framing`, `limits`,
+//! `settings`) -> `sendfile`.
 
 mod activity;
 mod body;
@@ -14,6 +15,7 @@ pub mod framing;
 pub mod h2;
 pub mod limits;
 pub mod proxy;
+mod sendfile;
 mod service;
 pub mod settings;
 mod stream;
@@ -24,6 +26,7 @@ pub use context::{Access, HttpContext};
 pub use h2::serve_h2;
 pub use limits::{InFlight, Limits};
 pub use proxy::TrustedProxies;
+pub use sendfile::Sendfile;
 pub use settings::{Versions, H2};
 
 pub use crate::handoff::head::{ConnInfo, Endpoint, RequestHead};

@@ -12,6 +12,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use super::activity::{Activity, Refused};
 use super::framing::Framing;
 use super::limits::Refusal;
+use super::sendfile::{self, Sendfile};
 use crate::metrics::{self, Metrics};
 
 /// What hyper reads in place of a refused request head: a minimal request that the service
@@ -309,14 +310,21 @@ impl<S> Checked<S> {
     }
 }
 
-impl<S: AsyncWrite + Unpin> AsyncWrite for Checked<S> {
+/// Writes go to the socket as they are, except on a connection that sends files with
+/// sendfile: there, file placeholders among the buffers are sent from their file.
+impl<S: AsyncWrite + Sendfile + Unpin> AsyncWrite for Checked<S> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        let poll = Pin::new(&mut this.inner).poll_write(cx, buf);
+        let poll = match this.activity.files() {
+            Some(files) => {
+                sendfile::poll_write(&mut this.inner, files, cx, &[io::IoSlice::new(buf)])
+            }
+            None => Pin::new(&mut this.inner).poll_write(cx, buf),
+        };
         this.wrote(poll)
     }
 
@@ -326,7 +334,10 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Checked<S> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        let poll = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        let poll = match this.activity.files() {
+            Some(files) => sendfile::poll_write(&mut this.inner, files, cx, bufs),
+            None => Pin::new(&mut this.inner).poll_write_vectored(cx, bufs),
+        };
         this.wrote(poll)
     }
 
@@ -336,6 +347,10 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Checked<S> {
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if let Some(files) = this.activity.files() {
+            // hyper flushes the socket once its write buffer is empty (`Buffered::poll_flush`).
+            files.flushed();
+        }
         let poll = Pin::new(&mut this.inner).poll_flush(cx);
         this.wrote(poll)
     }

@@ -38,6 +38,8 @@ pub struct Metrics {
     pub websockets: AtomicU64,
     pub bytes_in: AtomicU64,
     pub bytes_out: AtomicU64,
+    /// Of `bytes_out`, those the kernel sent straight from a file with sendfile(2).
+    pub sendfile_bytes: AtomicU64,
     /// Requests refused before the app ran, by status (see [`REFUSALS`]).
     pub refused: [AtomicU64; REFUSALS.len()],
 }
@@ -84,7 +86,12 @@ impl Metrics {
         let mut all: Vec<&AtomicU64> = Vec::with_capacity(32);
         all.extend(&self.requests);
         all.extend(&self.duration);
-        all.extend([&self.duration_micros, &self.bytes_in, &self.bytes_out]);
+        all.extend([
+            &self.duration_micros,
+            &self.bytes_in,
+            &self.bytes_out,
+            &self.sendfile_bytes,
+        ]);
         all.extend(&self.refused);
         all
     }

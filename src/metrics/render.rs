@@ -14,12 +14,13 @@ type Field = fn(&Metrics) -> &AtomicU64;
 
 /// The families of one sample without labels: name, type, help, and what is summed.
 #[rustfmt::skip]
-const UNLABELLED: [(&str, &str, &str, Field); 5] = [
+const UNLABELLED: [(&str, &str, &str, Field); 6] = [
     ("rsgi_requests_in_flight", "gauge", "Requests being handled.", |m| &m.in_flight),
     ("rsgi_connections_open", "gauge", "Open HTTP connections.", |m| &m.connections),
     ("rsgi_websocket_connections_open", "gauge", "Open WebSocket connections.", |m| &m.websockets),
     ("rsgi_received_bytes_total", "counter", "Bytes read from clients.", |m| &m.bytes_in),
     ("rsgi_sent_bytes_total", "counter", "Response body bytes sent.", |m| &m.bytes_out),
+    ("rsgi_sendfile_bytes_total", "counter", "Response body bytes sent from files with sendfile(2).", |m| &m.sendfile_bytes),
 ];
 
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {

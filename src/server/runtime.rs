@@ -14,7 +14,9 @@ use tokio::io::Interest;
 use tokio::sync::{oneshot, watch};
 
 use crate::http::settings::PREFACE;
-use crate::http::{serve_connection, serve_h2, ConnInfo, Endpoint, HttpContext, Versions};
+use crate::http::{
+    serve_connection, serve_h2, ConnInfo, Endpoint, HttpContext, Sendfile, Versions,
+};
 use crate::metrics::{self, Metrics};
 use crate::net::Listener;
 
@@ -261,7 +263,14 @@ fn spawn_conn<S>(
     shutdown: &watch::Receiver<bool>,
     counter: &Arc<AtomicUsize>,
 ) where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + ReadReady + Unpin + Send + Sync + 'static,
+    S: tokio::io::AsyncRead
+        + tokio::io::AsyncWrite
+        + ReadReady
+        + Sendfile
+        + Unpin
+        + Send
+        + Sync
+        + 'static,
 {
     let counted = Counted::new(counter);
     let ctx = ctx.clone();
