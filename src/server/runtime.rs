@@ -29,6 +29,9 @@ pub struct IoThread {
     accept_loops: AcceptLoops,
 }
 
+/// Threads of the I/O runtime's blocking pool.
+const FILE_THREADS: usize = 16;
+
 impl IoThread {
     /// Starts the runtime on its own thread. `threads` above one gives a multi-threaded
     /// runtime with that many workers.
@@ -38,17 +41,19 @@ impl IoThread {
         metrics: Option<std::net::TcpListener>,
         threads: usize,
     ) -> io::Result<Self> {
-        let runtime = if threads <= 1 {
+        let mut builder = if threads <= 1 {
             tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?
         } else {
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(threads)
-                .thread_name("rsgi-io")
-                .enable_all()
-                .build()?
+            let mut builder = tokio::runtime::Builder::new_multi_thread();
+            builder.worker_threads(threads).thread_name("rsgi-io");
+            builder
         };
+        // The blocking pool only opens and reads `pathsend` files (under TLS and HTTP/2),
+        // each read short: tokio's default of 512 threads would only add stacks and heaps.
+        let runtime = builder
+            .max_blocking_threads(FILE_THREADS)
+            .enable_all()
+            .build()?;
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (stop, stop_rx) = oneshot::channel();
         let (accept_loops, accepting) = AcceptLoops::new();
