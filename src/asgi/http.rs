@@ -14,7 +14,8 @@ use pyo3::types::{PyBytes, PyDict};
 use super::context::LoopContext;
 use super::link::{self, Link, Protocol};
 use super::message::{
-    disconnected, field, flag, headers_field, message_type, status_field, type_name,
+    bytes_from_chunks, disconnected, field, flag, headers_field, message_type, status_field,
+    type_name,
 };
 use crate::handoff::exchange::{Body, Exchange, ResponseHead, State, RESPONSE_HIGH_WATER};
 
@@ -269,14 +270,7 @@ impl Protocol for HttpCycle {
             return Ok(None);
         }
         if let Some((total, more)) = st.request_body_ready() {
-            let body = PyBytes::new_with(py, total, |buf| {
-                let mut at = 0;
-                for chunk in st.drain_request_body() {
-                    buf[at..at + chunk.len()].copy_from_slice(&chunk);
-                    at += chunk.len();
-                }
-                Ok(())
-            })?;
+            let body = bytes_from_chunks(py, total, st.drain_request_body())?;
             self.request_complete = !more;
             if st.pump_waiting() {
                 self.link.notify_io(&mut st);

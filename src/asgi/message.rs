@@ -16,6 +16,43 @@ pyo3::create_exception!(
     "The client closed the connection; raised by send() after a disconnect."
 );
 
+/// One `bytes` object holding `chunks` (`total` bytes in all) back to back: the request
+/// body's single copy. `PyBytes::new_with` would zero the buffer first, a second pass over
+/// every byte of an upload.
+pub fn bytes_from_chunks<'py>(
+    py: Python<'py>,
+    total: usize,
+    chunks: impl Iterator<Item = Bytes>,
+) -> PyResult<Bound<'py, PyBytes>> {
+    let len = pyo3::ffi::Py_ssize_t::try_from(total)
+        .map_err(|_| PyRuntimeError::new_err("request body piece too large"))?;
+    // SAFETY: with a null pointer CPython allocates `len` uninitialised bytes (plus the
+    // trailing NUL it sets itself) and returns a new reference, or null with an exception
+    // set, which `from_owned_ptr_or_err` turns into the error.
+    let object = unsafe {
+        let ptr = pyo3::ffi::PyBytes_FromStringAndSize(std::ptr::null(), len);
+        Bound::from_owned_ptr_or_err(py, ptr)?.cast_into_unchecked::<PyBytes>()
+    };
+    // SAFETY: the object is new and not yet shared, so writing its buffer is allowed (the
+    // C API's documented way to fill a bytes object); `PyBytes_AsString` of a bytes object
+    // cannot fail and points at `len` writable bytes.
+    let buf = unsafe { pyo3::ffi::PyBytes_AsString(object.as_ptr()).cast::<u8>() };
+    let mut at = 0;
+    for chunk in chunks {
+        let n = chunk.len().min(total - at);
+        // SAFETY: `at + n <= total`, so the copy stays inside the buffer; the chunk is a
+        // separate Rust allocation, so the two cannot overlap.
+        unsafe { std::ptr::copy_nonoverlapping(chunk.as_ptr(), buf.add(at), n) };
+        at += n;
+    }
+    if at < total {
+        // Fewer bytes than announced would leave uninitialised memory in a Python object.
+        // SAFETY: `at..total` lies inside the buffer.
+        unsafe { std::ptr::write_bytes(buf.add(at), 0, total - at) };
+    }
+    Ok(object)
+}
+
 /// What `send()` raises once the client has gone.
 pub fn disconnected() -> PyErr {
     ClientDisconnected::new_err("client disconnected")

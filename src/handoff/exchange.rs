@@ -33,8 +33,11 @@ use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 use parking_lot::{Mutex, MutexGuard};
 
-/// Request body bytes the I/O thread reads ahead of the app.
-pub const REQUEST_READ_AHEAD: usize = 256 * 1024;
+/// Request body bytes the I/O thread reads ahead of the app. Each `receive()` gets what is
+/// buffered as one `bytes`, so this also sizes those objects: kept under glibc's 128 KiB mmap
+/// threshold, Python's allocator reuses their memory instead of faulting fresh pages in for
+/// each (1 MiB uploads: 37-41 page faults and ~10% less CPU per request than at 256 KiB).
+pub const REQUEST_READ_AHEAD: usize = 64 * 1024;
 /// Response body bytes queued for the socket before `send()` suspends the app.
 pub const RESPONSE_HIGH_WATER: usize = 512 * 1024;
 /// A suspended `send()` resumes once the queue has drained below this.
