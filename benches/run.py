@@ -120,6 +120,7 @@ WORKLOADS = {
             lua="upload.lua",
             probe_body=b"x" * MIB,
             expect=str(MIB).encode(),
+            servers=("rsgi", "uvicorn", "granian", "hyper", *GUNICORN_SERVERS),
         ),
         Workload(
             "download64k",
@@ -550,7 +551,8 @@ class Run:
 
 def run_once(args, workload: Workload, server_name: str, rnd: int, log_dir: Path) -> Run:
     port = free_port()
-    command = server_command(server_name, workload.app, port, args.workers, workload.expect_len)
+    body_len = None if workload.method == "POST" else workload.expect_len
+    command = server_command(server_name, workload.app, port, args.workers, body_len)
     cmd = pinned(args.server_cpus, command)
     cmd += args.extra.get(server_name, [])
     log_path = log_dir / f"{workload.name}-{server_name}-r{rnd}.log"

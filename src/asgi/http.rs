@@ -270,9 +270,9 @@ impl Protocol for HttpCycle {
             return Ok(None);
         }
         if let Some((total, more)) = st.request_body_ready() {
-            let body = bytes_from_chunks(py, total, st.drain_request_body())?;
+            let body = bytes_from_chunks(py, total, st.drain_request_body(total))?;
             self.request_complete = !more;
-            if st.pump_waiting() {
+            if st.pump_wants_waking() {
                 self.link.notify_io(&mut st);
             }
             return Ok(Some(http_request(py, body.into_any(), more)?));

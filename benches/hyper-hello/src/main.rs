@@ -1,6 +1,7 @@
 //! Minimal hyper 1.x HTTP/1.1 server answering every request with `Hello, world!`, or with
-//! BODY_BYTES bytes of `x` (the download workloads): what serving the same bytes costs with no
-//! Python at all, the ceiling for any ASGI server.
+//! BODY_BYTES bytes of `x` (the download workloads), and a POST with the length of its body
+//! (the upload workload): what the same exchange costs with no Python at all, the ceiling for
+//! any ASGI server.
 //!
 //! Usage: `hyper-hello PORT [THREADS [BODY_BYTES]]`
 //!
@@ -12,11 +13,13 @@ use std::convert::Infallible;
 use std::net::{Ipv4Addr, SocketAddr};
 
 use bytes::Bytes;
+use http_body_util::BodyExt;
 use http_body_util::Full;
+use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CONTENT_LENGTH, CONTENT_TYPE};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper::Response;
+use hyper::{Method, Request, Response};
 use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpSocket};
 
@@ -30,6 +33,16 @@ fn respond(body: &Bytes) -> Result<Response<Full<Bytes>>, Infallible> {
     headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
     headers.insert(CONTENT_LENGTH, HeaderValue::from(body.len()));
     Ok(resp)
+}
+
+/// Reads the request body to its end, as the upload app does, and answers its length.
+async fn count_body(req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    let mut body = req.into_body();
+    let mut len = 0;
+    while let Some(Ok(frame)) = body.frame().await {
+        len += frame.data_ref().map_or(0, Bytes::len);
+    }
+    respond(&Bytes::from(len.to_string()))
 }
 
 fn bind(port: u16) -> std::io::Result<TcpListener> {
@@ -55,7 +68,15 @@ async fn serve(port: u16, body: Bytes) -> std::io::Result<()> {
         let _ = stream.set_nodelay(true);
         let body = body.clone();
         tokio::task::spawn_local(async move {
-            let service = service_fn(move |_req| std::future::ready(respond(&body)));
+            let service = service_fn(move |req: Request<Incoming>| {
+                let body = body.clone();
+                async move {
+                    match req.method() == Method::POST {
+                        true => count_body(req).await,
+                        false => respond(&body),
+                    }
+                }
+            });
             let conn = http1::Builder::new()
                 .keep_alive(true)
                 .serve_connection(TokioIo::new(stream), service);
