@@ -289,9 +289,9 @@ def test_tls_keeps_the_read_path_byte_exact(files, tmp_path):
 
 def test_read_path_memory_stays_bounded(plain, files):
     """6,000 downloads of a 1 MiB file by 64 HTTP/2 clients (h2c: the read path) leave RSS
-    within 32 MiB of where it started. The chunks were once allocated on the blocking pool's
-    threads and freed on the I/O thread, and each idle pool thread (up to 512 of them) kept
-    what was freed: +297 MB after this load."""
+    within 32 MiB of where it started, once the worker has given back what it may. The chunks
+    were once allocated on the blocking pool's threads and freed on the I/O thread, and each
+    idle pool thread (up to 512 of them) kept what was freed: +297 MB after this load."""
     if shutil.which("h2load") is None:
         pytest.skip("h2load (nghttp2-client) is not installed")
     url = f"http://127.0.0.1:{plain.server.port}/file?path={files[MIB]}"
@@ -301,7 +301,11 @@ def test_read_path_memory_stays_bounded(plain, files):
             ["h2load", "-c64", "-m2", "-n3000", url], capture_output=True, text=True, timeout=120
         )
         assert "3000 succeeded, 0 failed" in load.stdout, load.stdout + load.stderr
-    grown = plain.server.rss_kib() - start
+    # The worker gives memory back once its last connection closes, at most once a second:
+    # allow it 3 s (the idle pool threads that held the leak lived 10 s).
+    deadline = time.monotonic() + 3
+    while (grown := plain.server.rss_kib() - start) > 32 * 1024 and time.monotonic() < deadline:
+        time.sleep(0.1)
     plain.server.assert_alive()
     assert grown <= 32 * 1024, f"RSS grew by {grown} KiB"
 

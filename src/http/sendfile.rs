@@ -184,14 +184,17 @@ pub trait Sendfile {
     const PLAIN: bool;
 
     /// Sends up to `len` bytes of `file` from `offset`; Pending (and woken once writable)
-    /// when the socket is full.
+    /// when the socket is full. Unsupported unless `PLAIN`.
     fn poll_sendfile(
         &self,
         cx: &mut Context<'_>,
         file: BorrowedFd<'_>,
         offset: u64,
         len: usize,
-    ) -> Poll<io::Result<usize>>;
+    ) -> Poll<io::Result<usize>> {
+        let _ = (cx, file, offset, len);
+        Poll::Ready(Err(io::ErrorKind::Unsupported.into()))
+    }
 }
 
 /// sendfile on a tokio socket: the call runs inside `try_io`, so a full socket clears the
@@ -228,16 +231,6 @@ tokio_sendfile!(tokio::net::UnixStream);
 
 impl<S> Sendfile for tokio_rustls::server::TlsStream<S> {
     const PLAIN: bool = false;
-
-    fn poll_sendfile(
-        &self,
-        _: &mut Context<'_>,
-        _: BorrowedFd<'_>,
-        _: u64,
-        _: usize,
-    ) -> Poll<io::Result<usize>> {
-        Poll::Ready(Err(io::ErrorKind::Unsupported.into()))
-    }
 }
 
 /// One sendfile(2) call.
