@@ -226,6 +226,12 @@ class Server:
         """Resident set size of the server process and all its descendants, in KiB."""
         return sum(_proc_status_kib(pid, "VmRSS") for pid in _descendants(self.pid))
 
+    def main_thread_faults(self) -> int:
+        """Page faults the server process's main thread took so far (minflt): in a single
+        worker, the thread that runs the event loop and the app."""
+        stat = Path(f"/proc/{self.pid}/task/{self.pid}/stat").read_text()
+        return int(stat.rpartition(")")[2].split()[7])
+
     def wait_exit(self, timeout: float) -> int:
         try:
             return self.proc.wait(timeout=timeout)

@@ -54,6 +54,7 @@ impl IoThread {
             .max_blocking_threads(FILE_THREADS)
             .enable_all()
             .build()?;
+        super::memory::tune_python_heap();
         let (shutdown, shutdown_rx) = watch::channel(false);
         let (stop, stop_rx) = oneshot::channel();
         let (accept_loops, accepting) = AcceptLoops::new();
@@ -67,7 +68,7 @@ impl IoThread {
                     tokio::spawn(ctx.bridge.clone().dispatch());
                     tokio::spawn(ctx.bridge.clone().signal());
                     tokio::spawn(crate::net::clock::tick());
-                    tokio::spawn(super::memory::give_back());
+                    tokio::spawn(super::memory::give_back(counter.clone()));
                     if let Some(listener) = metrics {
                         tokio::spawn(metrics::serve::serve(listener, shutdown_rx.clone()));
                     }

@@ -5,7 +5,8 @@
 - ``GET /mutated``: sends a ``bytearray`` with ``more_body``, then overwrites it before the
   next message: the client must still get what was sent;
 - ``GET /shared``: the same module-level 1 MiB ``bytes`` object for every request;
-- ``GET /fresh``: a new 1 MiB ``bytes`` object per request, every page of it written.
+- ``GET /fresh``: a new 1 MiB ``bytes`` object per request, every page of it written;
+- ``POST /count``: reads the body piece by piece, keeping none, and answers its length.
 """
 
 from __future__ import annotations
@@ -42,6 +43,16 @@ async def echo(scope, receive, send) -> None:
         await send({"type": "http.response.body", "body": make(piece), "more_body": more})
 
 
+async def count(receive, send) -> None:
+    size = 0
+    while True:
+        message = await receive()
+        size += len(message.get("body", b""))
+        if not message.get("more_body", False):
+            break
+    await answer(send, str(size).encode())
+
+
 async def mutated(send) -> None:
     await send({"type": "http.response.start", "status": 200, "headers": []})
     buffer = bytearray(b"a" * 100_000)
@@ -50,7 +61,7 @@ async def mutated(send) -> None:
     await send({"type": "http.response.body", "body": b"end"})
 
 
-async def one_mib(send, body: bytes) -> None:
+async def answer(send, body: bytes) -> None:
     headers = [(b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     await send({"type": "http.response.body", "body": body})
@@ -61,9 +72,11 @@ async def app(scope, receive, send):
         await lifespan(receive, send)
     elif scope["path"] == "/echo":
         await echo(scope, receive, send)
+    elif scope["path"] == "/count":
+        await count(receive, send)
     elif scope["path"] == "/mutated":
         await mutated(send)
     elif scope["path"] == "/shared":
-        await one_mib(send, SHARED)
+        await answer(send, SHARED)
     elif scope["path"] == "/fresh":
-        await one_mib(send, os.urandom(16) * (MIB // 16))
+        await answer(send, os.urandom(16) * (MIB // 16))
