@@ -11,6 +11,7 @@ system calls themselves.
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import os
 import random
@@ -332,3 +333,40 @@ def test_strace_sees_sendfile(plain, files, tmp_path):
         tracer.wait(10)
     sent = [int(n) for n in re.findall(r"sendfile\(\d+, \d+, .*\) = (\d+)", log.read_text())]
     assert sum(sent) == MIB, log.read_text()[-2000:]
+
+
+def cached_pages(path: str) -> int:
+    """How many of the file's pages are in the page cache (cachestat(2), Linux 6.5+)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    stat = (ctypes.c_uint64 * 5)()
+    whole = (ctypes.c_uint64 * 2)(0, 0)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        done = libc.syscall(451, fd, ctypes.byref(whole), ctypes.byref(stat), 0)
+    finally:
+        os.close(fd)
+    assert done == 0, f"cachestat: {os.strerror(ctypes.get_errno())} (Linux 6.5+ has it)"
+    return stat[0]
+
+
+def test_a_file_not_in_the_page_cache_is_read_not_sent_from_the_disk(plain, tmp_path):
+    """sendfile on the I/O thread would wait for the disk, and every connection with it: a
+    chunk whose pages are not all cached is read on the blocking pool (which caches it), so
+    the first download of an evicted file is not all sendfile, and the second one is."""
+    path = tmp_path / "cold.bin"
+    size = 4 * MIB
+    with open(path, "wb") as out:
+        out.write(content(size))
+        out.flush()
+        os.fsync(out.fileno())
+        os.posix_fadvise(out.fileno(), 0, 0, os.POSIX_FADV_DONTNEED)
+    assert cached_pages(str(path)) == 0, "the file system keeps the file cached (tmpfs?)"
+    before = plain.sendfile_bytes()
+    assert simple_get(plain.server.port, f"/file?path={path}").body == content(size)
+    cold = plain.sendfile_bytes() - before
+    assert cold < size, "the evicted file went out with sendfile"
+    assert cached_pages(str(path)) == size // os.sysconf("SC_PAGE_SIZE")
+    before = plain.sendfile_bytes()
+    assert simple_get(plain.server.port, f"/file?path={path}").body == content(size)
+    assert plain.sendfile_bytes() - before == size
+    print("sendfile bytes of the evicted file", cold)

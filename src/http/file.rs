@@ -5,7 +5,8 @@
 //! number of them, so memory stays bounded whatever the file's size and the client's speed.
 //!
 //! On a plain HTTP/1.1 connection the chunks are placeholders instead, which the socket's
-//! writer sends with sendfile(2) (see `sendfile.rs`): only the open is a blocking call then.
+//! writer sends with sendfile(2) (see `sendfile.rs`): only the open is a blocking call then,
+//! and the read of any chunk that is not in the page cache.
 //! Under TLS and HTTP/2 the file's bytes pass through user space, as they must.
 
 use std::fs::File;
@@ -70,6 +71,11 @@ impl Reader {
         let chunk = files.register(&self.file, self.offset, want);
         self.offset += chunk.len() as u64;
         chunk
+    }
+
+    /// True when the next chunk is in the page cache: sendfile would not wait for the disk.
+    fn next_is_cached(&self) -> bool {
+        self.file.cached(self.offset, self.next_len(FILE_CHUNK))
     }
 
     /// Bytes the next chunk will have, at most `max`.
@@ -161,7 +167,7 @@ impl FileStream {
                     }
                 }
                 State::Idle(reader) => match files {
-                    Some(files) if reader.offset < reader.len => {
+                    Some(files) if reader.offset < reader.len && reader.next_is_cached() => {
                         return Poll::Ready(Some(Ok(reader.placeholder(files))));
                     }
                     _ => self.read_next(),

@@ -20,10 +20,12 @@
 //! with nothing left to write (anything left is a chunk it dropped), or with the connection;
 //! their `Arc` holds the file open until then.
 //!
-//! Trade-offs: sendfile runs on the I/O thread. From the page cache it never waits, but a
-//! file not in the cache makes it wait for the disk, as the blocking-pool reads of the read
-//! path (`file.rs`) do not. Serving files from a cold, slow disk is rare for an app server;
-//! the open and fstat still go to the blocking pool. A file that shrinks while it is sent
+//! Trade-offs: sendfile runs on the I/O thread, and waits for the disk when the file's pages
+//! are not in the page cache. So each chunk is checked first (cachestat(2), one system call
+//! that counts the range's cached pages): a chunk not wholly cached is read on the blocking
+//! pool instead, as on the read path (`file.rs`), which also brings it into the cache. On
+//! kernels before Linux 6.5, which lack cachestat, every chunk goes out with sendfile. The open
+//! and fstat always go to the blocking pool. A file that shrinks while it is sent
 //! makes sendfile return 0 early: the write fails and the connection closes (as on the read
 //! path), so the response is always cut short; no mmap, so no SIGBUS. One difference with the
 //! read path remains: the kernel queues references to the file's pages, not copies, so a
@@ -83,6 +85,66 @@ fn region_offset(slice: &[u8]) -> Option<usize> {
 pub struct OpenFile {
     pub file: File,
     pub path: PathBuf,
+}
+
+impl OpenFile {
+    /// True when `len` bytes from `offset` are all in the page cache, so sendfile will not
+    /// wait for the disk; also true where the kernel cannot tell (cachestat(2) is Linux 6.5+).
+    pub fn cached(&self, offset: u64, len: usize) -> bool {
+        cached_pages(self.file.as_fd(), offset, len as u64)
+            .is_none_or(|(cached, pages)| cached >= pages)
+    }
+}
+
+/// How many of the pages spanning `len` bytes from `offset` are in the page cache, and how
+/// many pages that is; None where cachestat(2) is missing or fails.
+#[cfg(target_os = "linux")]
+fn cached_pages(file: BorrowedFd<'_>, offset: u64, len: u64) -> Option<(u64, u64)> {
+    #[repr(C)]
+    struct Range {
+        off: u64,
+        len: u64,
+    }
+    #[repr(C)]
+    #[derive(Default)]
+    struct Stat {
+        nr_cache: u64,
+        nr_dirty: u64,
+        nr_writeback: u64,
+        nr_evicted: u64,
+        nr_recently_evicted: u64,
+    }
+    /// cachestat's number on every architecture (new calls share one table since 5.1).
+    const SYS_CACHESTAT: libc::c_long = 451;
+    if len == 0 {
+        return Some((0, 0));
+    }
+    let range = Range { off: offset, len };
+    let mut stat = Stat::default();
+    // SAFETY: the descriptor is open (borrowed), and both pointers are to live structs laid
+    // out as the kernel's `cachestat_range` and `cachestat`; flags must be 0.
+    let done = unsafe {
+        libc::syscall(
+            SYS_CACHESTAT,
+            file.as_raw_fd(),
+            &range as *const Range,
+            &mut stat as *mut Stat,
+            0,
+        )
+    };
+    // SAFETY: sysconf only reads a system constant.
+    let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if done != 0 || page <= 0 {
+        return None;
+    }
+    let page = page as u64;
+    let pages = (offset + len - 1) / page - offset / page + 1;
+    Some((stat.nr_cache, pages))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn cached_pages(_: BorrowedFd<'_>, _: u64, _: u64) -> Option<(u64, u64)> {
+    None
 }
 
 /// One placeholder chunk: which slot, and which bytes of which file it stands for.
@@ -202,7 +264,7 @@ pub trait Sendfile {
 macro_rules! tokio_sendfile {
     ($socket:ty) => {
         impl Sendfile for $socket {
-            const PLAIN: bool = true;
+            const PLAIN: bool = cfg!(target_os = "linux");
 
             fn poll_sendfile(
                 &self,
@@ -234,6 +296,7 @@ impl<S> Sendfile for tokio_rustls::server::TlsStream<S> {
 }
 
 /// One sendfile(2) call.
+#[cfg(target_os = "linux")]
 fn sendfile(socket: RawFd, file: BorrowedFd<'_>, offset: u64, len: usize) -> io::Result<usize> {
     let mut offset = libc::off_t::try_from(offset).map_err(io::Error::other)?;
     loop {
@@ -248,6 +311,12 @@ fn sendfile(socket: RawFd, file: BorrowedFd<'_>, offset: u64, len: usize) -> io:
             return Err(e);
         }
     }
+}
+
+/// Other systems' sendfile differs: their sockets are not `PLAIN`, so this is never called.
+#[cfg(not(target_os = "linux"))]
+fn sendfile(_: RawFd, _: BorrowedFd<'_>, _: u64, _: usize) -> io::Result<usize> {
+    Err(io::ErrorKind::Unsupported.into())
 }
 
 /// Writes `bufs` to `socket`, placeholders with sendfile: the bytes before the first
@@ -528,5 +597,20 @@ mod tests {
             assert_eq!(got.len(), data.len() + 2);
             assert!(got[..data.len()] == data[..]);
         });
+    }
+
+    #[test]
+    fn a_file_just_written_is_cached_and_ranges_count_whole_pages() {
+        let file = temp_file("cached", &[7u8; 3 * 4096 + 10]);
+        assert!(file.cached(0, 3 * 4096 + 10));
+        assert!(file.cached(4095, 2));
+        // SAFETY: sysconf only reads a system constant.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as u64;
+        let fd = file.file.as_fd();
+        if let Some((cached, pages)) = cached_pages(fd, page - 1, 2) {
+            assert_eq!((cached, pages), (2, 2), "two bytes across a page boundary");
+            assert_eq!(cached_pages(fd, page, page), Some((1, 1)));
+            assert_eq!(cached_pages(fd, 0, 0), Some((0, 0)));
+        }
     }
 }
