@@ -8,6 +8,7 @@ import ast
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -398,7 +399,7 @@ def test_config_file_settings_lose_to_flags_and_environment(tmp_path):
     ("setting", "message"),
     [
         ("syslog = True", "rsgi does not support gunicorn's syslog setting"),
-        ("pre_request = lambda worker, req: None", "pre_request"),
+        ("statsd_host = 'localhost:8125'", "gunicorn's statsd_host setting"),
         ("worker_class = 'sync'", "worker_class 'sync' is not an ASGI worker"),
         ("workers = 'many'", "expected an integer"),
     ],
@@ -467,3 +468,90 @@ def test_no_import_cycles_and_config_is_a_leaf():
     ).stdout  # fmt: skip
     modules = json.loads(out)
     assert "rsgi._rsgi" not in modules
+
+
+# -- raw_env, pythonpath, proc_name and the other hooks ------------------------------------
+
+# The app lives in a --pythonpath directory only; it shows the environment it was given.
+WEBAPP = """
+import json, os, time
+
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    if scope["path"] == "/hang":
+        time.sleep(60)
+    names = ("GREETING", "EMPTY", "FROM_FLAG")
+    body = json.dumps({"pid": os.getpid(), "env": {k: os.environ.get(k) for k in names}})
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": body.encode()})
+"""
+
+SETTINGS_CONF = """
+bind = "127.0.0.1:{port}"
+pythonpath = {pythonpath!r}
+raw_env = ["GREETING=hello=world", "EMPTY="]
+"""
+
+
+@pytest.fixture
+def conf_file(tmp_path: Path) -> Callable[..., tuple[Path, int]]:
+    """Writes the app and a config file with the settings: returns the config and the
+    port."""
+
+    def write(**extra: object) -> tuple[Path, int]:
+        code = tmp_path / "code"
+        code.mkdir(exist_ok=True)
+        (code / "webapp.py").write_text(WEBAPP)
+        port = free_port()
+        text = SETTINGS_CONF.format(port=port, pythonpath=f"/nonexistent,{code}")
+        text += "".join(f"{name} = {value!r}\n" for name, value in extra.items())
+        conf = tmp_path / "gunicorn.conf.py"
+        conf.write_text(text)
+        return conf, port
+
+    return write
+
+
+def test_raw_env_and_pythonpath_reach_the_workers(servers, conf_file, tmp_path):
+    conf, port = conf_file(workers=2)
+    server = servers("-c", str(conf), "webapp:app", port=port, cwd=tmp_path)
+    response = get(port)
+    assert response.json()["env"] == {"GREETING": "hello=world", "EMPTY": "", "FROM_FLAG": None}
+    assert response.json()["pid"] in children(server.pid)
+    assert server.stop() == 0
+    # The flags replace the file's raw_env, as they replace every setting (in gunicorn too).
+    servers("-c", str(conf), "-e", "FROM_FLAG=x", "webapp:app", port=port, cwd=tmp_path)
+    assert get(port).json()["env"] == {"GREETING": None, "EMPTY": None, "FROM_FLAG": "x"}
+
+
+def test_raw_env_without_a_value_and_pythonpath_order_are_gunicorns(tmp_path):
+    from rsgi.cli import config_from_argv
+    from rsgi.process import enter
+
+    result = subprocess.run(
+        server_command("-e", "NOEQUALS", "main:app"), capture_output=True, text=True,
+        env=child_env(), timeout=30, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "env: 'NOEQUALS' is not KEY=VALUE" in result.stderr
+    config, _ = config_from_argv(["--pythonpath", f"{tmp_path}/a,{tmp_path}/b", "m:app"], {})
+    saved = list(sys.path)
+    try:
+        enter(config)
+        assert sys.path[:2] == [f"{tmp_path}/b", f"{tmp_path}/a"]
+    finally:
+        sys.path[:] = saved
+
+
+def test_proc_name_titles_the_master_and_workers(servers, conf_file, tmp_path):
+    pytest.importorskip("setproctitle")
+    conf, port = conf_file(workers=2, proc_name="billing")
+    server = servers("-c", str(conf), "webapp:app", port=port, cwd=tmp_path)
+    worker = get(port).json()["pid"]
+
+    def title(pid: int) -> str:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode().strip()
+
+    assert title(server.pid) == "rsgi: master [billing]"
+    assert re.fullmatch(r"rsgi: worker [12] \[billing\]", title(worker))

@@ -303,6 +303,15 @@ def check_umask(name: str, value: Any) -> int:
     return check_int(name, value)
 
 
+def check_env(name: str, value: Any) -> list[str]:
+    """gunicorn's raw_env: KEY=VALUE strings."""
+    values = check_strings(name, value)
+    for text in values:
+        if "=" not in text:
+            raise ConfigError(f"{name}: {text!r} is not KEY=VALUE")
+    return values
+
+
 def check_hook(name: str, value: Any) -> Any:
     if not callable(value):
         raise ConfigError(f"{name} must be a function, got {value!r}")
@@ -413,6 +422,27 @@ class Config:
         group=APPLICATION,
         optional=True,
         metavar="PATH",
+    )
+    env: list[str] = option(
+        [],
+        help="Set the environment variable KEY to VALUE in the master before the app is "
+        "imported (the workers inherit it); it wins over the inherited environment and "
+        "--env-file. Repeat for several (one per line in RSGI_ENV).",
+        group=APPLICATION,
+        validate=check_env,
+        gunicorn=("raw_env",),
+        flags=("-e", "--env"),
+        repeat=True,
+        metavar="KEY=VALUE",
+    )
+    pythonpath: str | None = option(
+        None,
+        help="Comma-separated directories put first on sys.path before the app is imported "
+        "(after --chdir; relative ones are taken from there), as gunicorn does.",
+        group=APPLICATION,
+        gunicorn=("pythonpath",),
+        optional=True,
+        metavar="DIRS",
     )
     lifespan: str = option(
         "auto",
@@ -898,6 +928,16 @@ class Config:
         parse=parse_float,
         minimum=0,
         metavar="SECONDS",
+    )
+    proc_name: str | None = option(
+        None,
+        help='Name in the process titles, "rsgi: master [NAME]" and "rsgi: worker N [NAME]" '
+        "(set when setproctitle is installed, as with rsgi[standard]). Default: APP.",
+        group=PROCESSES,
+        aliases=("-n", "--name"),
+        gunicorn=("proc_name",),
+        optional=True,
+        metavar="NAME",
     )
     user: int | None = option(
         None,

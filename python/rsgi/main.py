@@ -39,8 +39,10 @@ def run_config(config: Config, warnings: Iterable[str] = ()) -> None:
         for warning in warnings:
             logger.warning("%s", warning)
         logs.capture_output(config)
+        # What a re-executed master starts from: it sets --env and reads the env file again.
         environ = dict(os.environ)
         # Before serve(): the app is imported there and may read the environment.
+        process.set_env(config)
         load_env_file(config.env_file)
         master = hooks.Master(config)
         hooks.call(config, "on_starting", master)

@@ -258,8 +258,10 @@ def set_title(role: str, config: Config) -> None:
         import setproctitle
     except ImportError:
         return
-    app = config.app if isinstance(config.app, str) else type(config.app).__name__
-    setproctitle.setproctitle(f"rsgi: {role} [{app}]")
+    name = config.proc_name
+    if name is None:
+        name = config.app if isinstance(config.app, str) else type(config.app).__name__
+    setproctitle.setproctitle(f"rsgi: {role} [{name}]")
 
 
 def exit_code(code: Any) -> int:
