@@ -1,6 +1,5 @@
-"""gunicorn's server hooks, called by rsgi itself (``on_starting``, ``when_ready``,
-``post_fork``, ``worker_exit`` and ``on_exit``; see rsgi.config.HOOKS), and the request
-objects of ``pre_request`` and ``post_request``, which rsgi.Worker passes under gunicorn.
+"""gunicorn's server hooks, called by rsgi itself (see rsgi.config.HOOKS), and the request
+objects of ``pre_request`` and ``post_request`` (which rsgi.Worker passes under gunicorn too).
 
 A hook gets what gunicorn's hooks use of gunicorn's objects: ``server`` (:class:`Master`)
 has ``cfg``, ``pid``, ``log``, ``app`` and ``num_workers``; ``worker`` (:class:`Worker`) has
@@ -32,14 +31,21 @@ class Master:
 
 
 class Worker:
-    """The ``worker`` argument: one serving process."""
+    """The ``worker`` argument: one serving process (by default, this one)."""
 
     def __init__(self, config: Config, serial: int = 1) -> None:
         self.cfg = config
-        self.pid = os.getpid()
+        self.pid: int | None = os.getpid()
         self.ppid = os.getppid()
         self.age = serial
         self.log = logger
+
+    @classmethod
+    def in_master(cls, config: Config, serial: int, pid: int | None) -> Worker:
+        """A worker as the master's hooks see it: ``pid`` is None before the fork."""
+        worker = cls(config, serial)
+        worker.pid, worker.ppid = pid, os.getpid()
+        return worker
 
 
 def call(config: Config, name: str, *args: Any) -> None:
@@ -51,6 +57,15 @@ def call(config: Config, name: str, *args: Any) -> None:
         hook(*args)
     except Exception:
         logger.exception("Exception in the %s hook", name)
+
+
+def serving_app(config: Config, worker: Worker, app: Any) -> Any:
+    """In a serving process once the app is loaded: calls ``post_worker_init`` and returns
+    the app, wrapped to call ``pre_request`` and ``post_request`` when they are set."""
+    call(config, "post_worker_init", worker)
+    if config.pre_request is None and config.post_request is None:
+        return app
+    return with_request_hooks(app, worker, config.pre_request, config.post_request)
 
 
 # -- what gunicorn's access log and request hooks read ---------------------------------
