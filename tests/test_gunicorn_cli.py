@@ -604,7 +604,7 @@ def test_raw_env_without_a_value_and_pythonpath_order_are_gunicorns(tmp_path):
         env=child_env(), timeout=30, stdin=subprocess.DEVNULL,
     )  # fmt: skip
     assert result.returncode == 2
-    assert "env: 'NOEQUALS' is not KEY=VALUE" in result.stderr
+    assert "env (gunicorn's raw_env): 'NOEQUALS' is not KEY=VALUE" in result.stderr
     config, _ = config_from_argv(["--pythonpath", f"{tmp_path}/a,{tmp_path}/b", "m:app"], {})
     saved = list(sys.path)
     try:

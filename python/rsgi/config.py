@@ -324,7 +324,7 @@ def check_env(name: str, value: Any) -> list[str]:
     values = check_strings(name, value)
     for text in values:
         if "=" not in text:
-            raise ConfigError(f"{name}: {text!r} is not KEY=VALUE")
+            raise ConfigError(f"{name} (gunicorn's raw_env): {text!r} is not KEY=VALUE")
     return values
 
 
