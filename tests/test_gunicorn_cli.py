@@ -378,7 +378,14 @@ def test_gunicorn_conf_py_serves_reloads_stops_and_calls_hooks(servers, app_dir,
 def test_config_file_settings_lose_to_flags_and_environment(tmp_path):
     from rsgi.cli import config_from_argv
 
-    conf = write_conf(tmp_path, 8123, tmp_path, threads="4", wsgi_app='"main:app"')
+    conf = write_conf(
+        tmp_path,
+        8123,
+        tmp_path,
+        threads="4",
+        wsgi_app='"main:app"',
+        http2_max_concurrent_streams="50",
+    )
     config, warnings = config_from_argv(["-c", str(conf)], environ={})
     assert config.app == "main:app"
     assert (config.host, config.port, config.workers, config.preload) == (
@@ -387,6 +394,7 @@ def test_config_file_settings_lose_to_flags_and_environment(tmp_path):
     assert (config.timeout_worker, config.limit_max_requests) == (120.0, 1000)
     assert config.access_logfile == str(tmp_path / "access.log")
     assert callable(config.post_fork)
+    assert config.h2_max_concurrent_streams == 50  # gunicorn 25's http2_max_concurrent_streams
     assert config.threads == 1  # gunicorn's threads are not rsgi's I/O threads
     assert any("threads is ignored" in w for w in warnings)
     config, _ = config_from_argv(

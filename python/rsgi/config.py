@@ -577,6 +577,8 @@ class Config:
         help="Most HTTP/2 streams a client may have open at once on one connection "
         "(SETTINGS_MAX_CONCURRENT_STREAMS).",
         group=HTTP,
+        aliases=("--http2-max-concurrent-streams",),
+        gunicorn=("http2_max_concurrent_streams",),
         parse=parse_int,
         minimum=1,
         maximum=2**31 - 1,
