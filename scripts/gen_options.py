@@ -1,8 +1,9 @@
-"""Print README.md's options table, generated from rsgi.config.
+"""Print README.md's options table and docs/reference.md's server hooks table, generated
+from rsgi.config. README.md gives the hooks one row, which links to the second table.
 
-python scripts/gen_options.py           # print the table
-python scripts/gen_options.py --write   # replace it in README.md
-python scripts/gen_options.py --check   # exit 1 if README.md is stale
+python scripts/gen_options.py           # print the tables
+python scripts/gen_options.py --write   # replace them in README.md and docs/reference.md
+python scripts/gen_options.py --check   # exit 1 if either is stale
 """
 
 from __future__ import annotations
@@ -13,12 +14,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
-START = "<!-- options:start -->"
-END = "<!-- options:end -->"
+REFERENCE = ROOT / "docs" / "reference.md"
 
 # Import the source tree's config, not an installed rsgi that may be older.
 sys.path.insert(0, str(ROOT / "python"))
-from rsgi.config import Setting, format_default, settings  # noqa: E402
+from rsgi.config import HOOKS_GROUP, Setting, format_default, settings  # noqa: E402
 
 
 def cell(text: str) -> str:
@@ -66,41 +66,66 @@ def row(setting: Setting) -> str:
     return "| " + " | ".join([*cells, cell(setting.option.help)]) + " |"
 
 
+def hooks() -> list[Setting]:
+    return [s for s in settings() if s.option.group == HOOKS_GROUP]
+
+
 def table() -> str:
     lines = [
         "| Option | Environment | `run()` argument / config file | Default | Description |",
         "| --- | --- | --- | --- | --- |",
     ]
-    lines += [row(s) for s in settings()]
+    lines += [row(s) for s in settings() if s.option.group != HOOKS_GROUP]
+    names = ", ".join(f"`{s.name}`" for s in hooks())
+    link = "[docs/reference.md](docs/reference.md#server-hooks)"
+    lines.append(
+        f"| (`-c` file or `run()` only) |  | {names} |  | gunicorn's server hooks: {link} |"
+    )
     return "\n".join(lines) + "\n"
 
 
-def replace_block(text: str, block: str) -> str:
-    head, start, rest = text.partition(START)
-    _, end, tail = rest.partition(END)
+def hooks_table() -> str:
+    lines = ["| Hook | When rsgi calls it |", "| --- | --- |"]
+    for setting in hooks():
+        signature, _, when = setting.option.help.partition(": ")
+        lines.append(f"| `{signature}` | {cell(when)} |")
+    return "\n".join(lines) + "\n"
+
+
+#: Each generated block: its file, its markers' name and its text.
+BLOCKS = ((README, "options", table), (REFERENCE, "hooks", hooks_table))
+
+
+def replace_block(path: Path, name: str, text: str, block: str) -> str:
+    start_marker, end_marker = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    head, start, rest = text.partition(start_marker)
+    _, end, tail = rest.partition(end_marker)
     if not start or not end:
-        raise SystemExit(f"{README.name}: markers {START} / {END} not found")
-    return f"{head}{START}\n{block}{END}{tail}"
+        raise SystemExit(f"{path.name}: markers {start_marker} / {end_marker} not found")
+    return f"{head}{start_marker}\n{block}{end_marker}{tail}"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--check", action="store_true", help="exit 1 if README.md is stale")
-    mode.add_argument("--write", action="store_true", help="update README.md in place")
+    mode.add_argument("--check", action="store_true", help="exit 1 if a table is stale")
+    mode.add_argument("--write", action="store_true", help="update the tables in place")
     args = parser.parse_args(argv)
-    if not (args.check or args.write):
-        sys.stdout.write(table())
-        return 0
-    current = README.read_text(encoding="utf-8")
-    wanted = replace_block(current, table())
-    if args.write:
-        README.write_text(wanted, encoding="utf-8")
-        return 0
-    if current != wanted:
-        print("README.md options table is stale: run python scripts/gen_options.py --write")
-        return 1
-    return 0
+    stale = 0
+    for path, name, make in BLOCKS:
+        if not (args.check or args.write):
+            sys.stdout.write(make() + "\n")
+            continue
+        current = path.read_text(encoding="utf-8")
+        wanted = replace_block(path, name, current, make())
+        if args.write:
+            path.write_text(wanted, encoding="utf-8")
+        elif current != wanted:
+            print(
+                f"{path.name}: the {name} table is stale: run python scripts/gen_options.py --write"
+            )
+            stale = 1
+    return stale
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ import ast
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -377,7 +378,14 @@ def test_gunicorn_conf_py_serves_reloads_stops_and_calls_hooks(servers, app_dir,
 def test_config_file_settings_lose_to_flags_and_environment(tmp_path):
     from rsgi.cli import config_from_argv
 
-    conf = write_conf(tmp_path, 8123, tmp_path, threads="4", wsgi_app='"main:app"')
+    conf = write_conf(
+        tmp_path,
+        8123,
+        tmp_path,
+        threads="4",
+        wsgi_app='"main:app"',
+        http2_max_concurrent_streams="50",
+    )
     config, warnings = config_from_argv(["-c", str(conf)], environ={})
     assert config.app == "main:app"
     assert (config.host, config.port, config.workers, config.preload) == (
@@ -386,6 +394,7 @@ def test_config_file_settings_lose_to_flags_and_environment(tmp_path):
     assert (config.timeout_worker, config.limit_max_requests) == (120.0, 1000)
     assert config.access_logfile == str(tmp_path / "access.log")
     assert callable(config.post_fork)
+    assert config.h2_max_concurrent_streams == 50  # gunicorn 25's http2_max_concurrent_streams
     assert config.threads == 1  # gunicorn's threads are not rsgi's I/O threads
     assert any("threads is ignored" in w for w in warnings)
     config, _ = config_from_argv(
@@ -398,7 +407,7 @@ def test_config_file_settings_lose_to_flags_and_environment(tmp_path):
     ("setting", "message"),
     [
         ("syslog = True", "rsgi does not support gunicorn's syslog setting"),
-        ("pre_request = lambda worker, req: None", "pre_request"),
+        ("statsd_host = 'localhost:8125'", "gunicorn's statsd_host setting"),
         ("worker_class = 'sync'", "worker_class 'sync' is not an ASGI worker"),
         ("workers = 'many'", "expected an integer"),
     ],
@@ -467,3 +476,260 @@ def test_no_import_cycles_and_config_is_a_leaf():
     ).stdout  # fmt: skip
     modules = json.loads(out)
     assert "rsgi._rsgi" not in modules
+
+
+# -- raw_env, pythonpath, proc_name and the other hooks ------------------------------------
+
+# The app lives in a --pythonpath directory only; it shows the environment it was given.
+WEBAPP = """
+import json, os, time
+
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    if scope["path"] == "/hang":
+        time.sleep(60)
+    names = ("GREETING", "EMPTY", "FROM_FLAG")
+    body = json.dumps({"pid": os.getpid(), "env": {k: os.environ.get(k) for k in names}})
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": body.encode()})
+"""
+
+SETTINGS_CONF = """
+bind = "127.0.0.1:{port}"
+pythonpath = {pythonpath!r}
+raw_env = ["GREETING=hello=world", "EMPTY="]
+"""
+
+# Every hook appends [pid, name, what it was given] to a file.
+HOOKS_CONF = """
+import json, os
+
+
+def record(*fields):
+    with open({log!r}, "a") as f:
+        f.write(json.dumps([os.getpid(), *fields]) + "\\n")
+
+
+def nworkers_changed(server, new_value, old_value):
+    record("nworkers_changed", new_value, old_value, server.num_workers)
+
+
+def pre_fork(server, worker):
+    record("pre_fork", worker.age, worker.pid)
+
+
+def child_exit(server, worker):
+    record("child_exit", worker.age, worker.pid)
+
+
+def on_reload(server):
+    record("on_reload")
+
+
+def pre_exec(server):
+    record("pre_exec")
+
+
+def post_worker_init(worker):
+    record("post_worker_init", worker.age, os.environ["GREETING"])
+
+
+def worker_int(worker):
+    record("worker_int", worker.age)
+
+
+def worker_abort(worker):
+    record("worker_abort", worker.age)
+
+
+def pre_request(worker, req):
+    record("pre_request", worker.age, req.method, req.path, req.query)
+
+
+def post_request(worker, req, environ, resp):
+    record("post_request", worker.age, environ["QUERY_STRING"], resp.status, resp.response_length)
+"""
+
+
+@pytest.fixture
+def conf_file(tmp_path: Path) -> Callable[..., tuple[Path, Path, int]]:
+    """Writes the app and a config file with the settings and every hook: returns the
+    config, the hooks' record file and the port."""
+
+    def write(**extra: object) -> tuple[Path, Path, int]:
+        code = tmp_path / "code"
+        code.mkdir(exist_ok=True)
+        (code / "webapp.py").write_text(WEBAPP)
+        port, log = free_port(), tmp_path / "hooks.jsonl"
+        text = SETTINGS_CONF.format(port=port, pythonpath=f"/nonexistent,{code}")
+        text += HOOKS_CONF.format(log=str(log))
+        text += "".join(f"{name} = {value!r}\n" for name, value in extra.items())
+        conf = tmp_path / "gunicorn.conf.py"
+        conf.write_text(text)
+        return conf, log, port
+
+    return write
+
+
+def records(log: Path, pid: int | None = None) -> list[list[object]]:
+    """The hooks' records, [name, ...], of process ``pid`` or of all ([pid, name, ...])."""
+    lines = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+    if pid is None:
+        return lines
+    return [line[1:] for line in lines if line[0] == pid]
+
+
+def wait_records(log: Path, pid: int, count: int) -> list[list[object]]:
+    """The first ``count`` records of ``pid``, once there are that many."""
+    wait_for(lambda: len(records(log, pid)) >= count, what=f"{count} records of {pid}")
+    return records(log, pid)[:count]
+
+
+def worker_pids(log: Path) -> dict[int, int]:
+    """Each worker's pid by its serial (age), from its post_worker_init."""
+    return {line[2]: line[0] for line in records(log) if line[1] == "post_worker_init"}
+
+
+def test_raw_env_and_pythonpath_reach_the_workers(servers, conf_file, tmp_path):
+    conf, _, port = conf_file(workers=2)
+    server = servers("-c", str(conf), "webapp:app", port=port, cwd=tmp_path)
+    response = get(port)
+    assert response.json()["env"] == {"GREETING": "hello=world", "EMPTY": "", "FROM_FLAG": None}
+    assert response.json()["pid"] in children(server.pid)
+    assert server.stop() == 0
+    # The flags replace the file's raw_env, as they replace every setting (in gunicorn too).
+    servers("-c", str(conf), "-e", "FROM_FLAG=x", "webapp:app", port=port, cwd=tmp_path)
+    assert get(port).json()["env"] == {"GREETING": None, "EMPTY": None, "FROM_FLAG": "x"}
+
+
+def test_raw_env_without_a_value_and_pythonpath_order_are_gunicorns(tmp_path):
+    from rsgi.cli import config_from_argv
+    from rsgi.process import enter
+
+    result = subprocess.run(
+        server_command("-e", "NOEQUALS", "main:app"), capture_output=True, text=True,
+        env=child_env(), timeout=30, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "env (gunicorn's raw_env): 'NOEQUALS' is not KEY=VALUE" in result.stderr
+    config, _ = config_from_argv(["--pythonpath", f"{tmp_path}/a,{tmp_path}/b", "m:app"], {})
+    saved = list(sys.path)
+    try:
+        enter(config)
+        assert sys.path[:2] == [f"{tmp_path}/b", f"{tmp_path}/a"]
+    finally:
+        sys.path[:] = saved
+
+
+def test_master_hooks_follow_the_workers_through_ttin_ttou_hup_and_quit(
+    servers, conf_file, tmp_path
+):
+    conf, log, port = conf_file(workers=2)
+    server = servers("-c", str(conf), "webapp:app", port=port, cwd=tmp_path)
+    master = server.pid
+    assert wait_records(log, master, 3) == [
+        ["nworkers_changed", 2, None, 2],
+        ["pre_fork", 1, None],
+        ["pre_fork", 2, None],
+    ]
+    wait_for(lambda: len(worker_pids(log)) == 2, what="post_worker_init")
+    pids = worker_pids(log)
+    for serial, pid in pids.items():
+        assert records(log, pid) == [["post_worker_init", serial, "hello=world"]]
+
+    response = get(port, "/x?q=1")
+    pid = response.json()["pid"]
+    serial = next(s for s, p in pids.items() if p == pid)
+    length = len(response.content)
+    wait_for(lambda: len(records(log, pid)) == 3, what="request hooks")
+    assert records(log, pid)[1:] == [
+        ["pre_request", serial, "GET", "/x", "q=1"],
+        ["post_request", serial, "q=1", "200 OK", length],
+    ]
+
+    server.signal(signal.SIGTTIN)
+    assert wait_records(log, master, 5)[3:] == [
+        ["nworkers_changed", 3, 2, 3],
+        ["pre_fork", 3, None],
+    ]
+    wait_for(lambda: 3 in worker_pids(log), what="worker 3")
+    server.signal(signal.SIGTTOU)  # the oldest, worker 1, stops
+    assert wait_records(log, master, 7)[5:] == [
+        ["nworkers_changed", 2, 3, 2],
+        ["child_exit", 1, pids[1]],
+    ]
+
+    server.signal(signal.SIGHUP)  # workers 4 and 5 replace 2 and 3
+    reload = wait_records(log, master, 12)[7:]
+    assert reload[:3] == [["on_reload"], ["pre_fork", 4, None], ["pre_fork", 5, None]]
+    pids = worker_pids(log)
+    assert sorted(reload[3:]) == [["child_exit", 2, pids[2]], ["child_exit", 3, pids[3]]]
+
+    wait_for(lambda: {4, 5} <= set(worker_pids(log)), what="workers 4 and 5")
+    pids = worker_pids(log)
+    server.signal(signal.SIGQUIT)
+    assert server.wait_exit(15) == 0
+    assert records(log, pids[4])[-1] == ["worker_int", 4]
+    assert records(log, pids[5])[-1] == ["worker_int", 5]
+    assert sorted(records(log, master)[12:]) == [
+        ["child_exit", 4, pids[4]],
+        ["child_exit", 5, pids[5]],
+    ]
+
+
+def test_a_preload_reload_calls_on_reload_then_pre_exec(servers, conf_file, tmp_path):
+    conf, log, port = conf_file(workers=1, preload_app=True)
+    server = servers("-c", str(conf), "webapp:app", port=port, cwd=tmp_path)
+    first = wait_records(log, server.pid, 2)
+    server.signal(signal.SIGHUP)
+    # The same pid re-executed: its new image starts as the first did.
+    assert first == [["nworkers_changed", 1, None, 1], ["pre_fork", 1, None]]
+    assert wait_records(log, server.pid, 6)[2:] == [
+        ["on_reload"],
+        ["pre_exec"],
+        ["nworkers_changed", 1, None, 1],
+        ["pre_fork", 2, None],
+    ]
+
+
+def test_worker_abort_runs_in_a_hung_worker_before_it_dies(servers, conf_file, tmp_path):
+    conf, log, port = conf_file(workers=1, timeout=1)
+    server = servers("-c", str(conf), "webapp:app", port=port, cwd=tmp_path)
+    wait_for(lambda: 1 in worker_pids(log), what="worker 1")
+    victim = worker_pids(log)[1]
+    with pytest.raises(httpx.HTTPError):
+        get(port, "/hang")
+    wait_for(lambda: ["child_exit", 1, victim] in records(log, server.pid), what="child_exit")
+    assert records(log, victim)[-1] == ["worker_abort", 1]
+    err = server.wait_for_stderr(rf"Worker \[{victim}\] was killed by signal SIGABRT")
+    assert re.search(r'File ".*webapp\.py", line \d+ in app', err), err
+
+
+def test_one_process_calls_the_worker_hooks(servers, conf_file, tmp_path):
+    conf, log, port = conf_file()
+    server = servers("-c", str(conf), "webapp:app", port=port, cwd=tmp_path)
+    response = get(port, "/?a=b")
+    assert response.json()["pid"] == server.pid
+    server.signal(signal.SIGINT)
+    assert server.wait_exit(15) == 0
+    assert records(log, server.pid) == [
+        ["nworkers_changed", 1, None, 1],
+        ["post_worker_init", 1, "hello=world"],
+        ["pre_request", 1, "GET", "/", "a=b"],
+        ["post_request", 1, "a=b", "200 OK", len(response.content)],
+        ["worker_int", 1],
+    ]
+
+
+def test_proc_name_titles_the_master_and_workers(servers, conf_file, tmp_path):
+    pytest.importorskip("setproctitle")
+    conf, _, port = conf_file(workers=2, proc_name="billing")
+    server = servers("-c", str(conf), "webapp:app", port=port, cwd=tmp_path)
+    worker = get(port).json()["pid"]
+
+    def title(pid: int) -> str:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode().strip()
+
+    assert title(server.pid) == "rsgi: master [billing]"
+    assert re.fullmatch(r"rsgi: worker [12] \[billing\]", title(worker))

@@ -117,6 +117,7 @@ class Supervisor:
         worker_main: Callable[[list[int], int, int | None, int], Any],
         logger: Any,
         environ: Mapping[str, str] | None = None,
+        server_hook: Callable[..., Any] | None = None,
     ) -> int:
         """Runs the master until it stops; returns the exit code."""
     def close(self, logger: Any, code: int) -> int:

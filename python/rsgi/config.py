@@ -33,7 +33,23 @@ WS_IMPLEMENTATIONS = ("auto", "none", "websockets", "websockets-sansio", "wsprot
 # uvicorn's h11 and httptools serve HTTP/1.1 only: accepted as "1".
 HTTP_VERSIONS = ("auto", "1", "2", "h11", "httptools")
 #: The server hooks rsgi calls, with gunicorn's names and arguments (see rsgi.hooks).
-HOOKS = ("on_starting", "when_ready", "post_fork", "worker_exit", "on_exit")
+HOOKS = (
+    "on_starting",
+    "when_ready",
+    "post_fork",
+    "worker_exit",
+    "on_exit",
+    "nworkers_changed",
+    "on_reload",
+    "pre_exec",
+    "pre_fork",
+    "child_exit",
+    "post_worker_init",
+    "pre_request",
+    "post_request",
+    "worker_int",
+    "worker_abort",
+)
 
 # RFC 9110 token characters: anything else in a header name would let a value
 # smuggle a second header or break the response head.
@@ -303,6 +319,15 @@ def check_umask(name: str, value: Any) -> int:
     return check_int(name, value)
 
 
+def check_env(name: str, value: Any) -> list[str]:
+    """gunicorn's raw_env: KEY=VALUE strings."""
+    values = check_strings(name, value)
+    for text in values:
+        if "=" not in text:
+            raise ConfigError(f"{name} (gunicorn's raw_env): {text!r} is not KEY=VALUE")
+    return values
+
+
 def check_hook(name: str, value: Any) -> Any:
     if not callable(value):
         raise ConfigError(f"{name} must be a function, got {value!r}")
@@ -413,6 +438,27 @@ class Config:
         group=APPLICATION,
         optional=True,
         metavar="PATH",
+    )
+    env: list[str] = option(
+        [],
+        help="Set the environment variable KEY to VALUE in the master before the app is "
+        "imported (the workers inherit it); it wins over the inherited environment and "
+        "--env-file. Repeat for several (one per line in RSGI_ENV).",
+        group=APPLICATION,
+        validate=check_env,
+        gunicorn=("raw_env",),
+        flags=("-e", "--env"),
+        repeat=True,
+        metavar="KEY=VALUE",
+    )
+    pythonpath: str | None = option(
+        None,
+        help="Comma-separated directories put first on sys.path before the app is imported "
+        "(after --chdir; relative ones are taken from there), as gunicorn does.",
+        group=APPLICATION,
+        gunicorn=("pythonpath",),
+        optional=True,
+        metavar="DIRS",
     )
     lifespan: str = option(
         "auto",
@@ -531,6 +577,8 @@ class Config:
         help="Most HTTP/2 streams a client may have open at once on one connection "
         "(SETTINGS_MAX_CONCURRENT_STREAMS).",
         group=HTTP,
+        aliases=("--http2-max-concurrent-streams",),
+        gunicorn=("http2_max_concurrent_streams",),
         parse=parse_int,
         minimum=1,
         maximum=2**31 - 1,
@@ -899,6 +947,16 @@ class Config:
         minimum=0,
         metavar="SECONDS",
     )
+    proc_name: str | None = option(
+        None,
+        help='Name in the process titles, "rsgi: master [NAME]" and "rsgi: worker N [NAME]" '
+        "(set when setproctitle is installed, as with rsgi[standard]). Default: APP.",
+        group=PROCESSES,
+        aliases=("-n", "--name"),
+        gunicorn=("proc_name",),
+        optional=True,
+        metavar="NAME",
+    )
     user: int | None = option(
         None,
         help="Run the workers as this user (name or uid), as gunicorn does: the master, "
@@ -1074,6 +1132,113 @@ class Config:
         group=HOOKS_GROUP,
         validate=check_hook,
         gunicorn=("on_exit",),
+        cli=False,
+        optional=True,
+    )
+    nworkers_changed: Callable[..., Any] | None = option(
+        None,
+        help="nworkers_changed(server, new_value, old_value): in the master (or the one "
+        "process) at start, with old_value None, and on each TTIN and TTOU. rsgi keeps "
+        "the worker count across a HUP, so a reload does not call it (gunicorn's does).",
+        group=HOOKS_GROUP,
+        validate=check_hook,
+        gunicorn=("nworkers_changed",),
+        cli=False,
+        optional=True,
+    )
+    on_reload: Callable[..., Any] | None = option(
+        None,
+        help="on_reload(server): in the master on HUP, before the new workers are forked (with "
+        "--preload, before the master re-executes itself).",
+        group=HOOKS_GROUP,
+        validate=check_hook,
+        gunicorn=("on_reload",),
+        cli=False,
+        optional=True,
+    )
+    pre_exec: Callable[..., Any] | None = option(
+        None,
+        help="pre_exec(server): in the master just before it re-executes itself, which rsgi "
+        "does on HUP with --preload (gunicorn does it on USR2, from a forked copy of the "
+        "master).",
+        group=HOOKS_GROUP,
+        validate=check_hook,
+        gunicorn=("pre_exec",),
+        cli=False,
+        optional=True,
+    )
+    pre_fork: Callable[..., Any] | None = option(
+        None,
+        help="pre_fork(server, worker): in the master just before each worker is forked; "
+        "worker.pid is None until then.",
+        group=HOOKS_GROUP,
+        validate=check_hook,
+        gunicorn=("pre_fork",),
+        cli=False,
+        optional=True,
+    )
+    child_exit: Callable[..., Any] | None = option(
+        None,
+        help="child_exit(server, worker): in the master once a worker exited, whatever the "
+        "cause, with worker.pid the pid it had.",
+        group=HOOKS_GROUP,
+        validate=check_hook,
+        gunicorn=("child_exit",),
+        cli=False,
+        optional=True,
+    )
+    post_worker_init: Callable[..., Any] | None = option(
+        None,
+        help="post_worker_init(worker): in each worker (or the one process) once the app is "
+        "imported (with --preload, inherited), before its lifespan startup.",
+        group=HOOKS_GROUP,
+        validate=check_hook,
+        gunicorn=("post_worker_init",),
+        cli=False,
+        optional=True,
+    )
+    pre_request: Callable[..., Any] | None = option(
+        None,
+        help="pre_request(worker, req): before each HTTP request (not WebSocket), on the event "
+        "loop; req has gunicorn's fields (method, path, query, uri, headers, version) and "
+        "the ASGI scope. If it raises, the request fails with 500.",
+        group=HOOKS_GROUP,
+        validate=check_hook,
+        gunicorn=("pre_request",),
+        cli=False,
+        optional=True,
+    )
+    post_request: Callable[..., Any] | None = option(
+        None,
+        help="post_request(worker, req, environ, resp): after the app finished each HTTP "
+        "request; environ is the request as a WSGI environ, resp has status, status_code, "
+        "headers and response_length.",
+        group=HOOKS_GROUP,
+        validate=check_hook,
+        gunicorn=("post_request",),
+        cli=False,
+        optional=True,
+    )
+    worker_int: Callable[..., Any] | None = option(
+        None,
+        help="worker_int(worker): in a worker that got SIGINT or SIGQUIT (Ctrl-C, the master's "
+        "quick stop) once its event loop runs, before it stops; in the one process, on "
+        "SIGINT.",
+        group=HOOKS_GROUP,
+        validate=check_hook,
+        gunicorn=("worker_int",),
+        cli=False,
+        optional=True,
+    )
+    worker_abort: Callable[..., Any] | None = option(
+        None,
+        help="worker_abort(worker): in a worker that got SIGABRT (--timeout-worker found its "
+        "event loop blocked), once its main thread runs Python code again, after the "
+        "stack dump; the worker then dies of the SIGABRT (worker_exit is not called). A "
+        "worker stuck in C code never runs it: SIGKILL follows 3 s later.",
+        group=HOOKS_GROUP,
+        validate=check_hook,
+        gunicorn=("worker_abort",),
         cli=False,
         optional=True,
     )

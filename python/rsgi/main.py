@@ -10,6 +10,7 @@ from typing import Any
 
 from rsgi import hooks, logs, process
 from rsgi.config import Config, ConfigError
+from rsgi.importer import load_app
 
 logger = logging.getLogger("rsgi.error")
 
@@ -39,10 +40,13 @@ def run_config(config: Config, warnings: Iterable[str] = ()) -> None:
         for warning in warnings:
             logger.warning("%s", warning)
         logs.capture_output(config)
+        # What a re-executed master starts from: it sets --env and reads the env file again.
         environ = dict(os.environ)
         # Before serve(): the app is imported there and may read the environment.
+        process.set_env(config)
         load_env_file(config.env_file)
         master = hooks.Master(config)
+        hooks.call(config, "nworkers_changed", master, config.workers, None)
         hooks.call(config, "on_starting", master)
         if config.reload:
             from rsgi.supervisors.reload import run_reloader
@@ -70,7 +74,8 @@ def serve_alone(config: Config, master: hooks.Master) -> int:
     fds = [sock.detach() for sock in process.bind_all(config)] or None
     try:
         hooks.call(config, "post_fork", master, hooks.Worker(config))
-        code = serve(config, fds)
+        app = hooks.serving_app(config, hooks.Worker(config), load_app(config))
+        code = serve(config, fds, app=app)
         hooks.call(config, "worker_exit", master, hooks.Worker(config))
         return code
     finally:

@@ -1,5 +1,5 @@
-"""What gunicorn's process settings do: --chdir, --umask, --user and --group, and the
-listening sockets of several --bind addresses."""
+"""What gunicorn's process settings do: --chdir, --umask, --pythonpath, --env, --user and
+--group, and the listening sockets of several --bind addresses."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ logger = logging.getLogger("rsgi.error")
 
 
 def enter(config: Config) -> None:
-    """--chdir and --umask: at startup, before any file or socket is made."""
+    """--chdir, --umask and --pythonpath: at startup, before any file or socket is made."""
     if config.chdir is not None:
         try:
             os.chdir(config.chdir)
@@ -27,6 +27,19 @@ def enter(config: Config) -> None:
             sys.path.insert(0, path)
     if config.umask is not None:
         os.umask(config.umask)
+    if config.pythonpath:
+        # One at a time to the front, as gunicorn does: the last one listed comes first.
+        for path in config.pythonpath.split(","):
+            path = os.path.abspath(path)
+            if path not in sys.path:
+                sys.path.insert(0, path)
+
+
+def set_env(config: Config) -> None:
+    """--env (gunicorn's raw_env): into the master's environment, which the workers inherit."""
+    for text in config.env:
+        key, _, value = text.partition("=")
+        os.environ[key] = value
 
 
 def drop_privileges(config: Config) -> None:

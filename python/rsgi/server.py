@@ -66,6 +66,8 @@ class Server:
     FORCED_LIFESPAN_TIMEOUT = 2.0
     #: Answer --metrics-bind in this process (a master that serves them all says no).
     SERVE_METRICS = True
+    #: The worker's serial number, for the hooks (a master's workers count from 1).
+    serial = 1
 
     def __init__(self, config: Config, app: Any, fds: list[int] | None = None) -> None:
         self.config = config
@@ -148,8 +150,15 @@ class Server:
             logger.error("Cannot reopen the access log: %s", exc)
 
     def install_signals(self, loop: asyncio.AbstractEventLoop) -> None:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, self.on_signal)
+        loop.add_signal_handler(signal.SIGINT, self.on_interrupt)
+        loop.add_signal_handler(signal.SIGTERM, self.on_signal)
+
+    def worker_int(self) -> None:
+        hooks.call(self.config, "worker_int", hooks.Worker(self.config, self.serial))
+
+    def on_interrupt(self) -> None:
+        self.worker_int()
+        self.on_signal()
 
     def on_signal(self) -> None:
         # A second signal skips the wait for in-flight requests.

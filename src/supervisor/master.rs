@@ -19,7 +19,9 @@ use pyo3::types::PyAnyMethods;
 
 use super::metrics::MetricsPort;
 use super::notify::{monotonic_usec, Notifier};
-use super::policy::{Action, Event, Exit, HandedWorker, Handover, Level, Notice, Policy, Settings};
+use super::policy::{
+    Action, Event, Exit, HandedWorker, Handover, Hook, Level, Notice, Policy, Settings,
+};
 use super::protocol::Message;
 use super::signals::SignalPipe;
 use super::sockets::Sockets;
@@ -39,6 +41,8 @@ pub struct Hooks {
     pub logger: Py<PyAny>,
     /// The environment a re-executed master gets (a mapping); `os.environ` when `None`.
     pub environ: Option<Py<PyAny>>,
+    /// `server_hook(name, *numbers)`, which calls the server hook `name` if it is set.
+    pub server_hook: Option<Py<PyAny>>,
 }
 
 /// What the loop holds for a worker process; its state is the policy's.
@@ -192,6 +196,7 @@ impl Master {
     ) -> io::Result<Option<Event>> {
         match action {
             Action::Log(level, message) => self.log(py, hooks, level, &message),
+            Action::Hook(hook) => call_hook(py, hooks, hook),
             Action::WritePidFile(path) => self.write_pid_file(&path)?,
             Action::Notify(notice) => self.notify(&notice),
             Action::Fork {
@@ -587,6 +592,25 @@ fn drain(channel: &mut Option<OwnedFd>) -> Vec<u8> {
         }
     }
     bytes
+}
+
+/// A server hook; it logs its own exceptions, so an error here is the callback's.
+fn call_hook(py: Python<'_>, hooks: &Hooks, hook: Hook) {
+    let Some(server_hook) = &hooks.server_hook else {
+        return;
+    };
+    let called = match hook {
+        Hook::PreFork { serial } => server_hook.call1(py, ("pre_fork", serial)),
+        Hook::ChildExit { serial, pid } => {
+            server_hook.call1(py, ("child_exit", serial, pid.as_raw()))
+        }
+        Hook::NworkersChanged { new, old } => server_hook.call1(py, ("nworkers_changed", new, old)),
+        Hook::OnReload => server_hook.call1(py, ("on_reload",)),
+        Hook::PreExec => server_hook.call1(py, ("pre_exec",)),
+    };
+    if let Err(e) = called {
+        e.print(py);
+    }
 }
 
 /// SIGUSR1: Python's log files (`rsgi.logs.reopen_files`).

@@ -120,19 +120,22 @@ impl Supervisor {
 
     /// Runs the master until it stops; returns the exit code. In each forked worker,
     /// `worker_main(fds, channel_fd, max_requests, serial)` is called and must not return.
-    #[pyo3(signature = (worker_main, logger, environ=None))]
+    /// `server_hook(name, *numbers)` calls the master's server hooks (pre_fork, ...).
+    #[pyo3(signature = (worker_main, logger, environ=None, server_hook=None))]
     fn run(
         &self,
         py: Python<'_>,
         worker_main: Py<PyAny>,
         logger: Py<PyAny>,
         environ: Option<Py<PyAny>>,
+        server_hook: Option<Py<PyAny>>,
     ) -> PyResult<i32> {
         let mut master = self.take()?;
         let hooks = Hooks {
             worker_main: Some(worker_main),
             logger,
             environ,
+            server_hook,
         };
         master.run(py, &hooks)
     }
@@ -146,6 +149,7 @@ impl Supervisor {
             worker_main: None,
             logger,
             environ: None,
+            server_hook: None,
         };
         master.abandon(py, &hooks, code)
     }

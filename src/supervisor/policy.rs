@@ -178,10 +178,27 @@ pub struct Handover {
     pub workers: Vec<HandedWorker>,
 }
 
+/// A gunicorn server hook of the master's (python/rsgi/supervisors/prefork.py `master_hook`).
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub enum Hook {
+    /// `pre_fork(server, worker)`: worker `serial` is forked next.
+    PreFork { serial: u64 },
+    /// `child_exit(server, worker)`: worker `serial` exited.
+    ChildExit { serial: u64, pid: Pid },
+    /// `nworkers_changed(server, new, old)`: TTIN or TTOU changed the worker count.
+    NworkersChanged { new: usize, old: usize },
+    /// `on_reload(server)`: a HUP starts a reload.
+    OnReload,
+    /// `pre_exec(server)`: the master re-executes itself next.
+    PreExec,
+}
+
 /// What the master loop must do.
 #[derive(Clone, PartialEq, Eq, Debug)]
 pub enum Action {
     Log(Level, String),
+    /// Call a server hook; its outcome changes nothing here.
+    Hook(Hook),
     /// Write our pid there; failing that, the master does not start.
     WritePidFile(PathBuf),
     Notify(Notice),
@@ -465,6 +482,7 @@ impl Policy {
                 self.target += 1;
                 let note = format!("SIGTTIN: raising the worker count to {}", self.target);
                 self.log(Level::Info, note);
+                self.workers_changed(self.target - 1);
             }
             Signal::SIGTTOU => self.lower_target(),
             Signal::SIGUSR1 => self.reopen_logs(),
@@ -481,9 +499,16 @@ impl Policy {
             self.target -= 1;
             let note = format!("SIGTTOU: lowering the worker count to {}", self.target);
             self.log(Level::Info, note);
+            self.workers_changed(self.target + 1);
         } else {
             self.log(Level::Info, "SIGTTOU: already down to one worker".into());
         }
+    }
+
+    fn workers_changed(&mut self, old: usize) {
+        let new = self.target;
+        self.out
+            .push(Action::Hook(Hook::NworkersChanged { new, old }));
     }
 
     fn reopen_logs(&mut self) {
@@ -584,9 +609,11 @@ impl Policy {
             return;
         }
         self.notify(Notice::Reloading);
+        self.out.push(Action::Hook(Hook::OnReload));
         if self.settings.reload_by_exec {
             let note = "SIGHUP: re-executing the master to load the application again (--preload)";
             self.log(Level::Info, note.into());
+            self.out.push(Action::Hook(Hook::PreExec));
             self.out.push(Action::ReExec(self.handover()));
             return;
         }
@@ -709,6 +736,8 @@ impl Policy {
             .push(Action::RecordExit(exit_reason(&w, asked, status)));
         let (level, line) = exit_line(&w, asked, status);
         self.log(level, line);
+        let (serial, pid) = (w.serial, w.pid);
+        self.out.push(Action::Hook(Hook::ChildExit { serial, pid }));
         if asked || self.stopping.is_some() || w.ready {
             return;
         }
@@ -859,6 +888,8 @@ impl Policy {
         self.forking = Some(PendingFork {
             max_requests: limit,
         });
+        let serial = self.next_serial;
+        self.out.push(Action::Hook(Hook::PreFork { serial }));
         self.out.push(Action::Fork {
             serial: self.next_serial,
             max_requests: limit,

@@ -98,12 +98,26 @@ def supervise(supervisor: Any, config: Config, environ: Mapping[str, str] | None
     for name in MASTER_ONLY_ENV:
         env.pop(name, None)
     main = functools.partial(worker_main, config, app)
+    server_hook = functools.partial(master_hook, config, master)
     hooks.call(config, "when_ready", master)
     try:
-        return supervisor.run(main, logger, env)
+        return supervisor.run(main, logger, env, server_hook)
     except OSError as exc:  # e.g. the pid file
         logger.error("%s", exc)
         return 1
+
+
+def master_hook(config: Config, master: hooks.Master, name: str, *numbers: int) -> None:
+    """Calls the master's server hook ``name`` with what the Rust master passes: a worker's
+    serial (and, once forked, its pid), or nworkers_changed's new and old counts."""
+    if name in ("pre_fork", "child_exit"):
+        serial, *pid = numbers
+        worker = hooks.Worker.in_master(config, serial, pid[0] if pid else None)
+        hooks.call(config, name, master, worker)
+        return
+    if name == "nworkers_changed":
+        master.num_workers = numbers[0]
+    hooks.call(config, name, master, *numbers)
 
 
 def worker_main(
@@ -117,7 +131,9 @@ def worker_main(
     """A forked worker's whole life; ends the process with the worker's exit code."""
     code = 1
     master = hooks.Master(config, os.getppid())
-    factory = functools.partial(WorkerServer, channel=channel, max_requests=max_requests)
+    factory = functools.partial(
+        WorkerServer, channel=channel, max_requests=max_requests, serial=serial
+    )
     try:
         code = run_worker(config, app, fds, factory, serial, master)
     except SystemExit as exc:
@@ -150,6 +166,7 @@ def run_worker(
     ):
         signal.signal(signum, signal.SIG_IGN)
     set_title(f"worker {serial}", config)
+    handle_abort(config, serial)
     # --timeout-worker ends a hung worker with SIGABRT: write every thread's stack first.
     with contextlib.suppress(Exception):
         faulthandler.enable(file=sys.stderr, all_threads=True)
@@ -170,11 +187,28 @@ def run_worker(
         except Exception as exc:
             logger.error("Error loading the application", exc_info=exc)
             return BOOT_FAILURE
+    app = hooks.serving_app(config, hooks.Worker(config, serial), app)
     try:
         return serve(config, fds, app=app, factory=factory)
     except ConfigError as exc:
         logger.error("%s", exc)
         return BOOT_FAILURE
+
+
+def handle_abort(config: Config, serial: int) -> None:
+    """gunicorn's worker_abort hook, on the SIGABRT of --timeout-worker. Installed before
+    faulthandler, which writes the stacks at once and then hands the signal on to this
+    handler: it runs once the main thread runs Python code, then the worker dies of the
+    SIGABRT as it would without the hook."""
+    if config.worker_abort is None:
+        return
+
+    def aborted(signum: int, frame: Any) -> None:
+        hooks.call(config, "worker_abort", hooks.Worker(config, serial))
+        signal.signal(signal.SIGABRT, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGABRT)
+
+    signal.signal(signal.SIGABRT, aborted)
 
 
 class WorkerServer(Server):
@@ -192,8 +226,10 @@ class WorkerServer(Server):
         *,
         channel: int,
         max_requests: int | None,
+        serial: int,
     ) -> None:
         super().__init__(config, app, fds)
+        self.serial = serial
         self.channel = channel
         self.max_requests = max_requests
         self.master = os.getppid()
@@ -211,11 +247,16 @@ class WorkerServer(Server):
         # escalate: the terminal's Ctrl-C reaches the worker as well as the master, which
         # forwards it. USR2 (the master replaces this worker) stops gracefully without
         # --shutdown-delay. QUIT (the master's quick stop) does not wait for requests. USR1
-        # (reopen the log files) is the server's own, installed once its core exists.
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(signum, self.request_stop)
+        # (reopen the log files) is the server's own, installed once its core exists. INT
+        # and QUIT call the worker_int hook first, as in gunicorn's workers.
+        loop.add_signal_handler(signal.SIGTERM, self.request_stop)
+        loop.add_signal_handler(signal.SIGINT, self.interrupted, False)
         loop.add_signal_handler(signal.SIGUSR2, functools.partial(self.request_stop, delay=False))
-        loop.add_signal_handler(signal.SIGQUIT, self.request_stop, True)
+        loop.add_signal_handler(signal.SIGQUIT, self.interrupted, True)
+
+    def interrupted(self, force: bool) -> None:
+        self.worker_int()
+        self.request_stop(force)
 
     def started(self, core: _rsgi.Core) -> None:
         # The master logged the addresses.
@@ -258,8 +299,10 @@ def set_title(role: str, config: Config) -> None:
         import setproctitle
     except ImportError:
         return
-    app = config.app if isinstance(config.app, str) else type(config.app).__name__
-    setproctitle.setproctitle(f"rsgi: {role} [{app}]")
+    name = config.proc_name
+    if name is None:
+        name = config.app if isinstance(config.app, str) else type(config.app).__name__
+    setproctitle.setproctitle(f"rsgi: {role} [{name}]")
 
 
 def exit_code(code: Any) -> int:

@@ -24,8 +24,9 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from rsgi import logs, process
+from rsgi import hooks, logs, process
 from rsgi.config import Config, ConfigError
+from rsgi.importer import load_app
 
 logger = logging.getLogger("rsgi.error")
 
@@ -220,7 +221,8 @@ def run_child(config: Config, sockets: list[socket.socket], parent: int) -> None
     watch_parent(parent)
     logs.configure(config)
     try:
-        code = serve(config, fds)
+        app = hooks.serving_app(config, hooks.Worker(config), load_app(config))
+        code = serve(config, fds, app=app)
     except ConfigError as exc:
         logger.error("%s", exc)
         code = 1

@@ -180,6 +180,14 @@ fn notices(actions: &[Action]) -> Vec<Notice> {
     notices.collect()
 }
 
+fn hooks(actions: &[Action]) -> Vec<Hook> {
+    let called = actions.iter().filter_map(|a| match a {
+        Action::Hook(hook) => Some(hook.clone()),
+        _ => None,
+    });
+    called.collect()
+}
+
 fn exit_code(actions: &[Action]) -> Option<i32> {
     actions.iter().find_map(|a| match a {
         Action::Exit(code) => Some(*code),
@@ -799,4 +807,48 @@ fn rss_is_not_judged_while_booting_nor_without_a_limit() {
     for _ in 0..5 {
         assert!(sim.rss(pid(0), 4096).is_empty());
     }
+}
+
+#[test]
+fn the_server_hooks_come_before_a_fork_after_an_exit_and_with_each_worker_count() {
+    let mut sim = Sim::new(settings(1));
+    sim.feed(start());
+    let boot = sim.tick();
+    let hook = boot
+        .iter()
+        .position(|a| a == &Action::Hook(Hook::PreFork { serial: 1 }));
+    let fork = boot
+        .iter()
+        .position(|a| matches!(a, Action::Fork { serial: 1, .. }));
+    assert!(hook.unwrap() < fork.unwrap());
+    sim.ready(pid(0));
+    sim.tick();
+    let ttin = sim.signal(Signal::SIGTTIN);
+    assert_eq!(hooks(&ttin), [Hook::NworkersChanged { new: 2, old: 1 }]);
+    assert_eq!(hooks(&sim.tick()), [Hook::PreFork { serial: 2 }]);
+    sim.ready(pid(1));
+    let ttou = sim.signal(Signal::SIGTTOU);
+    assert_eq!(hooks(&ttou), [Hook::NworkersChanged { new: 1, old: 2 }]);
+    assert!(hooks(&sim.signal(Signal::SIGTTOU)).is_empty());
+    sim.tick();
+    let exit = sim.exited(pid(0), Exit::Code(0));
+    let child_exit = Hook::ChildExit {
+        serial: 1,
+        pid: pid(0),
+    };
+    assert_eq!(hooks(&exit), [child_exit]);
+    let hup = sim.signal(Signal::SIGHUP);
+    assert_eq!(hooks(&hup), [Hook::OnReload]);
+}
+
+#[test]
+fn a_reload_by_exec_calls_on_reload_then_pre_exec() {
+    let mut sim = Sim::serving(Settings {
+        reload_by_exec: true,
+        ..settings(1)
+    });
+    let hup = sim.signal(Signal::SIGHUP);
+    assert_eq!(hooks(&hup), [Hook::OnReload, Hook::PreExec]);
+    let exec = hup.iter().position(|a| matches!(a, Action::ReExec(_)));
+    assert_eq!(hup[exec.unwrap() - 1], Action::Hook(Hook::PreExec));
 }
