@@ -235,3 +235,47 @@ def test_reload_needs_an_import_string():
 
     with pytest.raises(ConfigError, match="import string"):
         Config(app=app, reload=True)
+
+
+HOOKS_CONFIG = """\
+import os
+
+
+def post_worker_init(worker):
+    with open(os.environ["HOOK_LOG"], "a") as log:
+        log.write(f"post_worker_init {os.getpid()}\\n")
+
+
+def record(name):
+    with open(os.environ["HOOK_LOG"], "a") as log:
+        log.write(name + "\\n")
+
+
+when_ready = lambda server: record("when_ready")  # noqa: E731
+"""
+
+
+def test_config_file_hooks_run_in_every_reloaded_server(tmp_path):
+    """The server process is started with `spawn`, which pickles its config; a config file's
+    functions cannot be pickled (the file is no module), so they used to crash the reloader
+    (PicklingError). The child runs the file again to find them."""
+    conf = tmp_path / "conf" / "rsgi.conf.py"
+    conf.parent.mkdir()
+    conf.write_text(HOOKS_CONFIG)
+    log = tmp_path / "hooks.log"
+    write_app(tmp_path, "one")
+    env = {"HOOK_LOG": str(log)}
+    server = spawn_reloading(tmp_path, "-c", str(conf), env=env)
+    try:
+        wait_until_accepting(server)
+        first = wait_for_message(server.port, "one")
+        write_app(tmp_path, "two")
+        second = wait_for_message(server.port, "two")
+        wait_for(lambda: log.read_text().count("post_worker_init") == 2, timeout=5)
+        server.assert_alive()
+    finally:
+        server.stop()
+    lines = log.read_text().splitlines()
+    assert f"post_worker_init {first}" in lines, lines
+    assert f"post_worker_init {second}" in lines, lines
+    assert lines.count("when_ready") == 2, lines

@@ -74,6 +74,9 @@ GUNICORN_SETTINGS = frozenset(
     """.split()
 )
 
+#: The module name a config file runs as: what its functions (hooks) give as ``__module__``.
+MODULE = "__config__"
+
 #: Worker classes whose job rsgi does itself: naming one is a warning, not an error.
 ASGI_WORKERS = ("uvicorn", "rsgi")
 
@@ -83,7 +86,7 @@ def load(path: str) -> tuple[dict[str, Any], list[str]]:
     if not os.path.isfile(path):
         raise ConfigError(f'config file "{path}" not found')
     try:
-        namespace = runpy.run_path(path, run_name="__config__")
+        namespace = runpy.run_path(path, run_name=MODULE)
     except Exception as exc:
         raise ConfigError(f"config file {path}: {type(exc).__name__}: {exc}") from exc
     return from_namespace(namespace, path)
@@ -130,3 +133,35 @@ def check_worker_class(value: Any, path: str) -> list[str]:
     raise ConfigError(
         f"{path}: worker_class {text!r} is not an ASGI worker; rsgi serves ASGI apps only"
     )
+
+
+class Defined:
+    """A function a config file defined, as a process started with ``spawn`` can take it:
+    pickle finds functions by module, and a config file is no importable module, so this
+    names the file and the name the function has there (see :func:`portable`)."""
+
+    def __init__(self, path: str, name: str) -> None:
+        self.path = path
+        self.name = name
+
+    def load(self, namespaces: dict[str, dict[str, Any]]) -> Any:
+        if self.path not in namespaces:
+            namespaces[self.path] = runpy.run_path(self.path, run_name=MODULE)
+        return namespaces[self.path][self.name]
+
+
+def portable(values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` with each function a config file defined replaced by its :class:`Defined`."""
+    out = dict(values)
+    for key, value in values.items():
+        if isinstance(value, types.FunctionType) and value.__module__ == MODULE:
+            names = [n for n, v in value.__globals__.items() if v is value]
+            if names:
+                out[key] = Defined(value.__code__.co_filename, names[0])
+    return out
+
+
+def restored(values: dict[str, Any]) -> dict[str, Any]:
+    """The inverse of :func:`portable`: runs each config file once more to find them."""
+    namespaces: dict[str, dict[str, Any]] = {}
+    return {k: v.load(namespaces) if isinstance(v, Defined) else v for k, v in values.items()}

@@ -24,7 +24,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from rsgi import hooks, logs, process
+from rsgi import configfile, hooks, logs, process
 from rsgi.config import Config, ConfigError
 from rsgi.importer import load_app
 
@@ -188,7 +188,7 @@ class Reloader:
     def start_child(self) -> None:
         self.child = self.context.Process(
             target=run_child,
-            args=(self.config, self.sockets, os.getpid()),
+            args=(configfile.portable(vars(self.config)), self.sockets, os.getpid()),
             name="rsgi-server",
         )
         self.child.start()
@@ -212,10 +212,13 @@ def display_path(path: str) -> str:
         return path
 
 
-def run_child(config: Config, sockets: list[socket.socket], parent: int) -> None:
-    """The server process: serves on the parent's socket with the code as it is now."""
+def run_child(values: dict[str, Any], sockets: list[socket.socket], parent: int) -> None:
+    """The server process: serves on the parent's socket with the code as it is now.
+    ``values`` are the config's fields, with the config file's hooks as where to find them."""
     from rsgi.server import serve
 
+    config = Config.__new__(Config)
+    vars(config).update(configfile.restored(values))
     # The core takes ownership of the descriptors.
     fds = [sock.detach() for sock in sockets]
     watch_parent(parent)
