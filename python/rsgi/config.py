@@ -374,6 +374,23 @@ class Option:
     env_aliases: tuple[str, ...] = ()  # read after RSGI_<NAME>, e.g. WEB_CONCURRENCY
 
 
+#: A server hook: a function, or None.
+Hook = Callable[..., Any] | None
+
+
+def hook(name: str, help: str) -> Any:
+    """A server hook, set from a config file or Python; ``name`` is gunicorn's (and rsgi's)."""
+    return option(
+        None,
+        help=help,
+        group=HOOKS_GROUP,
+        validate=check_hook,
+        gunicorn=(name,),
+        cli=False,
+        optional=True,
+    )
+
+
 def option(default: Any = dataclasses.MISSING, **meta: Any) -> Any:
     if isinstance(default, list):
         # Dataclasses refuse mutable defaults; give every Config its own list.
@@ -1086,161 +1103,86 @@ class Config:
         positive=True,
         metavar="SECONDS",
     )
-    on_starting: Callable[..., Any] | None = option(
-        None,
-        help="on_starting(server): once, in the master (or the one process), before the "
+    on_starting: Hook = hook(
+        "on_starting",
+        "on_starting(server): once, in the master (or the one process), before the "
         "sockets are bound.",
-        group=HOOKS_GROUP,
-        validate=check_hook,
-        gunicorn=("on_starting",),
-        cli=False,
-        optional=True,
     )
-    when_ready: Callable[..., Any] | None = option(
-        None,
-        help="when_ready(server): once the sockets are bound; in the master before the first "
+    when_ready: Hook = hook(
+        "when_ready",
+        "when_ready(server): once the sockets are bound; in the master before the first "
         "worker starts, in a single process once it serves.",
-        group=HOOKS_GROUP,
-        validate=check_hook,
-        gunicorn=("when_ready",),
-        cli=False,
-        optional=True,
     )
-    post_fork: Callable[..., Any] | None = option(
-        None,
-        help="post_fork(server, worker): in each worker, before it switches user (--user) and "
+    post_fork: Hook = hook(
+        "post_fork",
+        "post_fork(server, worker): in each worker, before it switches user (--user) and "
         "loads the app; in a single process, before it loads the app.",
-        group=HOOKS_GROUP,
-        validate=check_hook,
-        gunicorn=("post_fork",),
-        cli=False,
-        optional=True,
     )
-    worker_exit: Callable[..., Any] | None = option(
-        None,
-        help="worker_exit(server, worker): in each worker once it stopped serving, just before "
+    worker_exit: Hook = hook(
+        "worker_exit",
+        "worker_exit(server, worker): in each worker once it stopped serving, just before "
         "it exits.",
-        group=HOOKS_GROUP,
-        validate=check_hook,
-        gunicorn=("worker_exit",),
-        cli=False,
-        optional=True,
     )
-    on_exit: Callable[..., Any] | None = option(
-        None,
-        help="on_exit(server): once, in the master (or the one process), just before it exits.",
-        group=HOOKS_GROUP,
-        validate=check_hook,
-        gunicorn=("on_exit",),
-        cli=False,
-        optional=True,
+    on_exit: Hook = hook(
+        "on_exit",
+        "on_exit(server): once, in the master (or the one process), just before it exits.",
     )
-    nworkers_changed: Callable[..., Any] | None = option(
-        None,
-        help="nworkers_changed(server, new_value, old_value): in the master (or the one "
+    nworkers_changed: Hook = hook(
+        "nworkers_changed",
+        "nworkers_changed(server, new_value, old_value): in the master (or the one "
         "process) at start, with old_value None, and on each TTIN and TTOU. rsgi keeps "
         "the worker count across a HUP, so a reload does not call it (gunicorn's does).",
-        group=HOOKS_GROUP,
-        validate=check_hook,
-        gunicorn=("nworkers_changed",),
-        cli=False,
-        optional=True,
     )
-    on_reload: Callable[..., Any] | None = option(
-        None,
-        help="on_reload(server): in the master on HUP, before the new workers are forked (with "
+    on_reload: Hook = hook(
+        "on_reload",
+        "on_reload(server): in the master on HUP, before the new workers are forked (with "
         "--preload, before the master re-executes itself).",
-        group=HOOKS_GROUP,
-        validate=check_hook,
-        gunicorn=("on_reload",),
-        cli=False,
-        optional=True,
     )
-    pre_exec: Callable[..., Any] | None = option(
-        None,
-        help="pre_exec(server): in the master just before it re-executes itself, which rsgi "
+    pre_exec: Hook = hook(
+        "pre_exec",
+        "pre_exec(server): in the master just before it re-executes itself, which rsgi "
         "does on HUP with --preload (gunicorn does it on USR2, from a forked copy of the "
         "master).",
-        group=HOOKS_GROUP,
-        validate=check_hook,
-        gunicorn=("pre_exec",),
-        cli=False,
-        optional=True,
     )
-    pre_fork: Callable[..., Any] | None = option(
-        None,
-        help="pre_fork(server, worker): in the master just before each worker is forked; "
+    pre_fork: Hook = hook(
+        "pre_fork",
+        "pre_fork(server, worker): in the master just before each worker is forked; "
         "worker.pid is None until then.",
-        group=HOOKS_GROUP,
-        validate=check_hook,
-        gunicorn=("pre_fork",),
-        cli=False,
-        optional=True,
     )
-    child_exit: Callable[..., Any] | None = option(
-        None,
-        help="child_exit(server, worker): in the master once a worker exited, whatever the "
+    child_exit: Hook = hook(
+        "child_exit",
+        "child_exit(server, worker): in the master once a worker exited, whatever the "
         "cause, with worker.pid the pid it had.",
-        group=HOOKS_GROUP,
-        validate=check_hook,
-        gunicorn=("child_exit",),
-        cli=False,
-        optional=True,
     )
-    post_worker_init: Callable[..., Any] | None = option(
-        None,
-        help="post_worker_init(worker): in each worker (or the one process) once the app is "
+    post_worker_init: Hook = hook(
+        "post_worker_init",
+        "post_worker_init(worker): in each worker (or the one process) once the app is "
         "imported (with --preload, inherited), before its lifespan startup.",
-        group=HOOKS_GROUP,
-        validate=check_hook,
-        gunicorn=("post_worker_init",),
-        cli=False,
-        optional=True,
     )
-    pre_request: Callable[..., Any] | None = option(
-        None,
-        help="pre_request(worker, req): before each HTTP request (not WebSocket), on the event "
+    pre_request: Hook = hook(
+        "pre_request",
+        "pre_request(worker, req): before each HTTP request (not WebSocket), on the event "
         "loop; req has gunicorn's fields (method, path, query, uri, headers, version) and "
         "the ASGI scope. If it raises, the request fails with 500.",
-        group=HOOKS_GROUP,
-        validate=check_hook,
-        gunicorn=("pre_request",),
-        cli=False,
-        optional=True,
     )
-    post_request: Callable[..., Any] | None = option(
-        None,
-        help="post_request(worker, req, environ, resp): after the app finished each HTTP "
+    post_request: Hook = hook(
+        "post_request",
+        "post_request(worker, req, environ, resp): after the app finished each HTTP "
         "request; environ is the request as a WSGI environ, resp has status, status_code, "
         "headers and response_length.",
-        group=HOOKS_GROUP,
-        validate=check_hook,
-        gunicorn=("post_request",),
-        cli=False,
-        optional=True,
     )
-    worker_int: Callable[..., Any] | None = option(
-        None,
-        help="worker_int(worker): in a worker that got SIGINT or SIGQUIT (Ctrl-C, the master's "
+    worker_int: Hook = hook(
+        "worker_int",
+        "worker_int(worker): in a worker that got SIGINT or SIGQUIT (Ctrl-C, the master's "
         "quick stop) once its event loop runs, before it stops; in the one process, on "
         "SIGINT.",
-        group=HOOKS_GROUP,
-        validate=check_hook,
-        gunicorn=("worker_int",),
-        cli=False,
-        optional=True,
     )
-    worker_abort: Callable[..., Any] | None = option(
-        None,
-        help="worker_abort(worker): in a worker that got SIGABRT (--timeout-worker found its "
+    worker_abort: Hook = hook(
+        "worker_abort",
+        "worker_abort(worker): in a worker that got SIGABRT (--timeout-worker found its "
         "event loop blocked), once its main thread runs Python code again, after the "
         "stack dump; the worker then dies of the SIGABRT (worker_exit is not called). A "
         "worker stuck in C code never runs it: SIGKILL follows 3 s later.",
-        group=HOOKS_GROUP,
-        validate=check_hook,
-        gunicorn=("worker_abort",),
-        cli=False,
-        optional=True,
     )
 
     def __post_init__(self) -> None:
