@@ -24,9 +24,11 @@ import httpx
 import pytest
 from conftest import (
     SERVER,
+    RawClient,
     Server,
     child_env,
     free_port,
+    running_server,
     server_command,
     spawn_process,
     wait_until_accepting,
@@ -410,6 +412,8 @@ def test_config_file_settings_lose_to_flags_and_environment(tmp_path):
         ("statsd_host = 'localhost:8125'", "gunicorn's statsd_host setting"),
         ("worker_class = 'sync'", "worker_class 'sync' is not an ASGI worker"),
         ("workers = 'many'", "expected an integer"),
+        ("http_protocols = 'h2,h3'", "http_protocols: unknown protocol 'h3' (h1, h2)"),
+        ("http2_cleartext = 'yes'", "http2_cleartext: 'yes' is not off, prior-knowledge"),
     ],
 )
 def test_config_file_refuses_what_rsgi_cannot_do(tmp_path, setting, message):
@@ -733,3 +737,45 @@ def test_proc_name_titles_the_master_and_workers(servers, conf_file, tmp_path):
 
     assert title(server.pid) == "rsgi: master [billing]"
     assert re.fullmatch(r"rsgi: worker [12] \[billing\]", title(worker))
+
+
+@pytest.mark.parametrize(
+    ("protocols", "http"), [('"h1"', "1"), ('"h2,h1"', "auto"), ('"h2"', "auto"), ('""', "1")]
+)
+def test_http_protocols_maps_onto_http(tmp_path, protocols, http):
+    """gunicorn 25's http_protocols: with h2 listed gunicorn still serves HTTP/1.1 to clients
+    that do not pick h2 (rsgi's "auto"); "h1" alone is HTTP/1.1 only."""
+    from rsgi.cli import config_from_argv
+
+    conf = tmp_path / "gunicorn.conf.py"
+    conf.write_text(f"http_protocols = {protocols}\nhttp2_cleartext = 'off'\n")
+    config, warnings = config_from_argv(["-c", str(conf), "main:app"], environ={})
+    assert config.http == http
+    assert warnings == []
+
+
+def test_http2_cleartext_upgrade_is_a_warning(tmp_path):
+    from rsgi.cli import config_from_argv
+
+    conf = tmp_path / "gunicorn.conf.py"
+    conf.write_text("http_protocols = 'h2,h1'\nhttp2_cleartext = 'upgrade'\n")
+    config, warnings = config_from_argv(["-c", str(conf), "main:app"], environ={})
+    assert config.http == "auto"
+    assert len(warnings) == 1 and "no HTTP/1.1 Upgrade to h2c" in warnings[0], warnings
+
+
+def test_http_protocols_h1_refuses_the_http2_preface(tmp_path):
+    conf = tmp_path / "gunicorn.conf.py"
+    conf.write_text("http_protocols = 'h1'\n")
+    with running_server("raw_app:app", "-c", str(conf)) as server:
+        with RawClient(server.port) as raw:
+            raw.send(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+            assert raw.read_until_closed(timeout=5).startswith(b"HTTP/1.1 400 ")
+    conf.write_text("http_protocols = 'h2,h1'\n")
+    with running_server("raw_app:app", "-c", str(conf)) as server:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as raw:
+            raw.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+            head = b""
+            while len(head) < 9:
+                head += raw.recv(9 - len(head))
+            assert head[3] == 4, head  # the server's SETTINGS frame: HTTP/2 it is

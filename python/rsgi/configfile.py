@@ -107,6 +107,10 @@ def from_namespace(namespace: dict[str, Any], path: str) -> tuple[dict[str, Any]
             values[setting.name] = from_file(setting, value, path, name)
         elif name == "worker_class":
             warnings.extend(check_worker_class(value, path))
+        elif name == "http_protocols":
+            values["http"] = http_from_protocols(value, path)
+        elif name == "http2_cleartext":
+            warnings.extend(check_cleartext(value, path))
         elif name in IGNORED:
             if value not in (None, False, "", [], ()):
                 warnings.append(f"{path}: {name} is ignored: {IGNORED[name]}")
@@ -124,6 +128,32 @@ def from_file(setting: Setting, value: Any, path: str, name: str) -> Any:
         except ValueError as exc:
             raise ConfigError(f"{path}: {name}: {exc}") from None
     return value
+
+
+def http_from_protocols(value: Any, path: str) -> str:
+    """gunicorn 25's ``http_protocols`` ("h1", "h2,h1", "h2") as rsgi's ``--http``: with h2
+    listed gunicorn offers HTTP/2 and still serves HTTP/1.1 to a client that does not pick
+    it, which is rsgi's "auto"; "h1" alone is "1"."""
+    protocols = [p.strip().lower() for p in str(value or "").split(",") if p.strip()]
+    unknown = sorted(set(protocols) - {"h1", "h2"})
+    if unknown:
+        raise ConfigError(f"{path}: http_protocols: unknown protocol {unknown[0]!r} (h1, h2)")
+    return "auto" if "h2" in protocols else "1"
+
+
+def check_cleartext(value: Any, path: str) -> list[str]:
+    """gunicorn's ``http2_cleartext``: rsgi's "auto" serves h2c with prior knowledge on plain
+    TCP (a superset of "off" and what "prior-knowledge" asks); only the upgrade is missing."""
+    if value in ("upgrade", "both"):
+        return [
+            f"{path}: http2_cleartext {value!r}: rsgi has no HTTP/1.1 Upgrade to h2c; with "
+            "--http auto it serves h2c to clients that start with the HTTP/2 preface"
+        ]
+    if value not in (None, False, True, "off", "prior-knowledge"):
+        raise ConfigError(
+            f"{path}: http2_cleartext: {value!r} is not off, prior-knowledge, upgrade or both"
+        )
+    return []
 
 
 def check_worker_class(value: Any, path: str) -> list[str]:
