@@ -199,6 +199,7 @@ pub struct Timeouts {
 
 /// Bytes the kernel holds for the socket and the peer has not taken yet (TIOCOUTQ: unsent or
 /// unacknowledged for TCP, unread for a unix socket); `None` when it cannot tell.
+#[cfg(target_os = "linux")]
 fn unsent(fd: Option<RawFd>) -> Option<u64> {
     let fd = fd?;
     let mut bytes: libc::c_int = 0;
@@ -206,6 +207,13 @@ fn unsent(fd: Option<RawFd>) -> Option<u64> {
     // fd it does not apply to, the call fails and stores nothing.
     let done = unsafe { libc::ioctl(fd, libc::TIOCOUTQ, &mut bytes) };
     (done == 0).then(|| bytes.max(0) as u64)
+}
+
+/// Other systems have no TIOCOUTQ (macOS's SO_NWRITE counts only unsent bytes, not the
+/// unacknowledged ones a stalled peer leaves): the write timeout then goes by progress alone.
+#[cfg(not(target_os = "linux"))]
+fn unsent(_: Option<RawFd>) -> Option<u64> {
+    None
 }
 
 impl Timeouts {
