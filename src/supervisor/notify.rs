@@ -62,6 +62,11 @@ impl Notifier {
         let Some(value) = std::env::var_os("NOTIFY_SOCKET") else {
             return Ok(None);
         };
+        // macOS has no SOCK_CLOEXEC (nor systemd, so NOTIFY_SOCKET is not set there).
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        const CLOEXEC: SockFlag = SockFlag::SOCK_CLOEXEC;
+        #[cfg(not(any(target_os = "linux", target_os = "android")))]
+        const CLOEXEC: SockFlag = SockFlag::empty();
         let Some(target) = parse_target(value.as_bytes()) else {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
@@ -80,12 +85,7 @@ impl Notifier {
                 ))
             }
         };
-        let socket = socket(
-            AddressFamily::Unix,
-            SockType::Datagram,
-            SockFlag::SOCK_CLOEXEC,
-            None,
-        )?;
+        let socket = socket(AddressFamily::Unix, SockType::Datagram, CLOEXEC, None)?;
         Ok(Some(Notifier { socket, addr }))
     }
 
